@@ -1,0 +1,117 @@
+//! Replies, encoded by the server and parsed by the client.
+
+use super::ParseError;
+
+/// One reply line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `VALUE <value>`
+    Value(Vec<u8>),
+    /// `NOT_FOUND`
+    NotFound,
+    /// `OK`: the write is committed (durable on a majority).
+    Ok,
+    /// `PONG`
+    Pong,
+    /// `STATUS k=v k=v ...`
+    Status(Vec<(String, String)>),
+    /// `ERR NOT_LEADER <leader client addr>`
+    NotLeader(String),
+    /// `ERR NO_LEADER`
+    NoLeader,
+    /// `ERR DROPPED <reason>`: the write was definitely not applied; safe to retry.
+    Dropped(String),
+    /// `ERR UNKNOWN <reason>`: the write may or may not have been applied.
+    Unknown(String),
+    /// `ERR <reason>`: a bad request or another failure.
+    Error(String),
+}
+
+impl Reply {
+    /// Encodes the reply, `\n` included.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Value(value) => {
+                out.extend_from_slice(b"VALUE ");
+                out.extend_from_slice(value);
+            }
+            Reply::NotFound => out.extend_from_slice(b"NOT_FOUND"),
+            Reply::Ok => out.extend_from_slice(b"OK"),
+            Reply::Pong => out.extend_from_slice(b"PONG"),
+            Reply::Status(fields) => {
+                out.extend_from_slice(b"STATUS");
+                for (k, v) in fields {
+                    out.push(b' ');
+                    out.extend_from_slice(k.as_bytes());
+                    out.push(b'=');
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+            Reply::NotLeader(addr) => {
+                out.extend_from_slice(b"ERR NOT_LEADER ");
+                out.extend_from_slice(addr.as_bytes());
+            }
+            Reply::NoLeader => out.extend_from_slice(b"ERR NO_LEADER"),
+            Reply::Dropped(reason) => {
+                out.extend_from_slice(b"ERR DROPPED ");
+                out.extend_from_slice(reason.as_bytes());
+            }
+            Reply::Unknown(reason) => {
+                out.extend_from_slice(b"ERR UNKNOWN ");
+                out.extend_from_slice(reason.as_bytes());
+            }
+            Reply::Error(reason) => {
+                out.extend_from_slice(b"ERR ");
+                out.extend_from_slice(reason.as_bytes());
+            }
+        }
+        out.push(b'\n');
+    }
+
+    /// Parses a reply line (without `\n`).
+    pub fn parse(line: &[u8]) -> Result<Reply, String> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = || String::from_utf8_lossy(line).into_owned();
+        if let Some(value) = line.strip_prefix(b"VALUE ") {
+            return Ok(Reply::Value(value.to_vec()));
+        }
+        match line {
+            b"VALUE" => return Ok(Reply::Value(Vec::new())),
+            b"NOT_FOUND" => return Ok(Reply::NotFound),
+            b"OK" => return Ok(Reply::Ok),
+            b"PONG" => return Ok(Reply::Pong),
+            b"ERR NO_LEADER" => return Ok(Reply::NoLeader),
+            _ => {}
+        }
+        if let Some(rest) = line.strip_prefix(b"STATUS") {
+            let fields = String::from_utf8_lossy(rest)
+                .split_whitespace()
+                .filter_map(|field| {
+                    let (k, v) = field.split_once('=')?;
+                    Some((k.to_string(), v.to_string()))
+                })
+                .collect();
+            return Ok(Reply::Status(fields));
+        }
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if let Some(addr) = line.strip_prefix(b"ERR NOT_LEADER ") {
+            return Ok(Reply::NotLeader(lossy(addr)));
+        }
+        if let Some(reason) = line.strip_prefix(b"ERR DROPPED ") {
+            return Ok(Reply::Dropped(lossy(reason)));
+        }
+        if let Some(reason) = line.strip_prefix(b"ERR UNKNOWN ") {
+            return Ok(Reply::Unknown(lossy(reason)));
+        }
+        if let Some(reason) = line.strip_prefix(b"ERR ") {
+            return Ok(Reply::Error(lossy(reason)));
+        }
+        Err(format!("unrecognised reply: {}", text()))
+    }
+}
+
+impl From<ParseError> for Reply {
+    fn from(err: ParseError) -> Reply {
+        Reply::Error(err.to_string())
+    }
+}
