@@ -2,9 +2,18 @@
 //!
 //! Layout:
 //! - [`types`]: entries, commands, hard state, configuration (shared data).
-//! - `raft`: the pure Raft state machine (messages and ticks in, work out).
-//! - `storage`: file layer, WAL, snapshots (durable state on disk).
-//! - `state_machine`: the key-value map the log is applied to.
-//! - `transport`, `protocol`, `server`, `node`, `cli`: the runtime around them.
+//! - [`raft`]: the pure Raft state machine (messages and ticks in, work out).
+//! - [`storage`]: file layer, WAL, snapshots (durable state on disk).
+//! - [`state_machine`]: the key-value map the log is applied to.
+//! - [`transport`]: gRPC between nodes; [`protocol`]: the client wire format;
+//!   [`server`]: the client TCP server; [`node`]: the event loop gluing them;
+//!   [`cli`]: the `titanstore-server` command line.
+pub mod cli;
+pub mod node;
 pub mod protocol;
+pub mod raft;
+pub mod server;
+pub mod state_machine;
+pub mod storage;
+pub mod transport;
 pub mod types;

@@ -1,0 +1,253 @@
+//! The `titanstore-server` command line, shared by the native binary and the
+//! Python package's `run_node(argv)`: both call [`main_from`].
+//!
+//! Bad flags get clap's message and exit code 2, never a panic; `main_from`
+//! never calls `process::exit`, so it is safe to call inside Python.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use crate::node::{self, NodeConfig, Peer};
+use crate::server::ServerConfig;
+
+/// One TitanStore node: Raft over gRPC between nodes, plaintext protocol for clients.
+#[derive(Debug, Parser)]
+#[command(name = "titanstore-server", version, about)]
+pub struct Args {
+    /// This node's id (must be unique in the cluster), e.g. node1.
+    #[arg(long)]
+    pub id: String,
+    /// Port of the Raft (gRPC) endpoint; 0 picks a free port.
+    #[arg(long, default_value_t = 5001)]
+    pub port: u16,
+    /// Port of the client (plaintext) endpoint; 0 picks a free port.
+    #[arg(long, default_value_t = 6001)]
+    pub client_port: u16,
+    /// Address to bind both endpoints to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// host:port other nodes and redirects give clients for this node
+    /// [default: localhost:<client port>].
+    #[arg(long)]
+    pub advertise_client_addr: Option<String>,
+    /// host:port peers use for this node's Raft endpoint [default: localhost:<port>].
+    #[arg(long)]
+    pub advertise_raft_addr: Option<String>,
+    /// The other members: id:host:raft_port:client_port, comma-separated.
+    /// Leave out for a single-node cluster.
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    pub peers: Vec<Peer>,
+    /// Where the WAL and snapshots live [default: ./data/<id>].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Lower bound of the randomized election timeout, in ms.
+    #[arg(long, default_value_t = 150)]
+    pub election_timeout_min_ms: u64,
+    /// Upper bound (exclusive) of the randomized election timeout, in ms.
+    #[arg(long, default_value_t = 300)]
+    pub election_timeout_max_ms: u64,
+    /// Leader heartbeat interval, in ms.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Snapshot (and compact the WAL) after this many applied entries.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_threshold: u64,
+    /// Longest accepted client request line, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_line_bytes: usize,
+    /// How long a client request may wait for commit, in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+/// Parses `id:host:raft_port:client_port`.
+pub fn parse_peer(text: &str) -> Result<Peer, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [id, host, raft_port, client_port] = parts.as_slice() else {
+        return Err(format!(
+            "'{text}' is not id:host:raft_port:client_port"
+        ));
+    };
+    if id.is_empty() || host.is_empty() {
+        return Err(format!("'{text}' has an empty id or host"));
+    }
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("'{p}' in '{text}' is not a port (1-65535)"))
+    };
+    Ok(Peer {
+        id: id.to_string(),
+        raft_addr: format!("{host}:{}", port(raft_port)?),
+        client_addr: format!("{host}:{}", port(client_port)?),
+    })
+}
+
+impl Args {
+    /// Checks what clap cannot: relations between flags.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.contains([':', ',', ' ']) {
+            return Err(format!("--id '{}' must be non-empty without ':', ',' or spaces", self.id));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for peer in &self.peers {
+            if peer.id == self.id {
+                return Err(format!("--peers names this node ('{}') itself", self.id));
+            }
+            if !seen.insert(&peer.id) {
+                return Err(format!("--peers names '{}' twice", peer.id));
+            }
+        }
+        if self.election_timeout_min_ms == 0
+            || self.election_timeout_min_ms >= self.election_timeout_max_ms
+        {
+            return Err("--election-timeout-min-ms must be > 0 and below --election-timeout-max-ms".into());
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
+            return Err("--heartbeat-ms must be > 0 and below --election-timeout-min-ms".into());
+        }
+        if self.snapshot_threshold == 0 || self.max_line_bytes == 0 || self.request_timeout_ms == 0 {
+            return Err("--snapshot-threshold, --max-line-bytes and --request-timeout-ms must be > 0".into());
+        }
+        Ok(())
+    }
+
+    fn node_config(&self, raft_port: u16, client_port: u16) -> NodeConfig {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data").join(&self.id));
+        let mut config = NodeConfig::new(self.id.clone(), data_dir);
+        config.peers = self.peers.clone();
+        config.advertise_raft_addr = self
+            .advertise_raft_addr
+            .clone()
+            .unwrap_or_else(|| format!("localhost:{raft_port}"));
+        config.advertise_client_addr = self
+            .advertise_client_addr
+            .clone()
+            .unwrap_or_else(|| format!("localhost:{client_port}"));
+        config.election_timeout_min = Duration::from_millis(self.election_timeout_min_ms);
+        config.election_timeout_max = Duration::from_millis(self.election_timeout_max_ms);
+        config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
+        config.snapshot_threshold = self.snapshot_threshold;
+        config.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        config.server = ServerConfig {
+            max_line_bytes: self.max_line_bytes,
+            ..ServerConfig::default()
+        };
+        config
+    }
+}
+
+/// Runs a node from command-line arguments (`argv[0]` included) and returns
+/// the process exit code: 0 after a clean shutdown, 1 on a runtime failure,
+/// 2 on bad arguments.
+pub fn main_from<I, T>(argv: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = match Args::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { 2 } else { 0 };
+        }
+    };
+    if let Err(msg) = args.validate() {
+        eprintln!("error: {msg}");
+        return 2;
+    }
+    init_logging(&args.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("titanstore")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            1
+        }
+    }
+}
+
+fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second call (e.g. two nodes in one Python process) keeps the first.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let raft_listener = bind(args.bind, args.port, "raft").await?;
+    let client_listener = bind(args.bind, args.client_port, "client").await?;
+    let raft_port = local_port(&raft_listener)?;
+    let client_port = local_port(&client_listener)?;
+    let config = args.node_config(raft_port, client_port);
+    // One parseable line on stdout: harnesses learn the bound ports from it.
+    println!(
+        "titanstore node {} listening raft={}:{} client={}:{} data_dir={}",
+        config.id,
+        args.bind,
+        raft_port,
+        args.bind,
+        client_port,
+        config.data_dir.display()
+    );
+    node::run(config, raft_listener, client_listener, shutdown_signal())
+        .await
+        .map_err(|err| err.to_string())
+}
+
+async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(SocketAddr::new(ip, port))
+        .await
+        .map_err(|err| format!("cannot listen on {ip}:{port} for {what} traffic: {err}"))
+}
+
+fn local_port(listener: &TcpListener) -> Result<u16, String> {
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|err| err.to_string())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutdown requested");
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested");
+}

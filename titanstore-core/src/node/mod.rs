@@ -1,0 +1,258 @@
+//! A running TitanStore node: the one place where the Raft core, storage, the
+//! transport and the client server meet.
+//!
+//! [`run`] opens the data dir, recovers, starts the storage thread, the gRPC
+//! endpoint, one sender per peer and the client server, then drives the Raft
+//! core from a single event loop until the shutdown future completes.
+
+mod event_loop;
+mod handle;
+mod storage_thread;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub use handle::NodeHandle;
+
+use crate::raft::{Bootstrap, RaftConfig, RaftNode};
+use crate::server::{self, ServerConfig};
+use crate::state_machine::KvStateMachine;
+use crate::storage::{self, Storage};
+use crate::transport::{self, PeerSender, SnapshotSource};
+use crate::types::{ClusterConfig, MemberAddr, NodeId, Snapshot, SnapshotMeta};
+
+/// Another member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: NodeId,
+    /// `host:port` of its Raft endpoint.
+    pub raft_addr: String,
+    /// `host:port` clients use to reach it.
+    pub client_addr: String,
+}
+
+/// Everything a node needs to know to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub peers: Vec<Peer>,
+    /// This node's Raft address as peers know it.
+    pub advertise_raft_addr: String,
+    /// This node's client address as clients should use it (in redirects).
+    pub advertise_client_addr: String,
+    pub data_dir: PathBuf,
+    /// Raft time unit; timeouts below are rounded to whole ticks.
+    pub tick: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub heartbeat_interval: Duration,
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub snapshot_threshold: u64,
+    /// How long a client request may wait for commit or read confirmation.
+    pub request_timeout: Duration,
+    pub server: ServerConfig,
+}
+
+impl NodeConfig {
+    /// A config with the spec's defaults for a node with no peers.
+    pub fn new(id: impl Into<NodeId>, data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            id: id.into(),
+            peers: Vec::new(),
+            advertise_raft_addr: String::new(),
+            advertise_client_addr: String::new(),
+            data_dir: data_dir.into(),
+            tick: Duration::from_millis(10),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            snapshot_threshold: 100_000,
+            request_timeout: Duration::from_secs(5),
+            server: ServerConfig::default(),
+        }
+    }
+
+    fn ticks(&self, d: Duration) -> u64 {
+        let tick = self.tick.as_micros().max(1);
+        (d.as_micros() / tick).max(1) as u64
+    }
+
+    fn raft_config(&self) -> RaftConfig {
+        let mut raft = RaftConfig::new(self.id.clone());
+        raft.election_timeout_min_ticks = self.ticks(self.election_timeout_min);
+        raft.election_timeout_max_ticks = self
+            .ticks(self.election_timeout_max)
+            .max(raft.election_timeout_min_ticks + 1);
+        raft.heartbeat_ticks = self.ticks(self.heartbeat_interval);
+        raft.seed = seed_from_clock(&self.id);
+        raft
+    }
+
+    /// The membership given on the command line, this node included.
+    fn initial_membership(&self) -> ClusterConfig {
+        let mut voters = BTreeMap::new();
+        voters.insert(
+            self.id.clone(),
+            MemberAddr {
+                raft_addr: self.advertise_raft_addr.clone(),
+                client_addr: self.advertise_client_addr.clone(),
+            },
+        );
+        for peer in &self.peers {
+            voters.insert(
+                peer.id.clone(),
+                MemberAddr {
+                    raft_addr: peer.raft_addr.clone(),
+                    client_addr: peer.client_addr.clone(),
+                },
+            );
+        }
+        ClusterConfig { voters }
+    }
+}
+
+fn seed_from_clock(id: &str) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    id.bytes()
+        .fold(nanos ^ u64::from(std::process::id()), |acc, b| {
+            acc.rotate_left(5) ^ u64::from(b)
+        })
+}
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("cannot start the Raft core: {0}")]
+    Raft(String),
+    #[error("corrupt snapshot image: {0}")]
+    Snapshot(String),
+    #[error("storage failed while running: {0}")]
+    StorageFailed(String),
+    #[error("raft endpoint failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+struct DiskSnapshots {
+    dir: PathBuf,
+}
+
+impl SnapshotSource for DiskSnapshots {
+    fn latest(&self) -> Result<Option<Snapshot>, String> {
+        storage::read_snapshot(&self.dir).map_err(|err| err.to_string())
+    }
+}
+
+/// Runs a node until `shutdown` completes or storage fails.
+pub async fn run(
+    config: NodeConfig,
+    raft_listener: TcpListener,
+    client_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let (storage, recovered) = Storage::open_real(&config.data_dir)?;
+    if let Some(torn) = &recovered.torn_tail {
+        tracing::warn!(?torn, "cut off a torn record at the end of the WAL");
+    }
+    let membership = config.initial_membership();
+    let mut kv = KvStateMachine::new();
+    let snapshot_meta = match &recovered.snapshot {
+        Some(snapshot) => {
+            kv.restore(&snapshot.data, snapshot.meta.last_index)
+                .map_err(|err| NodeError::Snapshot(err.to_string()))?;
+            snapshot.meta.clone()
+        }
+        None => SnapshotMeta {
+            last_index: 0,
+            last_term: 0,
+            config: membership.clone(),
+        },
+    };
+    tracing::info!(
+        id = %config.id,
+        snapshot_index = snapshot_meta.last_index,
+        entries = recovered.entries.len(),
+        term = recovered.hard_state.term,
+        "recovered state"
+    );
+    let boot = Bootstrap {
+        hard_state: recovered.hard_state.clone(),
+        snapshot: snapshot_meta.clone(),
+        entries: recovered.entries,
+        applied: snapshot_meta.last_index,
+    };
+    let raft =
+        RaftNode::new(config.raft_config(), boot).map_err(|err| NodeError::Raft(err.to_string()))?;
+
+    let (job_tx, job_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let storage_thread = std::thread::Builder::new()
+        .name(format!("{}-storage", config.id))
+        .spawn(move || storage_thread::run(storage, job_rx, done_tx))
+        .map_err(|err| NodeError::StorageFailed(err.to_string()))?;
+
+    let snapshots: Arc<dyn SnapshotSource> = Arc::new(DiskSnapshots {
+        dir: config.data_dir.clone(),
+    });
+    let peers = config
+        .peers
+        .iter()
+        .map(|peer| {
+            let sender = PeerSender::spawn(peer.raft_addr.clone(), Arc::clone(&snapshots));
+            (peer.id.clone(), sender)
+        })
+        .collect();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (inbox_tx, inbox_rx) = mpsc::channel(65_536);
+    let raft_server = tokio::spawn(transport::serve(
+        raft_listener,
+        config.id.clone(),
+        inbox_tx,
+        stopped(stop_rx.clone()),
+    ));
+    let (request_tx, request_rx) = mpsc::channel(65_536);
+    let client_server = tokio::spawn(server::run(
+        client_listener,
+        NodeHandle::new(request_tx),
+        config.server.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let event_loop = event_loop::EventLoop::new(
+        config,
+        raft,
+        kv,
+        snapshot_meta,
+        peers,
+        job_tx,
+    );
+    let result = event_loop
+        .run(inbox_rx, request_rx, done_rx, shutdown)
+        .await;
+
+    let _ = stop_tx.send(true);
+    let _ = client_server.await;
+    let raft_result = raft_server.await;
+    // The event loop dropped the job sender: the storage thread drains and exits.
+    let _ = tokio::task::spawn_blocking(move || storage_thread.join()).await;
+    tracing::info!("node stopped");
+    result?;
+    match raft_result {
+        Ok(Err(err)) => Err(NodeError::Transport(err)),
+        _ => Ok(()),
+    }
+}

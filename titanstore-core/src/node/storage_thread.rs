@@ -1,0 +1,129 @@
+//! The storage thread: group commit.
+//!
+//! The event loop hands over write jobs in order and never waits. This thread
+//! takes every job that queued up, writes them all, makes them durable with
+//! one fsync, and only then reports them done (with the messages that were
+//! waiting on that durability). Snapshots go through the same queue, so the
+//! WAL is never compacted behind entries still being written.
+
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::mpsc;
+
+use crate::raft::Message;
+use crate::storage::Storage;
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+
+/// Work for the storage thread.
+pub(crate) enum StorageJob {
+    /// Persist what one `Ready` asked for; `then` goes out once it is durable.
+    Write {
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        then: Vec<Message>,
+    },
+    /// Save a snapshot the node took of its own state and compact behind it.
+    TakeSnapshot(Snapshot),
+}
+
+/// What the storage thread reports back, in job order.
+pub(crate) enum StorageDone {
+    Written {
+        last: Option<(LogIndex, Term)>,
+        snapshot_index: Option<LogIndex>,
+        then: Vec<Message>,
+    },
+    SnapshotTaken(SnapshotMeta),
+    /// The disk failed: the node must stop, since it can no longer keep promises.
+    Failed(String),
+}
+
+/// Most jobs folded into one fsync.
+const MAX_BATCH: usize = 4096;
+
+/// Runs until the job channel closes (node shutdown), then returns.
+pub(crate) fn run(
+    mut storage: Storage,
+    jobs: std_mpsc::Receiver<StorageJob>,
+    done: mpsc::UnboundedSender<StorageDone>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&mut storage, batch) {
+            Ok(reports) => {
+                for report in reports {
+                    if done.send(report).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "storage failed; the node must stop");
+                let _ = done.send(StorageDone::Failed(err.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+fn write_batch(
+    storage: &mut Storage,
+    batch: Vec<StorageJob>,
+) -> Result<Vec<StorageDone>, crate::storage::StorageError> {
+    let mut reports = Vec::with_capacity(batch.len());
+    let mut dirty = false;
+    for job in batch {
+        match job {
+            StorageJob::Write {
+                snapshot,
+                entries,
+                hard_state,
+                then,
+            } => {
+                let snapshot_index = match snapshot {
+                    Some(snapshot) => {
+                        if dirty {
+                            storage.sync()?;
+                            dirty = false;
+                        }
+                        storage.save_snapshot(&snapshot)?;
+                        Some(snapshot.meta.last_index)
+                    }
+                    None => None,
+                };
+                if !entries.is_empty() {
+                    storage.append(&entries)?;
+                    dirty = true;
+                }
+                if let Some(hard_state) = &hard_state {
+                    storage.set_hard_state(hard_state)?;
+                    dirty = true;
+                }
+                reports.push(StorageDone::Written {
+                    last: entries.last().map(|e| (e.index, e.term)),
+                    snapshot_index,
+                    then,
+                });
+            }
+            StorageJob::TakeSnapshot(snapshot) => {
+                if dirty {
+                    storage.sync()?;
+                    dirty = false;
+                }
+                storage.save_snapshot(&snapshot)?;
+                reports.push(StorageDone::SnapshotTaken(snapshot.meta));
+            }
+        }
+    }
+    if dirty {
+        storage.sync()?;
+    }
+    Ok(reports)
+}

@@ -1,0 +1,3 @@
+//! Placeholder until the Raft core lands.
+mod message;
+pub use message::{Message, MessageBody};

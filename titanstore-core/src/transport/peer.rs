@@ -1,0 +1,159 @@
+//! One ordered outgoing stream per peer, reconnected with back-off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use titanstore_proto::raft_client::RaftClient;
+
+use super::{MAX_MESSAGE_BYTES, to_wire};
+use crate::raft::{Message, MessageBody};
+use crate::types::Snapshot;
+
+/// Where a peer task gets the snapshot image to fill an `InstallSnapshot`.
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// The newest snapshot on disk, if any.
+    fn latest(&self) -> Result<Option<Snapshot>, String>;
+}
+
+/// Messages queued for one peer before it counts as slow and drops them.
+const QUEUE_DEPTH: usize = 8192;
+
+/// The node's handle to one peer's sender task.
+pub struct PeerSender {
+    tx: mpsc::Sender<Message>,
+}
+
+impl PeerSender {
+    /// Starts the sender task for the peer at `raft_addr` (`host:port`).
+    pub fn spawn(raft_addr: String, snapshots: Arc<dyn SnapshotSource>) -> PeerSender {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(raft_addr, rx, snapshots));
+        PeerSender { tx }
+    }
+
+    /// Queues a message; drops it if the peer's queue is full.
+    pub fn send(&self, msg: Message) {
+        if let Err(err) = self.tx.try_send(msg) {
+            tracing::debug!(to = %err.into_inner().to, "peer queue full, dropping message");
+        }
+    }
+}
+
+async fn run(
+    raft_addr: String,
+    mut queue: mpsc::Receiver<Message>,
+    snapshots: Arc<dyn SnapshotSource>,
+) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let client = match connect(&raft_addr).await {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::debug!(peer = %raft_addr, %err, "cannot connect to peer");
+                // Whatever queued up while the peer was away is stale by now.
+                loop {
+                    match queue.try_recv() {
+                        Ok(_) => {}
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(20);
+        if !pump(client, &mut queue, &snapshots, &raft_addr).await {
+            return;
+        }
+    }
+}
+
+async fn connect(
+    raft_addr: &str,
+) -> Result<RaftClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{raft_addr}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await?;
+    Ok(RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Forwards queued messages into one stream until it breaks. Returns false
+/// when the node dropped its sender (shutdown).
+async fn pump(
+    mut client: RaftClient<tonic::transport::Channel>,
+    queue: &mut mpsc::Receiver<Message>,
+    snapshots: &Arc<dyn SnapshotSource>,
+    raft_addr: &str,
+) -> bool {
+    let (stream_tx, stream_rx) = mpsc::channel(256);
+    let call = client.stream(ReceiverStream::new(stream_rx));
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                if let Err(status) = result {
+                    tracing::debug!(peer = %raft_addr, %status, "stream to peer ended");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return true;
+            }
+            next = queue.recv() => {
+                let Some(mut msg) = next else { return false };
+                if let MessageBody::InstallSnapshot { meta, data, .. } = &mut msg.body {
+                    if !fill_snapshot(snapshots, meta, data).await {
+                        continue;
+                    }
+                }
+                let wire = match to_wire(&msg) {
+                    Ok(wire) => wire,
+                    Err(err) => {
+                        tracing::error!(%err, "cannot encode message");
+                        continue;
+                    }
+                };
+                tokio::select! {
+                    sent = stream_tx.send(wire) => if sent.is_err() { return true },
+                    _ = &mut call => return true,
+                }
+            }
+        }
+    }
+}
+
+/// Loads the snapshot image off the node's event loop. A newer snapshot than
+/// the one the core named is fine: the follower replies with what it got.
+async fn fill_snapshot(
+    snapshots: &Arc<dyn SnapshotSource>,
+    meta: &mut crate::types::SnapshotMeta,
+    data: &mut Vec<u8>,
+) -> bool {
+    let source = Arc::clone(snapshots);
+    match tokio::task::spawn_blocking(move || source.latest()).await {
+        Ok(Ok(Some(snapshot))) if snapshot.meta.last_index >= meta.last_index => {
+            *meta = snapshot.meta;
+            *data = snapshot.data;
+            true
+        }
+        Ok(Ok(_)) => {
+            tracing::warn!(index = meta.last_index, "snapshot to send is not on disk");
+            false
+        }
+        Ok(Err(err)) => {
+            tracing::error!(%err, "cannot read snapshot to send");
+            false
+        }
+        Err(err) => {
+            tracing::error!(%err, "snapshot loader failed");
+            false
+        }
+    }
+}

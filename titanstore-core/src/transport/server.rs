@@ -1,0 +1,62 @@
+//! The gRPC endpoint that receives peers' message streams.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use titanstore_proto::raft_server::{Raft, RaftServer};
+use titanstore_proto::{RaftMessage, StreamClosed};
+
+use super::{MAX_MESSAGE_BYTES, from_wire};
+use crate::raft::Message;
+use crate::types::NodeId;
+
+struct RaftService {
+    id: NodeId,
+    inbox: mpsc::Sender<Message>,
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<StreamClosed>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(wire) = stream.message().await? {
+            if wire.to != self.id {
+                tracing::warn!(to = %wire.to, from = %wire.from, "dropping a message addressed to another node");
+                continue;
+            }
+            let msg = match from_wire(wire) {
+                Ok(msg) => msg,
+                Err(err) => {
+                    tracing::warn!(%err, "dropping an undecodable message");
+                    continue;
+                }
+            };
+            if self.inbox.send(msg).await.is_err() {
+                return Err(Status::unavailable("node is shutting down"));
+            }
+        }
+        Ok(Response::new(StreamClosed {}))
+    }
+}
+
+/// Serves the Raft gRPC endpoint on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    id: NodeId,
+    inbox: mpsc::Sender<Message>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let service = RaftServer::new(RaftService { id, inbox })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

@@ -1,0 +1,66 @@
+//! Durability: OK means on disk on a majority. A leader without followers
+//! never says OK; every acknowledged write survives kill -9 of every node.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{TestCluster, set_via_leader};
+
+#[test]
+fn leader_without_a_majority_never_acknowledges() {
+    let mut cluster = TestCluster::start(3, &["--request-timeout-ms", "1000"]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(cluster.client(&leader).cmd("SET a 1"), "OK");
+    let followers: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.id != leader)
+        .map(|n| n.id.clone())
+        .collect();
+    for f in &followers {
+        cluster.kill(f);
+    }
+    let reply = cluster.client(&leader).cmd("SET b 2");
+    assert_ne!(reply, "OK", "a write without a majority was acknowledged");
+    assert!(reply.starts_with("ERR"), "{reply}");
+    // The unacknowledged write must not be readable as committed either.
+    for f in &followers {
+        cluster.start(f);
+    }
+    cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(set_via_leader(&cluster, "c", "3"), "OK");
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_of_every_node() {
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_for_leader(Duration::from_secs(10));
+    for i in 0..100 {
+        assert_eq!(set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")), "OK");
+    }
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
+    for id in &ids {
+        cluster.kill(id);
+    }
+    for id in &ids {
+        cluster.start(id);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let mut c = cluster.client(&leader);
+    for i in 0..100 {
+        assert_eq!(c.cmd(&format!("GET k{i}")), format!("VALUE v{i}"));
+    }
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_restarts() {
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(cluster.client("node1").cmd("SET k v"), "OK");
+    assert_eq!(cluster.stop("node1"), Some(0));
+    cluster.start("node1");
+    cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(cluster.client("node1").cmd("GET k"), "VALUE v");
+}

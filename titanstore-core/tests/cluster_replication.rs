@@ -1,0 +1,63 @@
+//! Replication across three real nodes: writes on the leader are readable on
+//! every node, followers redirect writes to the leader's client address.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{TestCluster, wait_for};
+
+#[test]
+fn writes_replicate_and_followers_redirect() {
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let leader_addr = cluster.node(&leader).client_addr();
+    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id.clone();
+
+    assert_eq!(cluster.client(&leader).cmd("SET user:42 {\"name\":\"zen\"}"), "OK");
+    // Linearizable GET on every node, followers included, sees the write at once.
+    for node in &cluster.nodes {
+        assert_eq!(
+            cluster.client(&node.id).cmd("GET user:42"),
+            "VALUE {\"name\":\"zen\"}",
+            "GET on {}",
+            node.id
+        );
+    }
+    // Writes to a follower are redirected to the leader's client port.
+    let mut f = cluster.client(&follower);
+    assert_eq!(f.cmd("SET a 1"), format!("ERR NOT_LEADER {leader_addr}"));
+    assert_eq!(f.cmd("DELETE a"), format!("ERR NOT_LEADER {leader_addr}"));
+    assert_eq!(f.cmd("GET a"), "NOT_FOUND");
+
+    assert_eq!(cluster.client(&leader).cmd("DELETE user:42"), "OK");
+    for node in &cluster.nodes {
+        assert_eq!(cluster.client(&node.id).cmd("GET user:42"), "NOT_FOUND");
+    }
+    // Stale reads converge too.
+    cluster.client(&leader).cmd("SET s v");
+    for node in &cluster.nodes {
+        wait_for("stale read to converge", Duration::from_secs(5), || {
+            (cluster.client(&node.id).cmd("SGET s") == "VALUE v").then_some(())
+        });
+    }
+}
+
+#[test]
+fn five_nodes_elect_one_leader_and_commit() {
+    let cluster = TestCluster::start(5, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    for i in 0..20 {
+        assert_eq!(cluster.client(&leader).cmd(&format!("SET k{i} v{i}")), "OK");
+    }
+    for node in &cluster.nodes {
+        assert_eq!(cluster.client(&node.id).cmd("GET k19"), "VALUE v19");
+    }
+    let leaders = cluster
+        .nodes
+        .iter()
+        .filter(|n| cluster.status(&n.id).unwrap().role == "leader")
+        .count();
+    assert_eq!(leaders, 1);
+}
