@@ -9,6 +9,7 @@
 //!   [`server`]: the client TCP server; [`node`]: the event loop gluing them;
 //!   [`cli`]: the `titanstore-server` command line.
 pub mod cli;
+pub mod client;
 pub mod node;
 pub mod protocol;
 pub mod raft;
