@@ -29,6 +29,29 @@ pub enum ClientError {
     Timeout(String),
     #[error("outcome unknown: {0}")]
     Indeterminate(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// Rejects what the line protocol cannot carry: a key must be one non-empty
+/// token without whitespace, a value must not hold a line break (it would be
+/// read as a second command).
+pub fn validate(request: &Request) -> Result<(), ClientError> {
+    let key = match request {
+        Request::Get(Get { key, .. }) | Request::Set(Set { key, .. }) | Request::Delete(Delete { key }) => key,
+        Request::Ping(_) | Request::Status(_) => return Ok(()),
+    };
+    if key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace()) {
+        return Err(ClientError::InvalidInput(
+            "a key must be non-empty and contain no whitespace".into(),
+        ));
+    }
+    if let Request::Set(Set { value, .. }) = request {
+        if value.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            return Err(ClientError::InvalidInput("a value cannot contain a line break".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Client settings.
@@ -155,6 +178,9 @@ impl Client {
     /// Sends every request before reading any reply, on one connection, and
     /// returns the raw replies in order. No redirects or retries.
     pub fn pipeline(&mut self, requests: &[Request]) -> Result<Vec<Reply>, ClientError> {
+        for request in requests {
+            validate(request)?;
+        }
         let mut buf = Vec::new();
         for request in requests {
             request.encode(&mut buf);
@@ -179,6 +205,7 @@ impl Client {
 
     /// Runs one request with redirects and retries.
     pub fn execute(&mut self, request: &Request) -> Result<Reply, ClientError> {
+        validate(request)?;
         let is_write = matches!(request, Request::Set(_) | Request::Delete(_));
         let deadline = Instant::now() + self.options.retry_timeout;
         let mut backoff = Duration::from_millis(10);

@@ -1,0 +1,69 @@
+"""Exceptions raised by the TitanStore client and cluster harness.
+
+Every exception derives from :class:`TitanStoreError`. Connection and timeout
+failures also derive from the matching builtin (``ConnectionError``,
+``TimeoutError``), so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TitanStoreError",
+    "NotLeaderError",
+    "NoLeaderError",
+    "ProtocolError",
+    "ServerError",
+    "TitanStoreConnectionError",
+    "TitanStoreTimeoutError",
+    "IndeterminateError",
+    "HarnessError",
+]
+
+
+class TitanStoreError(Exception):
+    """Base class of every TitanStore error."""
+
+
+class NotLeaderError(TitanStoreError):
+    """The node is not the leader; ``leader_addr`` is the leader's client address.
+
+    Only raised when the client was told not to follow redirects.
+    """
+
+    def __init__(self, message: str, leader_addr: str) -> None:
+        super().__init__(message)
+        self.leader_addr = leader_addr
+
+
+class NoLeaderError(TitanStoreError):
+    """No leader is known (an election is running, or no quorum is reachable)."""
+
+
+class ProtocolError(TitanStoreError):
+    """The server sent something the client does not understand."""
+
+
+class ServerError(TitanStoreError):
+    """The server refused the request (``ERR <reason>``), e.g. malformed input."""
+
+
+class TitanStoreConnectionError(TitanStoreError, ConnectionError):
+    """No connection could be made, or it broke before anything was sent."""
+
+
+class TitanStoreTimeoutError(TitanStoreError, TimeoutError):
+    """A read got no answer in time (safe to retry: reads change nothing)."""
+
+
+class IndeterminateError(TitanStoreError):
+    """A write was sent but its outcome is unknown: it may or may not be applied.
+
+    Raised when the connection dies or times out after a write was sent, or
+    when the server cannot tell (leadership lost before commit). Never retry
+    such a write blindly if duplicates matter; a linearizability checker must
+    treat it as possibly applied.
+    """
+
+
+class HarnessError(TitanStoreError):
+    """A cluster-harness operation failed; the message ends with the node logs."""

@@ -1,0 +1,21 @@
+//! `titanstore._titanstore`: the native half of the `titanstore` Python
+//! package. The public API is re-exported (and documented) by the pure-Python
+//! package; this module only holds what must be Rust: the client, the fault
+//! proxies and the node entry point.
+
+mod client;
+mod errors;
+mod node;
+mod proxy;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+mod _titanstore {
+    #[pymodule_export]
+    use super::client::NativeClient;
+    #[pymodule_export]
+    use super::node::run_node;
+    #[pymodule_export]
+    use super::proxy::Proxy;
+}

@@ -1,0 +1,11 @@
+//! `run_node(argv)`: runs a node in this process with exactly the code of the
+//! native `titanstore-server` binary (`titanstore_core::cli::main_from`).
+
+use pyo3::prelude::*;
+
+/// Runs a node until it is told to stop; returns its exit code (0 clean,
+/// 1 failure, 2 bad arguments). `argv[0]` is the program name.
+#[pyfunction]
+pub fn run_node(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| titanstore_core::cli::main_from(argv))
+}
