@@ -11,11 +11,17 @@ use sim::{SimOptions, run_seeds};
 fn opts(nodes: usize, seed: u64) -> SimOptions {
     SimOptions {
         nodes,
-        chaos_ticks: 300 + seed % 200,
+        chaos_ticks: 600 + seed % 400,
         liveness_ticks: 600,
         drop_pct: 5,
         dup_pct: 3,
         max_delay: 3,
+        // Mostly the production setting; sometimes plain Raft for more
+        // contested elections.
+        pre_vote: seed % 4 != 0,
+        check_quorum: seed % 3 != 0,
+        crash_pm: 3 + (seed % 5) as u32 * 3,
+        persist_pm: 200 + (seed % 7) as u32 * 100,
     }
 }
 

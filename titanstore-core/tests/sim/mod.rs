@@ -30,6 +30,12 @@ pub struct SimOptions {
     pub drop_pct: u32,
     pub dup_pct: u32,
     pub max_delay: u64,
+    /// Core features (varied across seeds to get more contested elections).
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    /// Per-mille chance per tick that a node crashes / that a queued write completes.
+    pub crash_pm: u32,
+    pub persist_pm: u32,
 }
 
 struct InFlight {
@@ -88,7 +94,7 @@ impl Sim {
         };
         let mut nodes = Vec::new();
         for id in &ids {
-            nodes.push(SimNode::new(id.clone(), &config, rng.random())?);
+            nodes.push(SimNode::new(id.clone(), &config, rng.random(), &opts)?);
         }
         Ok(Sim {
             rng,
@@ -136,7 +142,7 @@ impl Sim {
 
     fn chaos_events(&mut self) -> Result<(), String> {
         let n = self.nodes.len();
-        if self.per_mille(4) {
+        if self.per_mille(self.opts.crash_pm) {
             let i = self.rng.random_range(0..n);
             if self.nodes[i].raft.is_some() {
                 self.nodes[i].crash();
@@ -146,7 +152,7 @@ impl Sim {
         for i in 0..n {
             if self.nodes[i].raft.is_none() && self.per_mille(40) {
                 let seed = self.rng.random();
-                self.nodes[i].restart(seed)?;
+                self.nodes[i].restart(seed, &self.opts)?;
             }
         }
         if self.per_mille(5) {
@@ -178,7 +184,7 @@ impl Sim {
         for i in 0..self.nodes.len() {
             if self.nodes[i].raft.is_none() {
                 let seed = self.rng.random();
-                self.nodes[i].restart(seed)?;
+                self.nodes[i].restart(seed, &self.opts)?;
             }
         }
         Ok(())
@@ -307,7 +313,9 @@ impl Sim {
 
     fn persist(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
-            while !self.nodes[i].pending.is_empty() && (!self.chaos || self.per_mille(600)) {
+            while !self.nodes[i].pending.is_empty()
+                && (!self.chaos || self.per_mille(self.opts.persist_pm))
+            {
                 self.persist_one(i)?;
             }
         }

@@ -114,7 +114,7 @@ pub struct SimNode {
     pub commit_checked: LogIndex,
 }
 
-pub fn raft_config(id: &str, seed: u64) -> RaftConfig {
+pub fn raft_config(id: &str, seed: u64, opts: &super::SimOptions) -> RaftConfig {
     let mut cfg = RaftConfig::new(id);
     cfg.election_timeout_min_ticks = 10;
     cfg.election_timeout_max_ticks = 20;
@@ -122,6 +122,8 @@ pub fn raft_config(id: &str, seed: u64) -> RaftConfig {
     cfg.max_entries_per_append = 4;
     cfg.max_inflight_appends = 3;
     cfg.seed = seed;
+    cfg.pre_vote = opts.pre_vote;
+    cfg.check_quorum = opts.check_quorum;
     cfg
 }
 
@@ -133,7 +135,12 @@ pub fn digest_step(digest: u64, e: &Entry) -> u64 {
 }
 
 impl SimNode {
-    pub fn new(id: String, config: &ClusterConfig, seed: u64) -> Result<Self, String> {
+    pub fn new(
+        id: String,
+        config: &ClusterConfig,
+        seed: u64,
+        opts: &super::SimOptions,
+    ) -> Result<Self, String> {
         let mut node = SimNode {
             id,
             raft: None,
@@ -154,7 +161,7 @@ impl SimNode {
             digest: 0,
             commit_checked: 0,
         };
-        node.restart(seed)?;
+        node.restart(seed, opts)?;
         Ok(node)
     }
 
@@ -164,7 +171,7 @@ impl SimNode {
     }
 
     /// Boots the core from the disk only.
-    pub fn restart(&mut self, seed: u64) -> Result<(), String> {
+    pub fn restart(&mut self, seed: u64, opts: &super::SimOptions) -> Result<(), String> {
         let snapshot = self.disk.snapshot.clone().ok_or("no snapshot on disk")?;
         let meta = snapshot.meta.clone();
         self.applied = meta.last_index;
@@ -180,7 +187,7 @@ impl SimNode {
             entries: self.disk.entries.clone(),
             applied: meta.last_index,
         };
-        let raft = RaftNode::new(raft_config(&self.id, seed), boot)
+        let raft = RaftNode::new(raft_config(&self.id, seed, opts), boot)
             .map_err(|e| format!("{}: restart failed: {e}", self.id))?;
         self.commit_checked = meta.last_index;
         self.raft = Some(raft);
