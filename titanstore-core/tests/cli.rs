@@ -1,11 +1,11 @@
 //! Bad command lines get a clear message and exit code 2, never a panic.
 
-mod support;
+mod harness;
 
 use std::process::Command;
 
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(support::BIN).args(args).output().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(harness::BIN).args(args).output().unwrap_or_else(|e| panic!("{e}"));
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

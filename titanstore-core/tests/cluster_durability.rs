@@ -2,11 +2,11 @@
 //! never says OK; every acknowledged write survives kill -9 of every node.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+mod harness;
 
 use std::time::Duration;
 
-use support::{TestCluster, set_via_leader};
+use harness::{TestCluster, set_via_leader};
 
 #[test]
 fn leader_without_a_majority_never_acknowledges() {

@@ -3,11 +3,11 @@
 //! catches up, and no acknowledged write is lost. Also pause (SIGSTOP).
 #![allow(clippy::unwrap_used)]
 
-mod support;
+mod harness;
 
 use std::time::Duration;
 
-use support::{TestCluster, set_via_leader, wait_for};
+use harness::{TestCluster, set_via_leader, wait_for};
 
 #[test]
 fn leader_kill_reelection_and_rejoin_lose_nothing() {

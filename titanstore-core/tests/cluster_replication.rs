@@ -2,11 +2,11 @@
 //! every node, followers redirect writes to the leader's client address.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+mod harness;
 
 use std::time::Duration;
 
-use support::{TestCluster, wait_for};
+use harness::{TestCluster, wait_for};
 
 #[test]
 fn writes_replicate_and_followers_redirect() {

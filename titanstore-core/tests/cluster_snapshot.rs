@@ -2,11 +2,11 @@
 //! node that was down during compaction catches up through InstallSnapshot.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+mod harness;
 
 use std::time::Duration;
 
-use support::{TestCluster, set_via_leader, wait_for};
+use harness::{TestCluster, set_via_leader, wait_for};
 
 #[test]
 fn lagging_node_catches_up_through_install_snapshot() {

@@ -2,11 +2,11 @@
 //! real socket to a real single-node `titanstore-server`.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+mod harness;
 
 use std::time::Duration;
 
-use support::{LineClient, TestCluster};
+use harness::{LineClient, TestCluster};
 
 fn single_node() -> (TestCluster, LineClient) {
     let cluster = TestCluster::start(1, &["--max-line-bytes", "64"]);

@@ -1,3 +1,104 @@
-//! Placeholder until the Raft core lands.
-mod message;
+//! The pure Raft core: messages and ticks in, work out (`Ready`).
+//!
+//! Nothing in this module does I/O, reads a clock or spawns a task: time is
+//! counted in `tick()` calls and randomness comes from a seeded RNG, so a
+//! whole cluster can be simulated deterministically (see `tests/raft_sim.rs`).
+//!
+//! Files:
+//! - `node.rs`: [`RaftNode`], the public entry points and the `Ready` assembly.
+//! - `election.rs`: pre-vote, votes, role changes, ticks, check-quorum.
+//! - `replication.rs`: AppendEntries / InstallSnapshot on both sides, commit.
+//! - `read_index.rs`: linearizable reads (ReadIndex), leader and follower side.
+//! - `log.rs`: the in-memory log since the snapshot; `progress.rs`: per-follower state.
+//! - `ready.rs`: the data handed to the runtime; `error.rs`: typed errors.
+//! - `message.rs`: the messages between cores.
+
+mod election;
+mod error;
+mod log;
+pub mod message;
+mod node;
+mod progress;
+mod read_index;
+mod ready;
+mod replication;
+
+pub use error::{ProposeError, RaftError, ReadError};
 pub use message::{Message, MessageBody};
+pub use node::RaftNode;
+pub use ready::{ReadState, Ready, Role, SoftState, Status};
+
+use crate::types::{Entry, HardState, LogIndex, NodeId, SnapshotMeta};
+
+/// Tunables of one Raft core. Times are in ticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftConfig {
+    pub id: NodeId,
+    /// The election timeout is drawn uniformly from `[min, max)` ticks.
+    pub election_timeout_min_ticks: u64,
+    pub election_timeout_max_ticks: u64,
+    pub heartbeat_ticks: u64,
+    /// Cap on entries per AppendEntries message.
+    pub max_entries_per_append: usize,
+    /// Pipelining window per follower in replicate state.
+    pub max_inflight_appends: usize,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    /// Seeds the election-timeout RNG.
+    pub seed: u64,
+}
+
+impl RaftConfig {
+    /// Defaults: timeout [15, 30) ticks, heartbeat 5 ticks, 512 entries per
+    /// append, 8 appends in flight, pre-vote and check-quorum on, seed from the id.
+    pub fn new(id: impl Into<NodeId>) -> Self {
+        let id = id.into();
+        // FNV-1a: stable across Rust versions, unlike std's hasher.
+        let seed = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        RaftConfig {
+            id,
+            election_timeout_min_ticks: 15,
+            election_timeout_max_ticks: 30,
+            heartbeat_ticks: 5,
+            max_entries_per_append: 512,
+            max_inflight_appends: 8,
+            pre_vote: true,
+            check_quorum: true,
+            seed,
+        }
+    }
+
+    fn validate(&self) -> Result<(), RaftError> {
+        if self.election_timeout_min_ticks == 0 {
+            return Err(RaftError::InvalidConfig(
+                "election_timeout_min_ticks must be > 0".into(),
+            ));
+        }
+        if self.election_timeout_max_ticks <= self.election_timeout_min_ticks {
+            return Err(RaftError::InvalidConfig(
+                "election_timeout_max_ticks must be > election_timeout_min_ticks".into(),
+            ));
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_timeout_min_ticks {
+            return Err(RaftError::InvalidConfig(
+                "heartbeat_ticks must be in [1, election_timeout_min_ticks)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The durable state a node starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub hard_state: HardState,
+    /// `last_index` 0 / `last_term` 0 when there is no snapshot; `.config` is
+    /// the cluster configuration.
+    pub snapshot: SnapshotMeta,
+    /// Durable log entries after `snapshot.last_index`, contiguous.
+    pub entries: Vec<Entry>,
+    /// The state machine's applied index (>= `snapshot.last_index`).
+    pub applied: LogIndex,
+}

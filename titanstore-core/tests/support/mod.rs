@@ -1,349 +1,206 @@
-//! Test support: real `titanstore-server` processes on loopback, and a
-//! line-protocol client. Every process is killed when the cluster is dropped,
-//! also when a test fails.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! A tiny hand-driven cluster for scenario tests: messages are delivered only
+//! when a test says so, and each node's disk can be held back, so tests can
+//! build exact interleavings (who persisted what, which reply arrived).
+#![allow(clippy::unwrap_used, dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, VecDeque};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_titanstore-server");
+use titanstore_core::raft::{Bootstrap, Message, RaftConfig, RaftNode, Ready};
+use titanstore_core::types::{
+    ClusterConfig, Command, Entry, EntryPayload, HardState, LogIndex, MemberAddr, SnapshotMeta,
+    Term,
+};
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `f` until it returns Some or the deadline passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub struct TestNode {
-    pub id: String,
-    pub raft_port: u16,
-    pub client_port: u16,
-    pub data_dir: PathBuf,
-    pub log_path: PathBuf,
-    child: Option<Child>,
-}
-
-impl TestNode {
-    pub fn client_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
-    }
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-}
-
-pub struct TestCluster {
-    pub nodes: Vec<TestNode>,
-    pub extra_args: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestCluster {
-    pub fn start(n: usize, extra_args: &[&str]) -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let nodes = (1..=n)
-            .map(|i| TestNode {
-                id: format!("node{i}"),
-                raft_port: free_port(),
-                client_port: free_port(),
-                data_dir: dir.path().join(format!("node{i}")),
-                log_path: dir.path().join(format!("node{i}.log")),
-                child: None,
-            })
-            .collect();
-        let mut cluster = TestCluster {
-            nodes,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            _dir: dir,
-        };
-        for i in 0..n {
-            cluster.start_node(i);
-        }
-        cluster
-    }
-
-    fn index(&self, id: &str) -> usize {
-        self.nodes.iter().position(|n| n.id == id).unwrap()
-    }
-
-    pub fn node(&self, id: &str) -> &TestNode {
-        &self.nodes[self.index(id)]
-    }
-
-    fn start_node(&mut self, i: usize) {
-        let peers: Vec<String> = self
-            .nodes
+pub fn config_of(ids: &[&str]) -> ClusterConfig {
+    ClusterConfig {
+        voters: ids
             .iter()
-            .filter(|n| n.id != self.nodes[i].id)
-            .map(|n| format!("{}:127.0.0.1:{}:{}", n.id, n.raft_port, n.client_port))
-            .collect();
-        let node = &self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log_path)
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--id")
-            .arg(&node.id)
-            .arg("--port")
-            .arg(node.raft_port.to_string())
-            .arg("--client-port")
-            .arg(node.client_port.to_string())
-            .arg("--advertise-client-addr")
-            .arg(node.client_addr())
-            .arg("--advertise-raft-addr")
-            .arg(format!("127.0.0.1:{}", node.raft_port))
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(&self.extra_args)
-            .stdout(Stdio::null())
-            .stderr(log);
-        if !peers.is_empty() {
-            cmd.arg("--peers").arg(peers.join(","));
-        }
-        let child = cmd.spawn().unwrap();
-        self.nodes[i].child = Some(child);
-        let addr = self.nodes[i].client_addr();
-        wait_for("node to accept clients", Duration::from_secs(10), || {
-            TcpStream::connect(&addr).ok()
-        });
-    }
-
-    pub fn start(&mut self, id: &str) {
-        let i = self.index(id);
-        assert!(self.nodes[i].child.is_none(), "{id} is running");
-        self.start_node(i);
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    pub fn kill(&mut self, id: &str) {
-        let i = self.index(id);
-        if let Some(mut child) = self.nodes[i].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&self, id: &str, sig: &str) {
-        let child = self.nodes[self.index(id)].child.as_ref().expect("node running");
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM and wait for a clean exit; returns the exit code.
-    pub fn stop(&mut self, id: &str) -> Option<i32> {
-        self.signal(id, "TERM");
-        let i = self.index(id);
-        let mut child = self.nodes[i].child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{id} did not stop within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn pause(&self, id: &str) {
-        self.signal(id, "STOP");
-    }
-
-    pub fn resume(&self, id: &str) {
-        self.signal(id, "CONT");
-    }
-
-    pub fn client(&self, id: &str) -> LineClient {
-        LineClient::connect(&self.node(id).client_addr())
-    }
-
-    pub fn status(&self, id: &str) -> Option<Status> {
-        let node = self.node(id);
-        if !node.is_running() {
-            return None;
-        }
-        let mut client = LineClient::try_connect(&node.client_addr())?;
-        let line = client.try_cmd("STATUS")?;
-        Status::parse(&line)
-    }
-
-    /// Waits until one running node is leader and every other running node
-    /// follows it; returns its id.
-    pub fn wait_for_leader(&self, timeout: Duration) -> String {
-        wait_for("a leader all running nodes agree on", timeout, || {
-            let statuses: Vec<Status> = self
-                .nodes
-                .iter()
-                .filter(|n| n.is_running())
-                .map(|n| self.status(&n.id))
-                .collect::<Option<_>>()?;
-            let leader = statuses.iter().find(|s| s.role == "leader")?;
-            statuses
-                .iter()
-                .all(|s| s.leader == leader.id && s.term == leader.term)
-                .then(|| leader.id.clone())
-        })
-    }
-
-    pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "--- {} ---\n{}",
-                    n.id,
-                    std::fs::read_to_string(&n.log_path).unwrap_or_default()
-                )
+            .map(|id| {
+                let addr = MemberAddr {
+                    raft_addr: format!("{id}:1"),
+                    client_addr: format!("{id}:2"),
+                };
+                (id.to_string(), addr)
             })
-            .collect()
+            .collect(),
     }
 }
 
-impl Drop for TestCluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(child) = node.child.as_mut() {
-                // A paused node must be resumed to die promptly from SIGKILL? No:
-                // SIGKILL works on stopped processes too.
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+pub fn raft_config(id: &str) -> RaftConfig {
+    let mut cfg = RaftConfig::new(id);
+    cfg.election_timeout_min_ticks = 10;
+    cfg.election_timeout_max_ticks = 20;
+    cfg.heartbeat_ticks = 2;
+    cfg
+}
+
+pub fn entry(index: LogIndex, term: Term) -> Entry {
+    Entry {
+        term,
+        index,
+        payload: EntryPayload::Command(set(&format!("k{index}"), &format!("t{term}"))),
+    }
+}
+
+pub fn set(key: &str, value: &str) -> Command {
+    Command::Set {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+pub fn node_with(id: &str, ids: &[&str], term: Term, entries: Vec<Entry>) -> RaftNode {
+    let boot = Bootstrap {
+        hard_state: HardState {
+            term,
+            voted_for: None,
+            commit: 0,
+        },
+        snapshot: SnapshotMeta {
+            last_index: 0,
+            last_term: 0,
+            config: config_of(ids),
+        },
+        entries,
+        applied: 0,
+    };
+    RaftNode::new(raft_config(id), boot).unwrap()
+}
+
+/// Nodes plus a message pool; readys are processed with "instant" disks
+/// unless a node's disk is held.
+pub struct Cluster {
+    pub nodes: BTreeMap<String, RaftNode>,
+    /// Messages waiting for delivery.
+    pub pool: VecDeque<Message>,
+    /// Nodes whose disk is held: their Readys wait in `held`.
+    pub held: BTreeMap<String, VecDeque<Ready>>,
+    /// Nodes that are down: messages to them are dropped.
+    pub down: Vec<String>,
+    pub applied: BTreeMap<String, Vec<Entry>>,
+    pub reads: BTreeMap<String, Vec<(u64, LogIndex)>>,
+    pub failed_reads: BTreeMap<String, Vec<u64>>,
+}
+
+impl Cluster {
+    pub fn new(ids: &[&str]) -> Self {
+        Cluster {
+            nodes: ids
+                .iter()
+                .map(|id| (id.to_string(), node_with(id, ids, 0, Vec::new())))
+                .collect(),
+            pool: VecDeque::new(),
+            held: BTreeMap::new(),
+            down: Vec::new(),
+            applied: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            failed_reads: BTreeMap::new(),
         }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-    }
-}
-
-/// Fields of a `STATUS` reply.
-#[derive(Debug, Clone)]
-pub struct Status {
-    pub id: String,
-    pub role: String,
-    pub term: u64,
-    pub leader: String,
-    pub commit: u64,
-    pub applied: u64,
-    pub snapshot_index: u64,
-}
-
-impl Status {
-    pub fn parse(line: &str) -> Option<Status> {
-        let rest = line.strip_prefix("STATUS ")?;
-        let get = |k: &str| {
-            rest.split(' ')
-                .find_map(|f| f.strip_prefix(&format!("{k}=")).map(str::to_string))
-        };
-        Some(Status {
-            id: get("id")?,
-            role: get("role")?,
-            term: get("term")?.parse().ok()?,
-            leader: get("leader")?,
-            commit: get("commit")?.parse().ok()?,
-            applied: get("applied")?.parse().ok()?,
-            snapshot_index: get("snapshot_index")?.parse().ok()?,
-        })
-    }
-}
-
-/// A blocking line-protocol client, as `nc` would be.
-pub struct LineClient {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl LineClient {
-    pub fn connect(addr: &str) -> LineClient {
-        Self::try_connect(addr).unwrap_or_else(|| panic!("cannot connect to {addr}"))
     }
 
-    pub fn try_connect(addr: &str) -> Option<LineClient> {
-        let stream = TcpStream::connect(addr).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        Some(LineClient {
-            reader: BufReader::new(stream.try_clone().ok()?),
-            writer: stream,
-        })
+    pub fn node(&mut self, id: &str) -> &mut RaftNode {
+        self.nodes.get_mut(id).unwrap()
     }
 
-    pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
+    pub fn hold_disk(&mut self, id: &str) {
+        self.held.entry(id.to_string()).or_default();
     }
 
-    pub fn read_line(&mut self) -> Option<Vec<u8>> {
-        let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
+    /// Processes every pending Ready of every node.
+    pub fn process(&mut self) {
+        let ids: Vec<String> = self.nodes.keys().cloned().collect();
+        for id in ids {
+            while self.nodes[&id].has_ready() {
+                let rd = self.node(&id).ready();
+                self.pool.extend(rd.messages.iter().cloned());
+                for e in &rd.committed_entries {
+                    self.applied.entry(id.clone()).or_default().push(e.clone());
                 }
-                Some(line)
+                if let Some(last) = rd.committed_entries.last() {
+                    let index = last.index;
+                    self.node(&id).on_applied(index);
+                }
+                for rs in &rd.read_states {
+                    self.reads
+                        .entry(id.clone())
+                        .or_default()
+                        .push((rs.request_id, rs.index));
+                }
+                self.failed_reads
+                    .entry(id.clone())
+                    .or_default()
+                    .extend(rd.failed_reads.iter().copied());
+                if let Some(q) = self.held.get_mut(&id) {
+                    q.push_back(rd);
+                } else {
+                    self.persist(&id, rd);
+                }
             }
         }
     }
 
-    pub fn try_cmd(&mut self, line: &str) -> Option<String> {
-        self.writer.write_all(format!("{line}\n").as_bytes()).ok()?;
-        let reply = self.read_line()?;
-        Some(String::from_utf8_lossy(&reply).into_owned())
-    }
-
-    pub fn cmd(&mut self, line: &str) -> String {
-        self.try_cmd(line)
-            .unwrap_or_else(|| panic!("no reply to {line:?}"))
-    }
-
-    /// True when the server closed the connection.
-    pub fn is_closed(&mut self) -> bool {
-        let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0))
-    }
-}
-
-/// Sets `key` through whichever node is leader, following redirects.
-pub fn set_via_leader(cluster: &TestCluster, key: &str, value: &str) -> String {
-    let mut addr = cluster.nodes.iter().find(|n| n.is_running()).unwrap().client_addr();
-    for _ in 0..10 {
-        let reply = LineClient::connect(&addr).cmd(&format!("SET {key} {value}"));
-        match reply.strip_prefix("ERR NOT_LEADER ") {
-            Some(leader) => addr = leader.to_string(),
-            None => return reply,
+    fn persist(&mut self, id: &str, rd: Ready) {
+        self.pool.extend(rd.persisted_messages);
+        if let Some(s) = &rd.snapshot {
+            let index = s.meta.last_index;
+            self.node(id).on_snapshot_persisted(index);
+        }
+        if let Some(last) = rd.entries.last() {
+            let (index, term) = (last.index, last.term);
+            self.node(id).on_persisted(index, term);
         }
     }
-    panic!("too many redirects");
-}
 
-impl LineClient {
-    /// Half-closes the connection, as `nc -N` does at end of input.
-    pub fn writer_shutdown(&mut self) {
-        let _ = self.writer.shutdown(std::net::Shutdown::Write);
+    /// Makes every held Ready of `id` durable (and keeps the disk held).
+    pub fn flush_disk(&mut self, id: &str) {
+        let readys: Vec<Ready> = self
+            .held
+            .get_mut(id)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default();
+        for rd in readys {
+            self.persist(id, rd);
+        }
+    }
+
+    pub fn release_disk(&mut self, id: &str) {
+        self.flush_disk(id);
+        self.held.remove(id);
+    }
+
+    /// Delivers messages (and everything they cause) until the pool is empty.
+    pub fn deliver_all(&mut self) {
+        for _ in 0..10_000 {
+            self.process();
+            let Some(msg) = self.pool.pop_front() else {
+                return;
+            };
+            if self.down.contains(&msg.to) || self.down.contains(&msg.from) {
+                continue;
+            }
+            if let Some(n) = self.nodes.get_mut(&msg.to) {
+                n.step(msg);
+            }
+        }
+        panic!("messages never settle");
+    }
+
+    pub fn tick_all(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            for n in self.nodes.values_mut() {
+                n.tick();
+            }
+            self.deliver_all();
+        }
+    }
+
+    /// `id` campaigns and wins (everyone reachable, disks instant).
+    pub fn elect(&mut self, id: &str) {
+        self.node(id).campaign();
+        self.deliver_all();
+        assert_eq!(
+            self.nodes[id].status().role,
+            titanstore_core::raft::Role::Leader
+        );
     }
 }

@@ -1,0 +1,306 @@
+//! The in-memory Raft log: the entries after the latest snapshot, plus the
+//! commit index and the two runtime cursors (handed out / persisted).
+//!
+//! It owns index arithmetic and the log-matching rules (conflict detection,
+//! suffix truncation, fast back-off hints). It never talks to storage: the
+//! node hands entries out through `Ready` and learns about durability from
+//! `on_persisted`.
+
+use crate::types::{Entry, LogIndex, SnapshotMeta, Term};
+
+/// The log since the last snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct RaftLog {
+    /// The snapshot the log starts after (`last_index` 0 when none).
+    snapshot: SnapshotMeta,
+    /// `entries[i].index == snapshot.last_index + 1 + i`.
+    entries: Vec<Entry>,
+    /// Highest index known committed.
+    committed: LogIndex,
+    /// Highest index the runtime reported durable (and still in our log).
+    persisted: LogIndex,
+    /// Highest index already handed to the runtime in a `Ready`.
+    handed_out: LogIndex,
+}
+
+impl RaftLog {
+    /// A log whose entries are all durable already (boot).
+    /// The caller has validated that `entries` are contiguous after `snapshot`.
+    pub(crate) fn new(snapshot: SnapshotMeta, entries: Vec<Entry>, committed: LogIndex) -> Self {
+        let last = snapshot.last_index + entries.len() as u64;
+        RaftLog {
+            committed: committed.clamp(snapshot.last_index, last),
+            persisted: last,
+            handed_out: last,
+            snapshot,
+            entries,
+        }
+    }
+
+    pub(crate) fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    pub(crate) fn snapshot_index(&self) -> LogIndex {
+        self.snapshot.last_index
+    }
+
+    pub(crate) fn first_index(&self) -> LogIndex {
+        self.snapshot.last_index + 1
+    }
+
+    pub(crate) fn last_index(&self) -> LogIndex {
+        self.snapshot.last_index + self.entries.len() as u64
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        self.entries
+            .last()
+            .map_or(self.snapshot.last_term, |e| e.term)
+    }
+
+    pub(crate) fn committed(&self) -> LogIndex {
+        self.committed
+    }
+
+    pub(crate) fn persisted(&self) -> LogIndex {
+        self.persisted
+    }
+
+    /// Term of the entry at `index`, if it is known (snapshot boundary or in the log).
+    pub(crate) fn term(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.last_index {
+            return Some(self.snapshot.last_term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        if index < self.first_index() {
+            return None;
+        }
+        let pos = usize::try_from(index - self.first_index()).ok()?;
+        self.entries.get(pos)
+    }
+
+    pub(crate) fn match_term(&self, index: LogIndex, term: Term) -> bool {
+        self.term(index) == Some(term)
+    }
+
+    /// Raft §5.4.1: is a log ending at (`last_index`, `last_term`) at least as up to date as ours?
+    pub(crate) fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    /// Clones entries `lo..=hi`, at most `max` of them. Empty if `lo` is compacted.
+    pub(crate) fn slice(&self, lo: LogIndex, hi: LogIndex, max: usize) -> Vec<Entry> {
+        if lo < self.first_index() || lo > hi {
+            return Vec::new();
+        }
+        let hi = hi.min(self.last_index());
+        let start = (lo - self.first_index()) as usize;
+        let end = ((hi - self.first_index()) as usize + 1).min(start.saturating_add(max.max(1)));
+        self.entries
+            .get(start..end)
+            .map(<[Entry]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Appends one entry at `last_index() + 1` (leader path).
+    pub(crate) fn append(&mut self, term: Term, payload: crate::types::EntryPayload) -> LogIndex {
+        let index = self.last_index() + 1;
+        self.entries.push(Entry {
+            term,
+            index,
+            payload,
+        });
+        index
+    }
+
+    /// Position in `entries` of the first entry that is not already in our
+    /// log with the same term (a conflict or simply new).
+    pub(crate) fn find_conflict(&self, entries: &[Entry]) -> Option<usize> {
+        entries
+            .iter()
+            .position(|e| !self.match_term(e.index, e.term))
+    }
+
+    /// Replaces our suffix from `entries[0].index` with `entries`. Entries before
+    /// that index are untouched. The caller guarantees `entries[0].index` is in
+    /// `(committed, last_index + 1]` and that `entries` are contiguous.
+    pub(crate) fn truncate_and_append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let keep = first.index.saturating_sub(self.first_index()) as usize;
+        if keep < self.entries.len() {
+            tracing::debug!(from = first.index, "truncating conflicting log suffix");
+            self.entries.truncate(keep);
+        }
+        let before = first.index - 1;
+        self.handed_out = self.handed_out.min(before);
+        self.persisted = self.persisted.min(before);
+        self.entries.extend_from_slice(entries);
+    }
+
+    pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {
+        let index = index.min(self.last_index());
+        if index > self.committed {
+            self.committed = index;
+            return true;
+        }
+        false
+    }
+
+    /// Fast back-off hint for a rejected AppendEntries whose `prev_index` did
+    /// not match: `(conflict_index, conflict_term)`.
+    pub(crate) fn conflict_hint(&self, prev_index: LogIndex) -> (LogIndex, Term) {
+        if prev_index > self.last_index() {
+            return (self.last_index() + 1, 0);
+        }
+        let Some(term) = self.term(prev_index) else {
+            return (self.committed + 1, 0);
+        };
+        let mut index = prev_index;
+        while index > self.committed + 1 && self.term(index - 1) == Some(term) {
+            index -= 1;
+        }
+        (index.max(self.committed + 1), term)
+    }
+
+    /// Last index holding an entry of `term`, if we have one.
+    pub(crate) fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.term == term)
+            .map(|e| e.index)
+            .or((self.snapshot.last_term == term && term > 0).then_some(self.snapshot.last_index))
+    }
+
+    /// Discards the whole log in favour of a snapshot received from the leader.
+    pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
+        let index = meta.last_index;
+        self.entries.clear();
+        self.committed = index;
+        self.persisted = self.persisted.min(index);
+        self.handed_out = index;
+        self.snapshot = meta;
+    }
+
+    /// Drops entries up to `meta.last_index` after the runtime took a snapshot.
+    /// Returns false (and changes nothing) if the snapshot does not fit the log.
+    pub(crate) fn compact(&mut self, meta: SnapshotMeta) -> bool {
+        let index = meta.last_index;
+        if index <= self.snapshot.last_index || index > self.persisted.min(self.committed) {
+            return false;
+        }
+        if self.term(index) != Some(meta.last_term) {
+            return false;
+        }
+        let drop = (index - self.snapshot.last_index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot = meta;
+        true
+    }
+
+    pub(crate) fn has_unhanded(&self) -> bool {
+        self.last_index() > self.handed_out
+    }
+
+    /// Entries not handed to the runtime yet; marks them handed out.
+    pub(crate) fn take_unhanded(&mut self) -> Vec<Entry> {
+        let lo = (self.handed_out + 1).max(self.first_index());
+        let last = self.last_index();
+        self.handed_out = last;
+        if lo > last {
+            return Vec::new();
+        }
+        self.slice(lo, last, usize::MAX)
+    }
+
+    /// Runtime reports entries up to (`index`, `term`) durable. Ignored when our
+    /// log no longer has that entry (it was replaced after being handed out).
+    pub(crate) fn on_persisted(&mut self, index: LogIndex, term: Term) -> bool {
+        if index > self.persisted && index <= self.handed_out && self.match_term(index, term) {
+            self.persisted = index;
+            return true;
+        }
+        false
+    }
+
+    /// Runtime reports the snapshot at `index` durable.
+    pub(crate) fn on_snapshot_persisted(&mut self, index: LogIndex) {
+        if index == self.snapshot.last_index && index > self.persisted {
+            self.persisted = index;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::types::EntryPayload;
+
+    fn e(index: LogIndex, term: Term) -> Entry {
+        Entry {
+            term,
+            index,
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    #[test]
+    fn truncate_keeps_matching_prefix_and_rewinds_cursors() {
+        let mut log = RaftLog::new(SnapshotMeta::default(), vec![e(1, 1), e(2, 1), e(3, 1)], 1);
+        assert_eq!(log.find_conflict(&[e(2, 1), e(3, 2)]), Some(1));
+        log.truncate_and_append(&[e(3, 2), e(4, 2)]);
+        assert_eq!(log.last_index(), 4);
+        assert_eq!(log.term(2), Some(1));
+        assert_eq!(log.term(3), Some(2));
+        assert_eq!(log.persisted(), 2);
+        assert_eq!(log.take_unhanded(), vec![e(3, 2), e(4, 2)]);
+        // A stale completion for the replaced entry is ignored.
+        assert!(!log.on_persisted(3, 1));
+        assert!(log.on_persisted(4, 2));
+    }
+
+    #[test]
+    fn conflict_hint_points_at_first_index_of_term() {
+        let log = RaftLog::new(
+            SnapshotMeta::default(),
+            vec![e(1, 1), e(2, 2), e(3, 2), e(4, 2)],
+            1,
+        );
+        assert_eq!(log.conflict_hint(4), (2, 2));
+        assert_eq!(log.conflict_hint(9), (5, 0));
+        assert_eq!(log.last_index_of_term(2), Some(4));
+        assert_eq!(log.last_index_of_term(3), None);
+    }
+
+    #[test]
+    fn compact_and_restore() {
+        let mut log = RaftLog::new(SnapshotMeta::default(), vec![e(1, 1), e(2, 1), e(3, 2)], 3);
+        let meta = SnapshotMeta {
+            last_index: 2,
+            last_term: 1,
+            config: Default::default(),
+        };
+        assert!(log.compact(meta.clone()));
+        assert_eq!(log.first_index(), 3);
+        assert_eq!(log.term(2), Some(1));
+        assert_eq!(log.term(1), None);
+        assert!(log.slice(1, 3, 10).is_empty());
+        assert_eq!(log.slice(3, 3, 10), vec![e(3, 2)]);
+        log.restore(SnapshotMeta {
+            last_index: 10,
+            last_term: 3,
+            config: Default::default(),
+        });
+        assert_eq!(log.last_index(), 10);
+        assert_eq!(log.committed(), 10);
+        assert!(!log.has_unhanded());
+    }
+}

@@ -1,0 +1,473 @@
+//! [`RaftNode`]: the core's state, its public entry points and the assembly
+//! of [`Ready`]. Protocol handling lives in `election.rs`, `replication.rs`
+//! and `read_index.rs` (further `impl RaftNode` blocks).
+//!
+//! The runtime is asynchronous: `ready()` may be called again before earlier
+//! entries are durable. The node therefore tracks what it handed out and what
+//! the runtime reported persisted separately (see `log.rs`), a leader counts
+//! itself only up to its persisted index, and replies that promise durability
+//! travel in `persisted_messages`.
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use super::log::RaftLog;
+use super::message::{Message, MessageBody};
+use super::progress::Progress;
+use super::read_index::ReadIndexState;
+use super::ready::{Ready, Role, SoftState, Status};
+use super::{Bootstrap, ProposeError, RaftConfig, RaftError};
+use crate::types::{
+    ClusterConfig, Command, EntryPayload, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
+};
+
+/// Most committed entries handed out by one `Ready`; the rest follow in the next.
+const MAX_APPLY_PER_READY: usize = 4096;
+
+/// One node's Raft state machine.
+#[derive(Debug)]
+pub struct RaftNode {
+    pub(super) id: NodeId,
+    pub(super) cfg: RaftConfig,
+    pub(super) cluster: ClusterConfig,
+    pub(super) role: Role,
+    pub(super) term: Term,
+    pub(super) voted_for: Option<NodeId>,
+    pub(super) leader: Option<NodeId>,
+    pub(super) log: RaftLog,
+    /// Reported by the runtime through `on_applied` / snapshot install.
+    pub(super) applied: LogIndex,
+    /// Last index handed out in `committed_entries` (or installed by a snapshot).
+    pub(super) apply_cursor: LogIndex,
+    pub(super) election_elapsed: u64,
+    pub(super) heartbeat_elapsed: u64,
+    pub(super) randomized_timeout: u64,
+    pub(super) rng: SmallRng,
+    /// Votes received in the current (pre-)election.
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    /// Leader only: one entry per other voter.
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    pub(super) reads: ReadIndexState,
+    pub(super) msgs: Vec<Message>,
+    pub(super) persisted_msgs: Vec<Message>,
+    pub(super) pending_snapshot: Option<Snapshot>,
+    prev_soft: SoftState,
+    prev_hard: (Term, Option<NodeId>),
+}
+
+impl RaftNode {
+    /// Builds a node from its durable state. It starts as a follower.
+    pub fn new(config: RaftConfig, boot: Bootstrap) -> Result<Self, RaftError> {
+        config.validate()?;
+        let Bootstrap {
+            hard_state,
+            snapshot,
+            entries,
+            applied,
+        } = boot;
+        let mut expected = snapshot.last_index + 1;
+        let mut previous = snapshot.last_term;
+        let mut cluster = snapshot.config.clone();
+        for e in &entries {
+            if e.index != expected {
+                return Err(RaftError::EntriesNotContiguous {
+                    expected,
+                    found: e.index,
+                });
+            }
+            if e.term < previous {
+                return Err(RaftError::TermsDecreasing {
+                    index: e.index,
+                    term: e.term,
+                    previous,
+                });
+            }
+            if let EntryPayload::Config(c) = &e.payload {
+                cluster = c.clone();
+            }
+            expected += 1;
+            previous = e.term;
+        }
+        if cluster.voters.is_empty() {
+            return Err(RaftError::EmptyClusterConfig);
+        }
+        let last = expected - 1;
+        if applied < snapshot.last_index || applied > last {
+            return Err(RaftError::AppliedOutOfRange {
+                applied,
+                snapshot: snapshot.last_index,
+                last,
+            });
+        }
+        let commit = hard_state.commit.max(applied);
+        let log = RaftLog::new(snapshot, entries, commit);
+        // Entries of a term newer than the durable term can survive a crash
+        // between writing entries and hard state of one Ready; that Ready
+        // only ever raised the term (a vote is persisted in an earlier one).
+        let (term, voted_for) = if log.last_term() > hard_state.term {
+            (log.last_term(), None)
+        } else {
+            (hard_state.term, hard_state.voted_for.clone())
+        };
+        let rng = SmallRng::seed_from_u64(config.seed);
+        let mut node = RaftNode {
+            id: config.id.clone(),
+            cluster,
+            role: Role::Follower,
+            term,
+            voted_for,
+            leader: None,
+            log,
+            applied,
+            apply_cursor: applied,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: config.election_timeout_min_ticks,
+            rng,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            reads: ReadIndexState::default(),
+            msgs: Vec::new(),
+            persisted_msgs: Vec::new(),
+            pending_snapshot: None,
+            prev_soft: SoftState {
+                role: Role::Follower,
+                term,
+                leader: None,
+            },
+            prev_hard: (hard_state.term, hard_state.voted_for),
+            cfg: config,
+        };
+        node.reset_election_timer();
+        tracing::info!(
+            id = %node.id, term, last_index = node.log.last_index(),
+            commit = node.log.committed(), "raft node started"
+        );
+        Ok(node)
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.reads_tick();
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Handles a message from a peer. Messages not addressed to us, from
+    /// non-members or with stale terms are dropped (stale requests get a
+    /// reply carrying our term so the sender can catch up).
+    pub fn step(&mut self, msg: Message) {
+        if msg.to != self.id || msg.from == self.id || !self.cluster.is_voter(&msg.from) {
+            tracing::debug!(from = %msg.from, to = %msg.to, "dropping misaddressed message");
+            return;
+        }
+        let mterm = msg.body.term();
+        if mterm > self.term {
+            match &msg.body {
+                MessageBody::RequestVote { pre_vote, .. } => {
+                    if *pre_vote {
+                        // A pre-vote never changes our term; handled below.
+                    } else if self.cfg.check_quorum && self.in_lease() {
+                        tracing::debug!(from = %msg.from, mterm, "ignoring vote request: leader lease");
+                        return;
+                    } else {
+                        self.become_follower(mterm, None);
+                    }
+                }
+                MessageBody::RequestVoteReply {
+                    pre_vote: true,
+                    granted: true,
+                    ..
+                } => {}
+                MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. } => {
+                    self.become_follower(mterm, Some(msg.from.clone()));
+                }
+                _ => self.become_follower(mterm, None),
+            }
+        } else if mterm < self.term {
+            self.reply_stale(msg);
+            return;
+        }
+        let Message { from, body, .. } = msg;
+        match body {
+            MessageBody::RequestVote {
+                term,
+                last_log_index,
+                last_log_term,
+                pre_vote,
+            } => self.handle_vote_request(from, term, last_log_index, last_log_term, pre_vote),
+            MessageBody::RequestVoteReply {
+                term,
+                granted,
+                pre_vote,
+            } => self.handle_vote_reply(from, term, granted, pre_vote),
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_round,
+                ..
+            } => {
+                if self.accept_leader(&from) {
+                    self.handle_append(
+                        from,
+                        prev_log_index,
+                        prev_log_term,
+                        entries,
+                        leader_commit,
+                        read_round,
+                    );
+                }
+            }
+            MessageBody::AppendEntriesReply {
+                success,
+                match_index,
+                conflict_index,
+                conflict_term,
+                read_round,
+                ..
+            } => self.handle_append_reply(
+                from,
+                success,
+                match_index,
+                conflict_index,
+                conflict_term,
+                read_round,
+            ),
+            MessageBody::InstallSnapshot { meta, data, .. } => {
+                if self.accept_leader(&from) {
+                    self.handle_snapshot(from, meta, data);
+                }
+            }
+            MessageBody::InstallSnapshotReply { last_index, .. } => {
+                self.handle_snapshot_reply(from, last_index)
+            }
+            MessageBody::ReadIndex { request_id, .. } => self.handle_read_request(from, request_id),
+            MessageBody::ReadIndexReply {
+                request_id,
+                read_index,
+                ok,
+                ..
+            } => self.handle_read_reply(request_id, read_index, ok),
+            MessageBody::TimeoutNow { .. } => {
+                if self.leader.as_deref() == Some(from.as_str()) && self.is_voter() {
+                    tracing::info!(id = %self.id, "leadership transfer: campaigning now");
+                    self.become_candidate();
+                }
+            }
+        }
+    }
+
+    /// Appends a command (leader only). Returns its (index, term); it is
+    /// committed once `committed_entries` hands it out.
+    pub fn propose(&mut self, command: Command) -> Result<(LogIndex, Term), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader.clone(),
+            });
+        }
+        let index = self.log.append(self.term, EntryPayload::Command(command));
+        self.bcast_append();
+        Ok((index, self.term))
+    }
+
+    /// Starts an election now (pre-vote first when enabled).
+    pub fn campaign(&mut self) {
+        self.hup();
+    }
+
+    /// Whether `ready()` would return something.
+    pub fn has_ready(&self) -> bool {
+        self.soft_state() != self.prev_soft
+            || (self.term, self.voted_for.as_ref()) != (self.prev_hard.0, self.prev_hard.1.as_ref())
+            || self.pending_snapshot.is_some()
+            || self.log.has_unhanded()
+            || !self.msgs.is_empty()
+            || !self.persisted_msgs.is_empty()
+            || self.apply_cursor < self.apply_limit()
+            || self.reads_pending_output()
+    }
+
+    /// Hands out everything pending. Does not wait for anything: call again
+    /// whenever `has_ready()` is true, even before earlier work is durable.
+    pub fn ready(&mut self) -> Ready {
+        self.flush_reads();
+        let mut rd = Ready::default();
+        let soft = self.soft_state();
+        if soft != self.prev_soft {
+            self.prev_soft = soft.clone();
+            rd.soft_state = Some(soft);
+        }
+        rd.snapshot = self.pending_snapshot.take();
+        rd.entries = self.log.take_unhanded();
+        if (self.term, self.voted_for.as_ref()) != (self.prev_hard.0, self.prev_hard.1.as_ref()) {
+            self.prev_hard = (self.term, self.voted_for.clone());
+            rd.hard_state = Some(HardState {
+                term: self.term,
+                voted_for: self.voted_for.clone(),
+                commit: self.log.committed(),
+            });
+        }
+        rd.messages = std::mem::take(&mut self.msgs);
+        rd.persisted_messages = std::mem::take(&mut self.persisted_msgs);
+        let limit = self.apply_limit();
+        if self.apply_cursor < limit {
+            rd.committed_entries =
+                self.log
+                    .slice(self.apply_cursor + 1, limit, MAX_APPLY_PER_READY);
+            if let Some(last) = rd.committed_entries.last() {
+                self.apply_cursor = last.index;
+            }
+        }
+        rd.read_states = std::mem::take(&mut self.reads.ready);
+        rd.failed_reads = std::mem::take(&mut self.reads.failed);
+        rd
+    }
+
+    /// The runtime made entries up to (`index`, `term`) durable.
+    pub fn on_persisted(&mut self, index: LogIndex, term: Term) {
+        if self.log.on_persisted(index, term) && self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// The runtime made the snapshot handed out at `index` durable and installed it.
+    pub fn on_snapshot_persisted(&mut self, index: LogIndex) {
+        self.log.on_snapshot_persisted(index);
+        if index == self.log.snapshot_index() {
+            self.applied = self.applied.max(index);
+        }
+    }
+
+    /// The state machine applied everything up to `index`.
+    pub fn on_applied(&mut self, index: LogIndex) {
+        self.applied = self.applied.max(index.min(self.apply_cursor));
+    }
+
+    /// The runtime wrote a snapshot at `meta.last_index` (<= applied): drop the
+    /// log up to it. Ignored if it does not fit our log.
+    pub fn on_snapshot_taken(&mut self, meta: SnapshotMeta) {
+        let index = meta.last_index;
+        if index > self.applied || !self.log.compact(meta) {
+            tracing::debug!(
+                index,
+                applied = self.applied,
+                "ignoring snapshot that does not fit the log"
+            );
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id.clone(),
+            role: self.role,
+            term: self.term,
+            leader: self.leader.clone(),
+            commit: self.log.committed(),
+            applied: self.applied,
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+        }
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(super) fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            term: self.term,
+            leader: self.leader.clone(),
+        }
+    }
+
+    /// Committed entries are applied only once they are durable locally.
+    fn apply_limit(&self) -> LogIndex {
+        self.log.committed().min(self.log.persisted())
+    }
+
+    pub(super) fn is_voter(&self) -> bool {
+        self.cluster.is_voter(&self.id)
+    }
+
+    /// Other voters, in id order.
+    pub(super) fn peers(&self) -> Vec<NodeId> {
+        self.cluster
+            .voters
+            .keys()
+            .filter(|v| **v != self.id)
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id.clone(),
+            to,
+            body,
+        });
+    }
+
+    /// Queues a message that may leave only once this Ready is durable.
+    pub(super) fn send_persisted(&mut self, to: NodeId, body: MessageBody) {
+        self.persisted_msgs.push(Message {
+            from: self.id.clone(),
+            to,
+            body,
+        });
+    }
+
+    /// Replies to a message from an older term so its sender learns ours.
+    fn reply_stale(&mut self, msg: Message) {
+        tracing::debug!(from = %msg.from, mterm = msg.body.term(), term = self.term, "stale message");
+        let term = self.term;
+        match msg.body {
+            MessageBody::AppendEntries { read_round, .. } => {
+                self.send(msg.from, reject_reply(term, read_round));
+            }
+            MessageBody::InstallSnapshot { .. } => {
+                self.send(msg.from, reject_reply(term, 0));
+            }
+            MessageBody::RequestVote { pre_vote, .. } => self.send(
+                msg.from,
+                MessageBody::RequestVoteReply {
+                    term,
+                    granted: false,
+                    pre_vote,
+                },
+            ),
+            MessageBody::ReadIndex { request_id, .. } => self.send(
+                msg.from,
+                MessageBody::ReadIndexReply {
+                    term,
+                    request_id,
+                    read_index: 0,
+                    ok: false,
+                },
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// An AppendEntriesReply that only tells a stale leader our term.
+fn reject_reply(term: Term, read_round: u64) -> MessageBody {
+    MessageBody::AppendEntriesReply {
+        term,
+        success: false,
+        match_index: 0,
+        conflict_index: 0,
+        conflict_term: 0,
+        read_round,
+    }
+}

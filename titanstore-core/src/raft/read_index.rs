@@ -1,0 +1,239 @@
+//! Linearizable reads (Raft §6.4, ReadIndex), leader and follower side.
+//!
+//! Leader: a read waits until an entry of the current term is committed,
+//! then joins the next *read round*: the commit index is recorded, a
+//! heartbeat carrying the round number goes to every follower, and once a
+//! majority echoed that round (or a later one) the reads are answered with
+//! the recorded index. All reads that arrive between two `ready()` calls
+//! share one round. Follower: the request is forwarded to the leader and
+//! answered when its `ReadIndexReply` arrives. Reads that can no longer
+//! complete (leadership lost, leader changed, no answer) are failed.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::error::ReadError;
+use super::message::MessageBody;
+use super::node::RaftNode;
+use super::ready::{ReadState, Role};
+use crate::types::{LogIndex, NodeId};
+
+/// Who asked for a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requester {
+    Local(u64),
+    Remote { from: NodeId, request_id: u64 },
+}
+
+/// One heartbeat round confirming leadership for a batch of reads.
+#[derive(Debug, Clone)]
+struct ReadRound {
+    round: u64,
+    index: LogIndex,
+    requesters: Vec<Requester>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ReadIndexState {
+    /// Number of the latest round started; echoed by followers.
+    pub(crate) round: u64,
+    /// Leader: reads waiting to start a round (at the next `ready()`).
+    unsent: Vec<Requester>,
+    /// Leader: reads waiting for the first commit of this term.
+    awaiting_commit: Vec<Requester>,
+    rounds: VecDeque<ReadRound>,
+    /// Leader: highest round each follower echoed in this term.
+    acks: BTreeMap<NodeId, u64>,
+    /// Follower: request id -> tick deadline of reads forwarded to the leader.
+    forwarded: BTreeMap<u64, u64>,
+    ticks: u64,
+    pub(crate) ready: Vec<ReadState>,
+    pub(crate) failed: Vec<u64>,
+}
+
+impl ReadIndexState {
+    pub(crate) fn reset_leader(&mut self) {
+        self.acks.clear();
+    }
+}
+
+impl RaftNode {
+    /// Asks for a linearizable read. The answer is a `ReadState` (or a failed
+    /// read) in a later `Ready`.
+    pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadError> {
+        if self.role == Role::Leader {
+            self.leader_read(Requester::Local(request_id));
+            return Ok(());
+        }
+        let Some(leader) = self.leader.clone() else {
+            return Err(ReadError::NoLeader);
+        };
+        let deadline = self.reads.ticks + 2 * self.cfg.election_timeout_max_ticks;
+        self.reads.forwarded.insert(request_id, deadline);
+        let term = self.term;
+        self.send(leader, MessageBody::ReadIndex { term, request_id });
+        Ok(())
+    }
+
+    fn committed_in_current_term(&self) -> bool {
+        self.log.term(self.log.committed()) == Some(self.term)
+    }
+
+    fn leader_read(&mut self, requester: Requester) {
+        if self.committed_in_current_term() {
+            self.reads.unsent.push(requester);
+        } else {
+            self.reads.awaiting_commit.push(requester);
+        }
+    }
+
+    pub(super) fn handle_read_request(&mut self, from: NodeId, request_id: u64) {
+        if self.role == Role::Leader {
+            self.leader_read(Requester::Remote { from, request_id });
+        } else {
+            let term = self.term;
+            self.send(
+                from,
+                MessageBody::ReadIndexReply {
+                    term,
+                    request_id,
+                    read_index: 0,
+                    ok: false,
+                },
+            );
+        }
+    }
+
+    pub(super) fn handle_read_reply(&mut self, request_id: u64, read_index: LogIndex, ok: bool) {
+        if self.reads.forwarded.remove(&request_id).is_none() {
+            return;
+        }
+        if ok {
+            self.reads.ready.push(ReadState {
+                request_id,
+                index: read_index,
+            });
+        } else {
+            self.reads.failed.push(request_id);
+        }
+    }
+
+    /// Leader: the first entry of this term committed, so waiting reads may go.
+    pub(super) fn on_commit_advanced(&mut self) {
+        if self.committed_in_current_term() && !self.reads.awaiting_commit.is_empty() {
+            let waiting = std::mem::take(&mut self.reads.awaiting_commit);
+            self.reads.unsent.extend(waiting);
+        }
+    }
+
+    /// Starts one round for all reads that arrived since the last call.
+    pub(super) fn flush_reads(&mut self) {
+        if self.role != Role::Leader || self.reads.unsent.is_empty() {
+            return;
+        }
+        self.reads.round += 1;
+        let round = ReadRound {
+            round: self.reads.round,
+            index: self.log.committed(),
+            requesters: std::mem::take(&mut self.reads.unsent),
+        };
+        self.reads.rounds.push_back(round);
+        for peer in self.peers() {
+            self.send_heartbeat(&peer);
+        }
+        self.confirm_reads();
+    }
+
+    pub(super) fn on_read_ack(&mut self, from: &NodeId, round: u64) {
+        let ack = self.reads.acks.entry(from.clone()).or_insert(0);
+        if round > *ack {
+            *ack = round;
+            self.confirm_reads();
+        }
+    }
+
+    /// Answers every round a majority has acknowledged.
+    fn confirm_reads(&mut self) {
+        while let Some(front) = self.reads.rounds.front() {
+            let acked = usize::from(self.is_voter())
+                + self
+                    .reads
+                    .acks
+                    .iter()
+                    .filter(|(id, r)| **r >= front.round && self.cluster.is_voter(id))
+                    .count();
+            if acked < self.cluster.quorum() {
+                break;
+            }
+            let Some(done) = self.reads.rounds.pop_front() else {
+                break;
+            };
+            for requester in done.requesters {
+                self.answer_read(requester, Some(done.index));
+            }
+        }
+    }
+
+    fn answer_read(&mut self, requester: Requester, index: Option<LogIndex>) {
+        match requester {
+            Requester::Local(request_id) => match index {
+                Some(index) => self.reads.ready.push(ReadState { request_id, index }),
+                None => self.reads.failed.push(request_id),
+            },
+            Requester::Remote { from, request_id } => {
+                let term = self.term;
+                self.send(
+                    from,
+                    MessageBody::ReadIndexReply {
+                        term,
+                        request_id,
+                        read_index: index.unwrap_or(0),
+                        ok: index.is_some(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Leadership lost: every read the leader held fails.
+    pub(super) fn fail_leader_reads(&mut self) {
+        let mut all = std::mem::take(&mut self.reads.unsent);
+        all.append(&mut self.reads.awaiting_commit);
+        for round in std::mem::take(&mut self.reads.rounds) {
+            all.extend(round.requesters);
+        }
+        self.reads.acks.clear();
+        for requester in all {
+            self.answer_read(requester, None);
+        }
+    }
+
+    /// The leader we forwarded reads to is no longer (known to be) the leader.
+    pub(super) fn fail_forwarded_reads(&mut self) {
+        let ids: Vec<u64> = std::mem::take(&mut self.reads.forwarded)
+            .into_keys()
+            .collect();
+        self.reads.failed.extend(ids);
+    }
+
+    pub(super) fn reads_tick(&mut self) {
+        self.reads.ticks += 1;
+        let now = self.reads.ticks;
+        let expired: Vec<u64> = self
+            .reads
+            .forwarded
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.reads.forwarded.remove(&id);
+            self.reads.failed.push(id);
+        }
+    }
+
+    pub(super) fn reads_pending_output(&self) -> bool {
+        !self.reads.ready.is_empty()
+            || !self.reads.failed.is_empty()
+            || (self.role == Role::Leader && !self.reads.unsent.is_empty())
+    }
+}

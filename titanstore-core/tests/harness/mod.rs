@@ -1,0 +1,349 @@
+//! Test support: real `titanstore-server` processes on loopback, and a
+//! line-protocol client. Every process is killed when the cluster is dropped,
+//! also when a test fails.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_titanstore-server");
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct TestNode {
+    pub id: String,
+    pub raft_port: u16,
+    pub client_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn client_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    pub extra_args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub fn start(n: usize, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = (1..=n)
+            .map(|i| TestNode {
+                id: format!("node{i}"),
+                raft_port: free_port(),
+                client_port: free_port(),
+                data_dir: dir.path().join(format!("node{i}")),
+                log_path: dir.path().join(format!("node{i}.log")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = TestCluster {
+            nodes,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
+        for i in 0..n {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    fn index(&self, id: &str) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    pub fn node(&self, id: &str) -> &TestNode {
+        &self.nodes[self.index(id)]
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.nodes[i].id)
+            .map(|n| format!("{}:127.0.0.1:{}:{}", n.id, n.raft_port, n.client_port))
+            .collect();
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--id")
+            .arg(&node.id)
+            .arg("--port")
+            .arg(node.raft_port.to_string())
+            .arg("--client-port")
+            .arg(node.client_port.to_string())
+            .arg("--advertise-client-addr")
+            .arg(node.client_addr())
+            .arg("--advertise-raft-addr")
+            .arg(format!("127.0.0.1:{}", node.raft_port))
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log);
+        if !peers.is_empty() {
+            cmd.arg("--peers").arg(peers.join(","));
+        }
+        let child = cmd.spawn().unwrap();
+        self.nodes[i].child = Some(child);
+        let addr = self.nodes[i].client_addr();
+        wait_for("node to accept clients", Duration::from_secs(10), || {
+            TcpStream::connect(&addr).ok()
+        });
+    }
+
+    pub fn start(&mut self, id: &str) {
+        let i = self.index(id);
+        assert!(self.nodes[i].child.is_none(), "{id} is running");
+        self.start_node(i);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, id: &str) {
+        let i = self.index(id);
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, id: &str, sig: &str) {
+        let child = self.nodes[self.index(id)].child.as_ref().expect("node running");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn stop(&mut self, id: &str) -> Option<i32> {
+        self.signal(id, "TERM");
+        let i = self.index(id);
+        let mut child = self.nodes[i].child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{id} did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pause(&self, id: &str) {
+        self.signal(id, "STOP");
+    }
+
+    pub fn resume(&self, id: &str) {
+        self.signal(id, "CONT");
+    }
+
+    pub fn client(&self, id: &str) -> LineClient {
+        LineClient::connect(&self.node(id).client_addr())
+    }
+
+    pub fn status(&self, id: &str) -> Option<Status> {
+        let node = self.node(id);
+        if !node.is_running() {
+            return None;
+        }
+        let mut client = LineClient::try_connect(&node.client_addr())?;
+        let line = client.try_cmd("STATUS")?;
+        Status::parse(&line)
+    }
+
+    /// Waits until one running node is leader and every other running node
+    /// follows it; returns its id.
+    pub fn wait_for_leader(&self, timeout: Duration) -> String {
+        wait_for("a leader all running nodes agree on", timeout, || {
+            let statuses: Vec<Status> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .map(|n| self.status(&n.id))
+                .collect::<Option<_>>()?;
+            let leader = statuses.iter().find(|s| s.role == "leader")?;
+            statuses
+                .iter()
+                .all(|s| s.leader == leader.id && s.term == leader.term)
+                .then(|| leader.id.clone())
+        })
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} ---\n{}",
+                    n.id,
+                    std::fs::read_to_string(&n.log_path).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                // A paused node must be resumed to die promptly from SIGKILL? No:
+                // SIGKILL works on stopped processes too.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Fields of a `STATUS` reply.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub id: String,
+    pub role: String,
+    pub term: u64,
+    pub leader: String,
+    pub commit: u64,
+    pub applied: u64,
+    pub snapshot_index: u64,
+}
+
+impl Status {
+    pub fn parse(line: &str) -> Option<Status> {
+        let rest = line.strip_prefix("STATUS ")?;
+        let get = |k: &str| {
+            rest.split(' ')
+                .find_map(|f| f.strip_prefix(&format!("{k}=")).map(str::to_string))
+        };
+        Some(Status {
+            id: get("id")?,
+            role: get("role")?,
+            term: get("term")?.parse().ok()?,
+            leader: get("leader")?,
+            commit: get("commit")?.parse().ok()?,
+            applied: get("applied")?.parse().ok()?,
+            snapshot_index: get("snapshot_index")?.parse().ok()?,
+        })
+    }
+}
+
+/// A blocking line-protocol client, as `nc` would be.
+pub struct LineClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineClient {
+    pub fn connect(addr: &str) -> LineClient {
+        Self::try_connect(addr).unwrap_or_else(|| panic!("cannot connect to {addr}"))
+    }
+
+    pub fn try_connect(addr: &str) -> Option<LineClient> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        Some(LineClient {
+            reader: BufReader::new(stream.try_clone().ok()?),
+            writer: stream,
+        })
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    pub fn read_line(&mut self) -> Option<Vec<u8>> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(line)
+            }
+        }
+    }
+
+    pub fn try_cmd(&mut self, line: &str) -> Option<String> {
+        self.writer.write_all(format!("{line}\n").as_bytes()).ok()?;
+        let reply = self.read_line()?;
+        Some(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.try_cmd(line)
+            .unwrap_or_else(|| panic!("no reply to {line:?}"))
+    }
+
+    /// True when the server closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0))
+    }
+}
+
+/// Sets `key` through whichever node is leader, following redirects.
+pub fn set_via_leader(cluster: &TestCluster, key: &str, value: &str) -> String {
+    let mut addr = cluster.nodes.iter().find(|n| n.is_running()).unwrap().client_addr();
+    for _ in 0..10 {
+        let reply = LineClient::connect(&addr).cmd(&format!("SET {key} {value}"));
+        match reply.strip_prefix("ERR NOT_LEADER ") {
+            Some(leader) => addr = leader.to_string(),
+            None => return reply,
+        }
+    }
+    panic!("too many redirects");
+}
+
+impl LineClient {
+    /// Half-closes the connection, as `nc -N` does at end of input.
+    pub fn writer_shutdown(&mut self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Write);
+    }
+}
