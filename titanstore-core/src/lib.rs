@@ -6,4 +6,6 @@
 //! - `storage`: file layer, WAL, snapshots (durable state on disk).
 //! - `state_machine`: the key-value map the log is applied to.
 //! - `transport`, `protocol`, `server`, `node`, `cli`: the runtime around them.
+pub mod state_machine;
+pub mod storage;
 pub mod types;
