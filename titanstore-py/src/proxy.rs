@@ -166,7 +166,7 @@ impl Drop for Proxy {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut closed: watch::Receiver<bool>) {
     loop {
         let socket = tokio::select! {
-            _ = closed.wait_for(|c| *c) => return,
+            _ = async { let _ = closed.wait_for(|c| *c).await; } => return,
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => socket,
                 Err(_) => {

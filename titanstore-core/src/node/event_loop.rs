@@ -15,7 +15,7 @@ use super::storage_thread::{StorageDone, StorageJob};
 use super::{NodeConfig, NodeError};
 use crate::protocol::{Reply, Request};
 use crate::raft::{Message, ProposeError, RaftNode, Ready};
-use crate::state_machine::KvStateMachine;
+use crate::state_machine::StateMachine;
 use crate::transport::PeerSender;
 use crate::types::{Command, Entry, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
@@ -37,8 +37,7 @@ struct PendingRead {
 pub(super) struct EventLoop {
     config: NodeConfig,
     raft: RaftNode,
-    kv: KvStateMachine,
-    applied_term: Term,
+    kv: StateMachine,
     snapshot: SnapshotMeta,
     snapshot_in_flight: bool,
     peers: HashMap<NodeId, PeerSender>,
@@ -54,7 +53,7 @@ impl EventLoop {
     pub(super) fn new(
         config: NodeConfig,
         raft: RaftNode,
-        kv: KvStateMachine,
+        kv: StateMachine,
         snapshot: SnapshotMeta,
         peers: HashMap<NodeId, PeerSender>,
         storage: std_mpsc::Sender<StorageJob>,
@@ -63,7 +62,6 @@ impl EventLoop {
             config,
             raft,
             kv,
-            applied_term: snapshot.last_term,
             snapshot,
             snapshot_in_flight: false,
             peers,
@@ -335,9 +333,8 @@ impl EventLoop {
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
         let index = snapshot.meta.last_index;
         self.kv
-            .restore(&snapshot.data, index)
+            .restore(&snapshot.meta, &snapshot.data)
             .map_err(|err| NodeError::Snapshot(err.to_string()))?;
-        self.applied_term = snapshot.meta.last_term;
         self.snapshot = snapshot.meta.clone();
         // Writes this node proposed up to here were decided elsewhere; whether
         // they made it cannot be told from a snapshot.
@@ -363,7 +360,6 @@ impl EventLoop {
                 continue;
             }
             self.kv.apply(entry);
-            self.applied_term = entry.term;
             if let Some(write) = self.writes.remove(&entry.index) {
                 let reply = if write.term == entry.term {
                     Reply::Ok
@@ -397,7 +393,7 @@ impl EventLoop {
         {
             return;
         }
-        let data = match self.kv.snapshot_data() {
+        let data = match self.kv.snapshot_image() {
             Ok(data) => data,
             Err(err) => {
                 tracing::error!(%err, "cannot encode a snapshot");
@@ -407,7 +403,7 @@ impl EventLoop {
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_index: applied,
-                last_term: self.applied_term,
+                last_term: self.kv.applied_term(),
                 config: self.raft.config().clone(),
             },
             data,

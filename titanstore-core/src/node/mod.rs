@@ -22,7 +22,7 @@ pub use handle::NodeHandle;
 
 use crate::raft::{Bootstrap, RaftConfig, RaftNode};
 use crate::server::{self, ServerConfig};
-use crate::state_machine::KvStateMachine;
+use crate::state_machine::StateMachine;
 use crate::storage::{self, Storage};
 use crate::transport::{self, PeerSender, SnapshotSource};
 use crate::types::{ClusterConfig, MemberAddr, NodeId, Snapshot, SnapshotMeta};
@@ -165,10 +165,10 @@ pub async fn run(
         tracing::warn!(?torn, "cut off a torn record at the end of the WAL");
     }
     let membership = config.initial_membership();
-    let mut kv = KvStateMachine::new();
+    let mut kv = StateMachine::new();
     let snapshot_meta = match &recovered.snapshot {
         Some(snapshot) => {
-            kv.restore(&snapshot.data, snapshot.meta.last_index)
+            kv.restore(&snapshot.meta, &snapshot.data)
                 .map_err(|err| NodeError::Snapshot(err.to_string()))?;
             snapshot.meta.clone()
         }

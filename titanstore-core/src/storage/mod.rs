@@ -1,0 +1,220 @@
+//! Durable storage of one node: the write-ahead log of Raft entries and hard
+//! state, the snapshot file, and the locked data directory holding both.
+//!
+//! [`Storage`] is what the runtime uses. It never decides *when* to sync or
+//! snapshot (that is the node's group-commit and snapshot policy); it makes
+//! what it is given durable, and on open recovers exactly what was durable.
+//! All file access goes through [`Vfs`], so tests run the same code on
+//! [`SimFs`], a disk that can crash.
+//!
+//! Files: `error.rs` (errors), `vfs.rs` (file layer, real disk), `sim_fs.rs`
+//! (simulated disk), `frame.rs` (CRC framing), `wal/` (log and recovery),
+//! `snapshot.rs` (snapshot file), `data_dir.rs` (layout and lock).
+
+mod data_dir;
+mod error;
+mod frame;
+mod sim_fs;
+mod snapshot;
+mod vfs;
+mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use data_dir::{LOCK_FILE, WAL_DIR};
+pub use error::StorageError;
+pub use sim_fs::SimFs;
+pub use snapshot::read_snapshot;
+pub use vfs::{AppendFile, RealFs, Vfs, VfsLock};
+
+use crate::types::{Entry, HardState, LogIndex, Snapshot, Term};
+use data_dir::DataDir;
+use snapshot::SnapshotStore;
+use wal::Wal;
+
+/// Tunables of the storage engine.
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    /// A WAL segment is rolled once it reaches this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A torn final WAL record that recovery cut off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the torn record began (the file's new length).
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes_cut: u64,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+/// Everything durable that [`Storage::open`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    /// The retained log after the snapshot, in index order.
+    pub entries: Vec<Entry>,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Counters for benchmarks and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageStats {
+    /// `fdatasync` calls on WAL segments since open.
+    pub wal_fsyncs: u64,
+    /// WAL segment files currently retained.
+    pub segments: usize,
+}
+
+/// A node's durable state: locked data directory, WAL and snapshot.
+#[derive(Debug)]
+pub struct Storage {
+    wal: Wal,
+    snapshots: SnapshotStore,
+    // Declared last so that the lock is released after everything else closed.
+    dir: DataDir,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory `dir`, locks it and
+    /// recovers: load the snapshot, then replay the WAL after it.
+    pub fn open(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        options: StorageOptions,
+    ) -> Result<(Storage, Recovered), StorageError> {
+        let data_dir = DataDir::open(vfs.as_ref(), dir)?;
+        let snapshots = SnapshotStore::open(vfs.clone(), dir)?;
+        let snapshot = snapshots.load()?;
+        let (snap_index, snap_term) = snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
+        let replayed = wal::open(
+            vfs.clone(),
+            data_dir.wal_dir(),
+            options.segment_bytes,
+            snap_index,
+            snap_term,
+        )?;
+        vfs.sync_dir(dir)
+            .map_err(StorageError::io("fsync data directory", dir))?;
+        let recovered = Recovered {
+            hard_state: replayed.wal.hard_state().clone(),
+            snapshot,
+            entries: replayed.entries,
+            torn_tail: replayed.torn_tail,
+        };
+        let storage = Storage {
+            wal: replayed.wal,
+            snapshots,
+            dir: data_dir,
+        };
+        Ok((storage, recovered))
+    }
+
+    /// [`Storage::open`] on the real file system with default options.
+    pub fn open_real(dir: &Path) -> Result<(Storage, Recovered), StorageError> {
+        Storage::open(Arc::new(RealFs), dir, StorageOptions::default())
+    }
+
+    /// Appends consecutive entries after dropping any retained entries from
+    /// the first one's index on (conflict truncation). Not durable until
+    /// [`Storage::sync`].
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.wal.append(entries)
+    }
+
+    /// Records the hard state. Not durable until [`Storage::sync`].
+    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        self.wal.set_hard_state(hs)
+    }
+
+    /// Drops entries from `from` on. Not durable until [`Storage::sync`].
+    pub fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        self.wal.truncate_suffix(from)
+    }
+
+    /// Makes every append, hard state and truncation so far durable with one
+    /// `fdatasync`. After a failed sync the storage refuses further writes.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.wal.sync()
+    }
+
+    /// Durably replaces the snapshot, then compacts the WAL behind it. If the
+    /// log has no entry matching (`last_index`, `last_term`) the log is discarded.
+    pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        let current = self.wal.snapshot_index();
+        if snap.meta.last_index < current {
+            return Err(StorageError::StaleSnapshot {
+                index: snap.meta.last_index,
+                current,
+            });
+        }
+        // Anything appended before the snapshot becomes durable first, so the
+        // WAL never lags behind what the snapshot implies.
+        self.wal.sync()?;
+        self.snapshots.save(snap)?;
+        self.wal.compact(snap.meta.last_index, snap.meta.last_term)
+    }
+
+    /// Reads the saved snapshot, if any.
+    pub fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        self.snapshots.load()
+    }
+
+    /// Entries `lo .. hi_exclusive`, read from the WAL files.
+    pub fn entries(
+        &self,
+        lo: LogIndex,
+        hi_exclusive: LogIndex,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.wal.entries(lo, hi_exclusive)
+    }
+
+    /// First retained index (snapshot index + 1, even when the log is empty).
+    pub fn first_index(&self) -> LogIndex {
+        self.wal.first_index()
+    }
+
+    /// Last index in the log (the snapshot index when the log is empty).
+    pub fn last_index(&self) -> LogIndex {
+        self.wal.last_index()
+    }
+
+    /// Term of entry `i`: known for the snapshot index and retained entries.
+    pub fn term(&self, i: LogIndex) -> Option<Term> {
+        self.wal.term(i)
+    }
+
+    /// The last hard state set (durable once synced).
+    pub fn hard_state(&self) -> &HardState {
+        self.wal.hard_state()
+    }
+
+    /// Counters for benchmarks and tests.
+    pub fn stats(&self) -> StorageStats {
+        StorageStats {
+            wal_fsyncs: self.wal.fsyncs(),
+            segments: self.wal.segment_count(),
+        }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir.root
+    }
+}

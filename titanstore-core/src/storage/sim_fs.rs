@@ -1,0 +1,366 @@
+//! A simulated, crashable file system for tests ([`SimFs`]).
+//!
+//! Each file keeps its durable bytes (as of its last fsync) apart from its
+//! current bytes, and the namespace keeps its durable view (as of the last
+//! directory fsync) apart from its current one. [`SimFs::crash`] throws away
+//! everything not made durable: un-synced appends are lost or torn at a random
+//! byte, un-synced creates, renames and removals are undone. Directories
+//! themselves are durable at once (a simplification: the engine creates them
+//! only at open). An operation budget ([`SimFs::fail_after`]) makes every
+//! mutating operation fail after N of them, to stop a writer at any step.
+//! Cheap to clone (`Arc<Mutex<..>>` inside), `Send + Sync`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::vfs::{AppendFile, Vfs, VfsLock};
+
+/// The simulated file system. Clones share the same disk.
+#[derive(Clone, Debug, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<SimState>>,
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    durable: Vec<u8>,
+    current: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    inodes: HashMap<u64, Inode>,
+    next_inode: u64,
+    names: BTreeMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    locks: BTreeSet<PathBuf>,
+    /// Bumped by every crash; handles from before a crash stop working.
+    generation: u64,
+    /// Mutating operations left before every one fails (`None`: unlimited).
+    budget: Option<u64>,
+    file_syncs: u64,
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: not found", path.display()),
+    )
+}
+
+impl SimState {
+    fn spend(&mut self) -> io::Result<()> {
+        match &mut self.budget {
+            Some(0) => Err(io::Error::other("simulated power loss")),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn check_parent(&self, path: &Path) -> io::Result<()> {
+        if self.dirs.contains(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            ));
+        }
+        match path.parent() {
+            Some(p) if self.dirs.contains(p) => Ok(()),
+            _ => Err(not_found(path)),
+        }
+    }
+
+    fn inode(&mut self, path: &Path) -> io::Result<&mut Inode> {
+        if self.dirs.contains(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            ));
+        }
+        let ino = *self.names.get(path).ok_or_else(|| not_found(path))?;
+        self.inodes.get_mut(&ino).ok_or_else(|| not_found(path))
+    }
+
+    fn create(&mut self, path: &Path) -> io::Result<u64> {
+        self.check_parent(path)?;
+        if let Some(&ino) = self.names.get(path) {
+            return Ok(ino);
+        }
+        self.next_inode += 1;
+        let ino = self.next_inode;
+        self.inodes.insert(ino, Inode::default());
+        self.names.insert(path.to_path_buf(), ino);
+        Ok(ino)
+    }
+}
+
+impl SimFs {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Simulates power loss: everything not fsynced is lost, un-synced
+    /// appends possibly torn at a random byte. Open handles and locks die.
+    pub fn crash(&self, seed: u64) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut st = self.lock();
+        for inode in st.inodes.values_mut() {
+            let kept = if inode.current.starts_with(&inode.durable) {
+                let extra = inode.current.len() - inode.durable.len();
+                let keep = match rng.random_range(0..4u8) {
+                    0 => 0,
+                    1 => extra,
+                    _ => rng.random_range(0..=extra),
+                };
+                inode.current[..inode.durable.len() + keep].to_vec()
+            } else if rng.random_bool(0.5) {
+                inode.current.clone()
+            } else {
+                inode.durable.clone()
+            };
+            inode.durable = kept.clone();
+            inode.current = kept;
+        }
+        st.names = st.durable_names.clone();
+        let live: BTreeSet<u64> = st.names.values().copied().collect();
+        st.inodes.retain(|ino, _| live.contains(ino));
+        st.locks.clear();
+        st.generation += 1;
+        st.budget = None;
+    }
+
+    /// After `ops` more mutating operations, every mutating operation fails
+    /// (until [`SimFs::crash`]). `None` removes the limit.
+    pub fn fail_after(&self, ops: Option<u64>) {
+        self.lock().budget = ops;
+    }
+
+    /// The current bytes of a file, if it exists.
+    pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.lock();
+        let ino = st.names.get(path)?;
+        st.inodes.get(ino).map(|i| i.current.clone())
+    }
+
+    /// Overwrites a file's bytes, durably (to inject corruption).
+    pub fn set_file_bytes(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut st = self.lock();
+        let inode = st.inode(path)?;
+        inode.current = bytes.to_vec();
+        inode.durable = bytes.to_vec();
+        Ok(())
+    }
+
+    /// Number of file fsyncs (`sync_data` and `sync_file`) so far.
+    pub fn file_syncs(&self) -> u64 {
+        self.lock().file_syncs
+    }
+}
+
+#[derive(Debug)]
+struct SimAppendFile {
+    fs: SimFs,
+    path: PathBuf,
+    inode: u64,
+    generation: u64,
+}
+
+impl SimAppendFile {
+    fn with_inode<R>(&self, f: impl FnOnce(&mut Inode) -> R) -> io::Result<R> {
+        let mut st = self.fs.lock();
+        if st.generation != self.generation {
+            return Err(io::Error::other("handle from before a simulated crash"));
+        }
+        st.spend()?;
+        let inode = st
+            .inodes
+            .get_mut(&self.inode)
+            .ok_or_else(|| not_found(&self.path))?;
+        Ok(f(inode))
+    }
+}
+
+impl AppendFile for SimAppendFile {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.with_inode(|i| i.current.extend_from_slice(data))
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.with_inode(|i| i.durable = i.current.clone())?;
+        self.fs.lock().file_syncs += 1;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SimLock {
+    fs: SimFs,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl VfsLock for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut st = self.fs.lock();
+        if st.generation == self.generation {
+            st.locks.remove(&self.path);
+        }
+    }
+}
+
+impl Vfs for SimFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.names.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "a file is in the way",
+            ));
+        }
+        for dir in path.ancestors() {
+            if st.names.contains_key(dir) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "not a directory",
+                ));
+            }
+            st.dirs.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        let mut st = self.lock();
+        st.spend()?;
+        let inode = st.create(path)?;
+        Ok(Box::new(SimAppendFile {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            inode,
+            generation: st.generation,
+        }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        Ok(self.lock().inode(path)?.current.clone())
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut st = self.lock();
+        let data = &st.inode(path)?.current;
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        data.get(start..start.saturating_add(len))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))
+    }
+
+    fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut st = self.lock();
+        st.spend()?;
+        let ino = st.create(path)?;
+        if let Some(inode) = st.inodes.get_mut(&ino) {
+            inode.current = data.to_vec();
+        }
+        Ok(())
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.spend()?;
+        st.file_syncs += 1;
+        let inode = st.inode(path)?;
+        inode.durable = inode.current.clone();
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.spend()?;
+        st.check_parent(to)?;
+        let ino = st.names.remove(from).ok_or_else(|| not_found(from))?;
+        st.names.insert(to.to_path_buf(), ino);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.spend()?;
+        st.names
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let st = self.lock();
+        if !st.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        let files = st.names.keys().filter(|p| p.parent() == Some(path));
+        let dirs = st.dirs.iter().filter(|p| p.parent() == Some(path));
+        Ok(files
+            .chain(dirs)
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        st.spend()?;
+        if !st.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        let in_dir = |p: &PathBuf| p.parent() == Some(path);
+        st.durable_names.retain(|p, _| !in_dir(p));
+        let current: Vec<(PathBuf, u64)> = st
+            .names
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
+        st.durable_names.extend(current);
+        Ok(())
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let mut st = self.lock();
+        st.spend()?;
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        st.inode(path)?.current.resize(len, 0);
+        Ok(())
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(self.lock().inode(path)?.current.len() as u64)
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn VfsLock>>> {
+        let mut st = self.lock();
+        st.check_parent(path)?;
+        if !st.locks.insert(path.to_path_buf()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SimLock {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            generation: st.generation,
+        })))
+    }
+}

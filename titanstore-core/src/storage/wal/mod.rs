@@ -1,0 +1,348 @@
+//! The write-ahead log: Raft entries and hard state in CRC-framed records,
+//! spread over numbered segment files in `<data dir>/wal/`.
+//!
+//! Appends are plain buffered writes into the active segment; [`Wal::sync`]
+//! makes everything since the last sync durable with one `fdatasync` (group
+//! commit belongs to the caller batching appends between syncs). A segment is
+//! rolled at a size threshold; the full one is synced first, so only the last
+//! segment can ever have a torn tail, and each new segment begins with the
+//! current hard state, so whole old segments can be deleted after a snapshot.
+//! Recovery lives in [`replay`]; this module owns the running log.
+
+mod record;
+mod replay;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::debug;
+
+use super::error::StorageError;
+use super::frame::{encode_frame, read_frame};
+use super::vfs::{AppendFile, Vfs};
+use crate::types::{self, Entry, HardState, LogIndex, Term};
+use record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
+pub(crate) use replay::open;
+
+/// The running WAL.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    segment_bytes: u64,
+    /// Sorted by `seq`; the last one is active. Never empty.
+    segments: Vec<Segment>,
+    active: Box<dyn AppendFile>,
+    active_len: u64,
+    /// Bytes were appended since the last `fdatasync`.
+    unsynced: bool,
+    /// A segment was created since the last directory fsync.
+    dir_dirty: bool,
+    log: LogPositions,
+    hard_state: HardState,
+    /// Set by a failed write or fsync: what is on disk is then unknown.
+    poisoned: Option<String>,
+    fsyncs: u64,
+    scratch: Vec<u8>,
+}
+
+impl Wal {
+    pub fn first_index(&self) -> LogIndex {
+        self.log.first_index()
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.log.base
+    }
+
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn segment_path(&self, seg: &Segment) -> PathBuf {
+        self.dir.join(seg.file_name())
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.segments
+            .last()
+            .map(|s| self.segment_path(s))
+            .unwrap_or_else(|| self.dir.clone())
+    }
+
+    fn check_poisoned(&self) -> Result<(), StorageError> {
+        match &self.poisoned {
+            Some(why) => Err(StorageError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, err: StorageError) -> StorageError {
+        self.poisoned = Some(err.to_string());
+        err
+    }
+
+    /// Writes one framed payload to the active segment; returns (offset, frame length).
+    fn append_frame(&mut self, payload: &[u8]) -> Result<(u64, u32), StorageError> {
+        self.scratch.clear();
+        encode_frame(payload, &mut self.scratch)
+            .ok_or(StorageError::RecordTooLarge(payload.len()))?;
+        let offset = self.active_len;
+        if let Err(e) = self.active.append(&self.scratch) {
+            let err = StorageError::io("append to WAL segment", self.active_path())(e);
+            return Err(self.poison(err));
+        }
+        let len = self.scratch.len();
+        self.active_len += len as u64;
+        self.unsynced = true;
+        Ok((offset, len as u32))
+    }
+
+    /// Rolls to a new segment if the active one is full, then writes `rec`.
+    fn write_record(&mut self, rec: &RecordRef<'_>) -> Result<(u64, u32), StorageError> {
+        self.check_poisoned()?;
+        if self.active_len >= self.segment_bytes {
+            self.roll()?;
+        }
+        let payload = types::encode(rec)?;
+        self.append_frame(&payload)
+    }
+
+    fn sync_active(&mut self) -> Result<(), StorageError> {
+        if self.unsynced {
+            if let Err(e) = self.active.sync_data() {
+                let err = StorageError::io("fdatasync WAL segment", self.active_path())(e);
+                return Err(self.poison(err));
+            }
+            self.fsyncs += 1;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment. The full one is synced first so that a torn tail
+    /// can only ever be in the last segment.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        self.sync_active()?;
+        let seg = Segment {
+            seq: self.segments.last().map_or(1, |s| s.seq + 1),
+            first_index: self.log.last_index() + 1,
+        };
+        let path = self.segment_path(&seg);
+        debug!(path = %path.display(), "rolling WAL segment");
+        let file = self
+            .vfs
+            .open_append(&path)
+            .map_err(StorageError::io("create WAL segment", &path));
+        self.active = match file {
+            Ok(f) => f,
+            Err(e) => return Err(self.poison(e)),
+        };
+        self.segments.push(seg);
+        self.active_len = 0;
+        self.dir_dirty = true;
+        let payload = types::encode(&RecordRef::HardState(&self.hard_state))?;
+        self.append_frame(&payload)?;
+        Ok(())
+    }
+
+    /// Appends a batch of consecutive entries, dropping any retained entries
+    /// from the batch's first index on. Buffered: durable after [`Wal::sync`].
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let from = first.index;
+        if let Some((i, e)) = entries
+            .iter()
+            .enumerate()
+            .find(|(i, e)| e.index != from + *i as u64)
+        {
+            return Err(StorageError::InvalidAppend(format!(
+                "entry {i} of the batch has index {}, expected {}",
+                e.index,
+                from + i as u64
+            )));
+        }
+        if from < self.first_index() {
+            return Err(StorageError::Compacted {
+                index: from,
+                first_index: self.first_index(),
+            });
+        }
+        if from > self.last_index() + 1 {
+            return Err(StorageError::InvalidAppend(format!(
+                "batch starts at {from} but the log ends at {}",
+                self.last_index()
+            )));
+        }
+        let (offset, frame_len) = self.write_record(&RecordRef::Entries(entries))?;
+        let seq = self.segments.last().map_or(0, |s| s.seq);
+        self.log.truncate_from(from);
+        self.log
+            .locs
+            .extend(entries.iter().enumerate().map(|(i, e)| EntryLoc {
+                term: e.term,
+                seq,
+                offset,
+                frame_len,
+                ordinal: i as u32,
+            }));
+        Ok(())
+    }
+
+    /// Records the hard state. Buffered: durable after [`Wal::sync`].
+    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        self.write_record(&RecordRef::HardState(hs))?;
+        self.hard_state = hs.clone();
+        Ok(())
+    }
+
+    /// Drops entries from `from` on. Buffered: durable after [`Wal::sync`].
+    pub fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        if from < self.first_index() {
+            return Err(StorageError::Compacted {
+                index: from,
+                first_index: self.first_index(),
+            });
+        }
+        if from > self.last_index() {
+            return Ok(());
+        }
+        self.write_record(&RecordRef::Truncate { from })?;
+        self.log.truncate_from(from);
+        Ok(())
+    }
+
+    /// Makes everything written so far durable: one `fdatasync` (plus a
+    /// directory fsync after a segment roll).
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        self.sync_active()?;
+        if self.dir_dirty {
+            if let Err(e) = self.vfs.sync_dir(&self.dir) {
+                let err = StorageError::io("fsync WAL directory", &self.dir)(e);
+                return Err(self.poison(err));
+            }
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Forgets entries covered by a durable snapshot at (`index`, `term`) and
+    /// deletes the segments only they needed. If the log does not hold that
+    /// entry, the whole log is discarded (durably, before any file is deleted).
+    pub fn compact(&mut self, index: LogIndex, term: Term) -> Result<(), StorageError> {
+        if index >= self.log.base && self.log.term(index) == Some(term) {
+            self.log.compact_to(index, term);
+        } else {
+            self.write_record(&RecordRef::Truncate { from: 1 })?;
+            self.sync()?;
+            self.log.reset(index, term);
+        }
+        let active_seq = self.segments.last().map_or(0, |s| s.seq);
+        let keep_from = self.log.locs.front().map_or(active_seq, |l| l.seq);
+        let doomed: Vec<Segment> = self
+            .segments
+            .iter()
+            .filter(|s| s.seq < keep_from && s.seq != active_seq)
+            .cloned()
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for seg in &doomed {
+            let path = self.segment_path(seg);
+            debug!(path = %path.display(), "deleting compacted WAL segment");
+            self.vfs
+                .remove(&path)
+                .map_err(StorageError::io("delete WAL segment", &path))?;
+        }
+        self.segments
+            .retain(|s| s.seq >= keep_from || s.seq == active_seq);
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(StorageError::io("fsync WAL directory", &self.dir))
+    }
+
+    /// Entries `lo .. hi`, decoded from the segment files.
+    pub fn entries(&self, lo: LogIndex, hi: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        if lo < self.first_index() {
+            return Err(StorageError::Compacted {
+                index: lo,
+                first_index: self.first_index(),
+            });
+        }
+        if hi > self.last_index() + 1 || lo > hi {
+            return Err(StorageError::OutOfRange {
+                lo,
+                hi,
+                last_index: self.last_index(),
+            });
+        }
+        let mut out = Vec::with_capacity((hi - lo) as usize);
+        let mut batch: Option<(u64, u64, Vec<Entry>)> = None;
+        for index in lo..hi {
+            let Some(loc) = self.log.get(index) else {
+                break;
+            };
+            let cached = matches!(&batch, Some((s, o, _)) if *s == loc.seq && *o == loc.offset);
+            if !cached {
+                batch = Some((loc.seq, loc.offset, self.read_batch(loc)?));
+            }
+            if let Some((_, _, entries)) = &batch {
+                let entry = entries.get(loc.ordinal as usize).cloned();
+                out.push(entry.ok_or_else(|| self.corrupt(loc, "batch is shorter than indexed"))?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn corrupt(&self, loc: &EntryLoc, reason: &str) -> StorageError {
+        StorageError::Corrupt {
+            file: self.seq_path(loc.seq),
+            offset: loc.offset,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn seq_path(&self, seq: u64) -> PathBuf {
+        match self.segments.binary_search_by_key(&seq, |s| s.seq) {
+            Ok(i) => self.segment_path(&self.segments[i]),
+            Err(_) => self.dir.join(format!("{seq:020}-?.log")),
+        }
+    }
+
+    fn read_batch(&self, loc: &EntryLoc) -> Result<Vec<Entry>, StorageError> {
+        let path = self.seq_path(loc.seq);
+        let bytes = self
+            .vfs
+            .read_at(&path, loc.offset, loc.frame_len as usize)
+            .map_err(StorageError::io("read WAL segment", &path))?;
+        let frame = match read_frame(&bytes, 0) {
+            Ok(Some(frame)) => frame,
+            _ => return Err(self.corrupt(loc, "record failed its checksum on re-read")),
+        };
+        match types::decode::<Record>(frame.payload) {
+            Ok(Record::Entries(entries)) => Ok(entries),
+            Ok(_) => Err(self.corrupt(loc, "indexed record is not an entry batch")),
+            Err(e) => Err(self.corrupt(loc, &format!("undecodable record: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! WAL recovery: scans every segment in order, rebuilds the entry index and
+//! the hard state, cuts a torn tail off the last segment, and reconciles the
+//! log with the snapshot it continues.
+//!
+//! A damaged record anywhere but at the very end of the last segment is an
+//! error naming the file and offset: it may have been acknowledged, so it is
+//! never silently dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::Wal;
+use super::record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
+use crate::storage::TornTail;
+use crate::storage::error::StorageError;
+use crate::storage::frame::{FrameError, read_frame};
+use crate::storage::vfs::Vfs;
+use crate::types::{self, Entry, HardState, LogIndex, Term};
+
+/// The log as rebuilt by replay, before it is reconciled with the snapshot.
+#[derive(Default)]
+struct ReplayLog {
+    /// Index before `locs[0]`; only meaningful while `locs` is non-empty.
+    base: LogIndex,
+    locs: Vec<EntryLoc>,
+    entries: Vec<Entry>,
+    hard_state: HardState,
+}
+
+impl ReplayLog {
+    fn last_index(&self) -> LogIndex {
+        self.base + self.locs.len() as u64
+    }
+
+    fn truncate_from(&mut self, from: LogIndex) {
+        if self.locs.is_empty() || from <= self.base + 1 {
+            self.locs.clear();
+            self.entries.clear();
+        } else if from <= self.last_index() {
+            let keep = (from - self.base - 1) as usize;
+            self.locs.truncate(keep);
+            self.entries.truncate(keep);
+        }
+    }
+
+    fn apply(&mut self, rec: Record, seq: u64, offset: u64, frame_len: u32) -> Result<(), String> {
+        match rec {
+            Record::HardState(hs) => self.hard_state = hs,
+            Record::Truncate { from } => self.truncate_from(from),
+            Record::Entries(batch) => {
+                let Some(first) = batch.first() else {
+                    return Ok(());
+                };
+                let from = first.index;
+                if from == 0 {
+                    return Err("entry with index 0".into());
+                }
+                if batch
+                    .iter()
+                    .enumerate()
+                    .any(|(i, e)| e.index != from + i as u64)
+                {
+                    return Err("entry batch is not consecutive".into());
+                }
+                if !self.locs.is_empty() && from > self.base && from <= self.last_index() + 1 {
+                    self.truncate_from(from);
+                } else {
+                    // Empty log, or a batch that does not continue it: everything
+                    // before it was compacted away or is superseded.
+                    self.locs.clear();
+                    self.entries.clear();
+                    self.base = from - 1;
+                }
+                for (i, e) in batch.iter().enumerate() {
+                    self.locs.push(EntryLoc {
+                        term: e.term,
+                        seq,
+                        offset,
+                        frame_len,
+                        ordinal: i as u32,
+                    });
+                }
+                self.entries.extend(batch);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lists segments sorted by sequence number; other files are ignored.
+fn list_segments(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<Segment>, StorageError> {
+    let names = vfs
+        .list_dir(dir)
+        .map_err(StorageError::io("list WAL directory", dir))?;
+    let mut segments: Vec<Segment> = names.iter().filter_map(|n| Segment::parse(n)).collect();
+    segments.sort_by_key(|s| s.seq);
+    Ok(segments)
+}
+
+/// Scans one segment into `log`; returns its final length and any torn tail cut off.
+fn replay_segment(
+    vfs: &dyn Vfs,
+    path: &Path,
+    seq: u64,
+    is_last: bool,
+    log: &mut ReplayLog,
+) -> Result<(u64, Option<TornTail>), StorageError> {
+    let data = vfs
+        .read(path)
+        .map_err(StorageError::io("read WAL segment", path))?;
+    let corrupt = |offset: usize, reason: String| StorageError::Corrupt {
+        file: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let mut off = 0usize;
+    loop {
+        match read_frame(&data, off) {
+            Ok(None) => return Ok((off as u64, None)),
+            Ok(Some(frame)) => {
+                let rec = types::decode::<Record>(frame.payload)
+                    .map_err(|e| corrupt(off, format!("undecodable record: {e}")))?;
+                let len = (frame.next - off) as u32;
+                log.apply(rec, seq, off as u64, len)
+                    .map_err(|r| corrupt(off, r))?;
+                off = frame.next;
+            }
+            Err(FrameError::Torn(reason)) if is_last => {
+                let bytes_cut = (data.len() - off) as u64;
+                warn!(file = %path.display(), offset = off, bytes_cut, reason, "cutting torn WAL tail");
+                vfs.truncate(path, off as u64)
+                    .map_err(StorageError::io("truncate torn WAL tail", path))?;
+                vfs.sync_file(path)
+                    .map_err(StorageError::io("fsync WAL segment", path))?;
+                let torn = TornTail {
+                    file: path.to_path_buf(),
+                    offset: off as u64,
+                    bytes_cut,
+                    reason: reason.to_string(),
+                };
+                return Ok((off as u64, Some(torn)));
+            }
+            Err(FrameError::Torn(reason) | FrameError::Corrupt(reason)) => {
+                return Err(corrupt(off, reason.to_string()));
+            }
+        }
+    }
+}
+
+/// What [`open`] recovered besides the WAL itself.
+pub(crate) struct Replayed {
+    pub wal: Wal,
+    pub entries: Vec<Entry>,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Opens (creating if needed) the WAL in `dir`, continuing the snapshot at
+/// (`snap_index`, `snap_term`).
+pub(crate) fn open(
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    segment_bytes: u64,
+    snap_index: LogIndex,
+    snap_term: Term,
+) -> Result<Replayed, StorageError> {
+    vfs.create_dir_all(&dir)
+        .map_err(StorageError::io("create WAL directory", &dir))?;
+    let segments = list_segments(vfs.as_ref(), &dir)?;
+    let mut log = ReplayLog::default();
+    let mut torn_tail = None;
+    let mut active_len = 0;
+    for (i, seg) in segments.iter().enumerate() {
+        let path = dir.join(seg.file_name());
+        let is_last = i + 1 == segments.len();
+        let (len, torn) = replay_segment(vfs.as_ref(), &path, seg.seq, is_last, &mut log)?;
+        active_len = len;
+        torn_tail = torn;
+    }
+
+    // Reconcile with the snapshot: keep only entries that continue it.
+    let mut stale = false;
+    if log.locs.is_empty() || log.last_index() < snap_index {
+        stale = !log.locs.is_empty();
+        log.locs.clear();
+        log.entries.clear();
+    } else if log.base > snap_index {
+        return Err(StorageError::LogGap {
+            snapshot_index: snap_index,
+            wal_first_index: log.base + 1,
+        });
+    } else if log.base < snap_index {
+        let at = (snap_index - log.base - 1) as usize;
+        if log.locs[at].term == snap_term {
+            log.locs.drain(..=at);
+            log.entries.drain(..=at);
+        } else {
+            stale = true;
+            log.locs.clear();
+            log.entries.clear();
+        }
+    }
+    let positions = LogPositions {
+        base: snap_index,
+        base_term: snap_term,
+        locs: log.locs.into(),
+    };
+
+    let fresh = segments.is_empty();
+    let segments = if fresh {
+        vec![Segment {
+            seq: 1,
+            first_index: positions.last_index() + 1,
+        }]
+    } else {
+        segments
+    };
+    let active_path = segments
+        .last()
+        .map(|s| dir.join(s.file_name()))
+        .unwrap_or_else(|| dir.clone());
+    let active = vfs
+        .open_append(&active_path)
+        .map_err(StorageError::io("open WAL segment", &active_path))?;
+    let mut wal = Wal {
+        vfs,
+        dir,
+        segment_bytes: segment_bytes.max(1),
+        segments,
+        active,
+        active_len,
+        unsynced: false,
+        dir_dirty: fresh,
+        log: positions,
+        hard_state: log.hard_state,
+        poisoned: None,
+        fsyncs: 0,
+        scratch: Vec::new(),
+    };
+    if fresh {
+        let hs = wal.hard_state.clone();
+        wal.set_hard_state(&hs)?;
+    }
+    if stale {
+        // The WAL still holds entries that do not continue the snapshot; make
+        // sure they can never be replayed in front of new appends.
+        warn!(
+            snapshot_index = snap_index,
+            "discarding WAL entries that do not match the snapshot"
+        );
+        wal.write_record(&RecordRef::Truncate { from: 1 })?;
+    }
+    wal.sync()?;
+    info!(
+        dir = %wal.dir.display(),
+        segments = wal.segments.len(),
+        first_index = wal.first_index(),
+        last_index = wal.last_index(),
+        "WAL recovered"
+    );
+    Ok(Replayed {
+        wal,
+        entries: log.entries,
+        torn_tail,
+    })
+}

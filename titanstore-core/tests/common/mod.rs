@@ -1,0 +1,47 @@
+//! Helpers shared by the storage test files.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use titanstore_core::types::{
+    Command, Entry, EntryPayload, LogIndex, Snapshot, SnapshotMeta, Term,
+};
+
+/// An entry whose payload names its index and term.
+pub fn entry(index: LogIndex, term: Term) -> Entry {
+    Entry {
+        term,
+        index,
+        payload: EntryPayload::Command(Command::Set {
+            key: format!("k{index}").into_bytes(),
+            value: format!("v{index}-t{term}").into_bytes(),
+        }),
+    }
+}
+
+/// Consecutive entries `lo ..= hi` of one term.
+pub fn entries(lo: LogIndex, hi: LogIndex, term: Term) -> Vec<Entry> {
+    (lo..=hi).map(|i| entry(i, term)).collect()
+}
+
+/// A snapshot at (`index`, `term`) with recognisable data.
+pub fn snapshot(index: LogIndex, term: Term) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_index: index,
+            last_term: term,
+            config: Default::default(),
+        },
+        data: format!("state@{index}/{term}").into_bytes(),
+    }
+}
+
+/// Offsets of every frame in a segment's bytes (u32 len | crc | crc | payload).
+pub fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offs = Vec::new();
+    let mut off = 0;
+    while off + 12 <= bytes.len() {
+        offs.push(off);
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        off += 12 + len;
+    }
+    offs
+}
