@@ -325,3 +325,57 @@ fn pre_vote_keeps_a_rejoining_node_from_disrupting() {
     assert_eq!(c.nodes["n1"].status().role, Role::Leader);
     assert_eq!(c.nodes["n1"].status().term, term);
 }
+
+/// Raft §5.4.2: an old-term entry is never committed by counting replicas.
+#[test]
+fn old_term_entries_are_not_committed_by_counting() {
+    let ids = ["n1", "n2", "n3"];
+    // n1 holds an uncommitted entry of term 1 and becomes leader of term 2.
+    let mut n1 = node_with("n1", &ids, 1, vec![entry(1, 1)]);
+    n1.campaign();
+    let _ = n1.ready();
+    for (from, pre) in [("n2", true), ("n2", false)] {
+        n1.step(msg(
+            from,
+            "n1",
+            MessageBody::RequestVoteReply {
+                term: 2,
+                granted: true,
+                pre_vote: pre,
+            },
+        ));
+    }
+    assert_eq!(n1.status().role, Role::Leader);
+    let rd = n1.ready();
+    let noop = rd.entries.last().unwrap().clone();
+    assert_eq!((noop.index, noop.term), (2, 2));
+    n1.on_persisted(2, 2);
+    // n2 acknowledges only the term-1 entry: a majority holds it, but it
+    // must not be committed until the term-2 no-op is.
+    n1.step(msg(
+        "n2",
+        "n1",
+        MessageBody::AppendEntriesReply {
+            term: 2,
+            success: true,
+            match_index: 1,
+            conflict_index: 0,
+            conflict_term: 0,
+            read_round: 0,
+        },
+    ));
+    assert_eq!(n1.status().commit, 0);
+    n1.step(msg(
+        "n2",
+        "n1",
+        MessageBody::AppendEntriesReply {
+            term: 2,
+            success: true,
+            match_index: 2,
+            conflict_index: 0,
+            conflict_term: 0,
+            read_round: 0,
+        },
+    ));
+    assert_eq!(n1.status().commit, 2);
+}

@@ -18,8 +18,8 @@ fn opts(nodes: usize, seed: u64) -> SimOptions {
         max_delay: 3,
         // Mostly the production setting; sometimes plain Raft for more
         // contested elections.
-        pre_vote: seed % 4 != 0,
-        check_quorum: seed % 3 != 0,
+        pre_vote: !seed.is_multiple_of(4),
+        check_quorum: !seed.is_multiple_of(3),
         crash_pm: 3 + (seed % 5) as u32 * 3,
         persist_pm: 200 + (seed % 7) as u32 * 100,
     }

@@ -5,7 +5,11 @@
 //! every tick; `run` ends with a healed-cluster liveness check.
 #![allow(clippy::unwrap_used, dead_code)]
 
+mod checks;
 pub mod node;
+mod runner;
+
+pub use runner::run_seeds;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -336,12 +340,10 @@ impl Sim {
             if let Some(d) = self.digests.get(&index)
                 && *d != node.digest
             {
-                {
-                    return Err(format!(
-                        "{}: installed snapshot at {index} diverges",
-                        node.id
-                    ));
-                }
+                return Err(format!(
+                    "{}: installed snapshot at {index} diverges",
+                    node.id
+                ));
             }
             node.disk.snapshot = Some(snap);
             node.disk.entries.clear();
@@ -505,20 +507,18 @@ impl Sim {
         if let Some(ss) = soft_state
             && ss.role == Role::Leader
         {
-            {
-                match self.leaders.get(&ss.term) {
-                    Some(other) if *other != id => {
-                        return Err(format!(
-                            "election safety: {other} and {id} both lead term {}",
-                            ss.term
-                        ));
-                    }
-                    _ => {
-                        self.leaders.insert(ss.term, id.clone());
-                    }
+            match self.leaders.get(&ss.term) {
+                Some(other) if *other != id => {
+                    return Err(format!(
+                        "election safety: {other} and {id} both lead term {}",
+                        ss.term
+                    ));
                 }
-                self.check_leader_completeness(i)?;
+                _ => {
+                    self.leaders.insert(ss.term, id.clone());
+                }
             }
+            self.check_leader_completeness(i)?;
         }
         if snapshot.is_some()
             || !entries.is_empty()
@@ -584,121 +584,4 @@ impl Sim {
         }
         Ok(())
     }
-
-    fn record_committed(&mut self, id: &str, e: &Entry) -> Result<(), String> {
-        match self.committed.get(&e.index) {
-            Some(c) if c != e => Err(format!(
-                "state machine safety: {id} committed {e:?} but {c:?} was committed at that index"
-            )),
-            Some(_) => Ok(()),
-            None => {
-                self.committed.insert(e.index, e.clone());
-                self.stats.max_commit = self.stats.max_commit.max(e.index);
-                Ok(())
-            }
-        }
-    }
-
-    /// Every node's commit index only covers entries agreed globally.
-    fn check_commits(&mut self) -> Result<(), String> {
-        for i in 0..self.nodes.len() {
-            let Some(raft) = self.nodes[i].raft.as_ref() else {
-                continue;
-            };
-            let commit = raft.status().commit;
-            let from = self.nodes[i].commit_checked + 1;
-            let id = self.nodes[i].id.clone();
-            let found: Vec<Entry> = (from..=commit)
-                .filter_map(|idx| self.nodes[i].shadow.get(idx).cloned())
-                .collect();
-            for e in &found {
-                self.record_committed(&id, e)?;
-            }
-            self.nodes[i].commit_checked = self.nodes[i].commit_checked.max(commit);
-        }
-        Ok(())
-    }
-
-    /// A new leader's log holds every entry committed so far.
-    fn check_leader_completeness(&self, i: usize) -> Result<(), String> {
-        let node = &self.nodes[i];
-        for (idx, e) in self.committed.range(node.shadow.snap_index + 1..) {
-            if node.shadow.get(*idx) != Some(e) {
-                return Err(format!(
-                    "leader completeness: new leader {} lacks committed entry {idx}",
-                    node.id
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Full log matching: equal (index, term) implies equal prefixes.
-    fn check_log_matching(&self) -> Result<(), String> {
-        for a in &self.nodes {
-            for b in &self.nodes {
-                if a.id >= b.id {
-                    continue;
-                }
-                let lo = a.shadow.snap_index.max(b.shadow.snap_index) + 1;
-                let hi = a.shadow.last_index().min(b.shadow.last_index());
-                let mut idx = hi;
-                // Find the highest index where both agree on the term...
-                while idx >= lo && a.shadow.term(idx) != b.shadow.term(idx) {
-                    idx -= 1;
-                }
-                // ...then everything from there down must be identical.
-                while idx >= lo {
-                    if a.shadow.get(idx) != b.shadow.get(idx) {
-                        return Err(format!(
-                            "log matching: {} and {} differ at {idx}",
-                            a.id, b.id
-                        ));
-                    }
-                    idx -= 1;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Runs `count` seeds from `base` (or just `RAFT_SIM_SEED`), panicking with
-/// a replay hint on the first failure.
-pub fn run_seeds(name: &str, base: u64, count: u64, opts: impl Fn(u64) -> SimOptions) {
-    let seeds: Vec<u64> = match std::env::var("RAFT_SIM_SEED") {
-        Ok(s) => vec![s.trim().parse().expect("RAFT_SIM_SEED must be a u64")],
-        Err(_) => {
-            let count = std::env::var("RAFT_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(count);
-            (base..base + count).collect()
-        }
-    };
-    let mut total = Stats::default();
-    for seed in seeds {
-        let o = opts(seed);
-        let result = std::panic::catch_unwind(|| {
-            let mut sim = Sim::new(seed, o.clone())?;
-            sim.run().map(|()| sim.stats.clone())
-        });
-        let hint = format!(
-            "replay: RAFT_SIM_SEED={seed} cargo test -p titanstore-core --test raft_sim {name}"
-        );
-        match result {
-            Ok(Ok(stats)) => {
-                total.delivered += stats.delivered;
-                total.proposals += stats.proposals;
-                total.reads_ok += stats.reads_ok;
-                total.reads_failed += stats.reads_failed;
-                total.crashes += stats.crashes;
-                total.snapshots_sent += stats.snapshots_sent;
-                total.max_commit = total.max_commit.max(stats.max_commit);
-            }
-            Ok(Err(e)) => panic!("seed {seed} failed: {e}\n{hint}"),
-            Err(_) => panic!("seed {seed} panicked\n{hint}"),
-        }
-    }
-    eprintln!("{name}: {total:?}");
 }
