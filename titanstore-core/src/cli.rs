@@ -72,9 +72,7 @@ pub struct Args {
 pub fn parse_peer(text: &str) -> Result<Peer, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let [id, host, raft_port, client_port] = parts.as_slice() else {
-        return Err(format!(
-            "'{text}' is not id:host:raft_port:client_port"
-        ));
+        return Err(format!("'{text}' is not id:host:raft_port:client_port"));
     };
     if id.is_empty() || host.is_empty() {
         return Err(format!("'{text}' has an empty id or host"));
@@ -96,7 +94,10 @@ impl Args {
     /// Checks what clap cannot: relations between flags.
     pub fn validate(&self) -> Result<(), String> {
         if self.id.is_empty() || self.id.contains([':', ',', ' ']) {
-            return Err(format!("--id '{}' must be non-empty without ':', ',' or spaces", self.id));
+            return Err(format!(
+                "--id '{}' must be non-empty without ':', ',' or spaces",
+                self.id
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for peer in &self.peers {
@@ -110,13 +111,19 @@ impl Args {
         if self.election_timeout_min_ms == 0
             || self.election_timeout_min_ms >= self.election_timeout_max_ms
         {
-            return Err("--election-timeout-min-ms must be > 0 and below --election-timeout-max-ms".into());
+            return Err(
+                "--election-timeout-min-ms must be > 0 and below --election-timeout-max-ms".into(),
+            );
         }
         if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
             return Err("--heartbeat-ms must be > 0 and below --election-timeout-min-ms".into());
         }
-        if self.snapshot_threshold == 0 || self.max_line_bytes == 0 || self.request_timeout_ms == 0 {
-            return Err("--snapshot-threshold, --max-line-bytes and --request-timeout-ms must be > 0".into());
+        if self.snapshot_threshold == 0 || self.max_line_bytes == 0 || self.request_timeout_ms == 0
+        {
+            return Err(
+                "--snapshot-threshold, --max-line-bytes and --request-timeout-ms must be > 0"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -38,7 +38,9 @@ pub enum ClientError {
 /// read as a second command).
 pub fn validate(request: &Request) -> Result<(), ClientError> {
     let key = match request {
-        Request::Get(Get { key, .. }) | Request::Set(Set { key, .. }) | Request::Delete(Delete { key }) => key,
+        Request::Get(Get { key, .. })
+        | Request::Set(Set { key, .. })
+        | Request::Delete(Delete { key }) => key,
         Request::Ping(_) | Request::Status(_) => return Ok(()),
     };
     if key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace()) {
@@ -46,10 +48,12 @@ pub fn validate(request: &Request) -> Result<(), ClientError> {
             "a key must be non-empty and contain no whitespace".into(),
         ));
     }
-    if let Request::Set(Set { value, .. }) = request {
-        if value.iter().any(|b| *b == b'\n' || *b == b'\r') {
-            return Err(ClientError::InvalidInput("a value cannot contain a line break".into()));
-        }
+    if let Request::Set(Set { value, .. }) = request
+        && value.iter().any(|b| *b == b'\n' || *b == b'\r')
+    {
+        return Err(ClientError::InvalidInput(
+            "a value cannot contain a line break".into(),
+        ));
     }
     Ok(())
 }

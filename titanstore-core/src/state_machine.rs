@@ -34,6 +34,9 @@ struct Image<C, M> {
     map: M,
 }
 
+/// A decoded image that owns its map.
+type OwnedImage = Image<ClusterConfig, BTreeMap<Box<[u8]>, Box<[u8]>>>;
+
 /// Error restoring a snapshot image.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -121,7 +124,7 @@ impl StateMachine {
 
     /// Replaces the whole state with a snapshot image.
     pub fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), RestoreError> {
-        let image: Image<ClusterConfig, BTreeMap<Box<[u8]>, Box<[u8]>>> = types::decode(data)?;
+        let image: OwnedImage = types::decode(data)?;
         if image.applied_index != meta.last_index {
             return Err(RestoreError::IndexMismatch {
                 image: image.applied_index,

@@ -10,7 +10,7 @@ use harness::{TestCluster, set_via_leader};
 
 #[test]
 fn leader_without_a_majority_never_acknowledges() {
-    let mut cluster = TestCluster::start(3, &["--request-timeout-ms", "1000"]);
+    let mut cluster = TestCluster::launch(3, &["--request-timeout-ms", "1000"]);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     assert_eq!(cluster.client(&leader).cmd("SET a 1"), "OK");
     let followers: Vec<String> = cluster
@@ -35,10 +35,13 @@ fn leader_without_a_majority_never_acknowledges() {
 
 #[test]
 fn acknowledged_writes_survive_kill_9_of_every_node() {
-    let mut cluster = TestCluster::start(3, &[]);
+    let mut cluster = TestCluster::launch(3, &[]);
     cluster.wait_for_leader(Duration::from_secs(10));
     for i in 0..100 {
-        assert_eq!(set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")), "OK");
+        assert_eq!(
+            set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")),
+            "OK"
+        );
     }
     let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
     for id in &ids {
@@ -56,7 +59,7 @@ fn acknowledged_writes_survive_kill_9_of_every_node() {
 
 #[test]
 fn sigterm_shuts_down_cleanly_and_restarts() {
-    let mut cluster = TestCluster::start(1, &[]);
+    let mut cluster = TestCluster::launch(1, &[]);
     cluster.wait_for_leader(Duration::from_secs(10));
     assert_eq!(cluster.client("node1").cmd("SET k v"), "OK");
     assert_eq!(cluster.stop("node1"), Some(0));

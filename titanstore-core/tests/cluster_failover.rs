@@ -11,18 +11,24 @@ use harness::{TestCluster, set_via_leader, wait_for};
 
 #[test]
 fn leader_kill_reelection_and_rejoin_lose_nothing() {
-    let mut cluster = TestCluster::start(3, &[]);
+    let mut cluster = TestCluster::launch(3, &[]);
     let first = cluster.wait_for_leader(Duration::from_secs(10));
     let mut acked = Vec::new();
     for i in 0..50 {
-        assert_eq!(set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")), "OK");
+        assert_eq!(
+            set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")),
+            "OK"
+        );
         acked.push(i);
     }
     cluster.kill(&first);
     let second = cluster.wait_for_leader(Duration::from_secs(5));
     assert_ne!(second, first);
     for i in 50..100 {
-        assert_eq!(set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")), "OK");
+        assert_eq!(
+            set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")),
+            "OK"
+        );
         acked.push(i);
     }
     cluster.start(&first);
@@ -45,21 +51,28 @@ fn leader_kill_reelection_and_rejoin_lose_nothing() {
 
 #[test]
 fn paused_leader_is_replaced_and_steps_down_on_resume() {
-    let cluster = TestCluster::start(3, &[]);
+    let cluster = TestCluster::launch(3, &[]);
     let old = cluster.wait_for_leader(Duration::from_secs(10));
     assert_eq!(cluster.client(&old).cmd("SET before pause"), "OK");
     cluster.pause(&old);
-    let new = wait_for("a new leader among the others", Duration::from_secs(5), || {
-        cluster
-            .nodes
-            .iter()
-            .filter(|n| n.id != old)
-            .find(|n| cluster.status(&n.id).is_some_and(|s| s.role == "leader"))
-            .map(|n| n.id.clone())
-    });
+    let new = wait_for(
+        "a new leader among the others",
+        Duration::from_secs(5),
+        || {
+            cluster
+                .nodes
+                .iter()
+                .filter(|n| n.id != old)
+                .find(|n| cluster.status(&n.id).is_some_and(|s| s.role == "leader"))
+                .map(|n| n.id.clone())
+        },
+    );
     assert_eq!(cluster.client(&new).cmd("SET during pause"), "OK");
     cluster.resume(&old);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    assert_eq!(leader, new, "the resumed node must not disrupt the new leader");
+    assert_eq!(
+        leader, new,
+        "the resumed node must not disrupt the new leader"
+    );
     assert_eq!(cluster.client(&old).cmd("GET during"), "VALUE pause");
 }

@@ -10,12 +10,23 @@ use harness::{TestCluster, wait_for};
 
 #[test]
 fn writes_replicate_and_followers_redirect() {
-    let cluster = TestCluster::start(3, &[]);
+    let cluster = TestCluster::launch(3, &[]);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let leader_addr = cluster.node(&leader).client_addr();
-    let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap().id.clone();
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .unwrap()
+        .id
+        .clone();
 
-    assert_eq!(cluster.client(&leader).cmd("SET user:42 {\"name\":\"zen\"}"), "OK");
+    assert_eq!(
+        cluster
+            .client(&leader)
+            .cmd("SET user:42 {\"name\":\"zen\"}"),
+        "OK"
+    );
     // Linearizable GET on every node, followers included, sees the write at once.
     for node in &cluster.nodes {
         assert_eq!(
@@ -46,7 +57,7 @@ fn writes_replicate_and_followers_redirect() {
 
 #[test]
 fn five_nodes_elect_one_leader_and_commit() {
-    let cluster = TestCluster::start(5, &[]);
+    let cluster = TestCluster::launch(5, &[]);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     for i in 0..20 {
         assert_eq!(cluster.client(&leader).cmd(&format!("SET k{i} v{i}")), "OK");

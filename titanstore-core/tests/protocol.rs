@@ -9,7 +9,7 @@ use std::time::Duration;
 use harness::{LineClient, TestCluster};
 
 fn single_node() -> (TestCluster, LineClient) {
-    let cluster = TestCluster::start(1, &["--max-line-bytes", "64"]);
+    let cluster = TestCluster::launch(1, &["--max-line-bytes", "64"]);
     cluster.wait_for_leader(Duration::from_secs(10));
     let client = cluster.client("node1");
     (cluster, client)
@@ -36,7 +36,10 @@ fn table_rows_and_values_byte_for_byte() {
     assert_eq!(c.cmd("set lower v"), "OK");
     assert_eq!(c.cmd("gEt lower"), "VALUE v");
     let status = c.cmd("STATUS");
-    assert!(status.starts_with("STATUS id=node1 role=leader "), "{status}");
+    assert!(
+        status.starts_with("STATUS id=node1 role=leader "),
+        "{status}"
+    );
     assert!(status.contains(" leader=node1 "), "{status}");
 }
 

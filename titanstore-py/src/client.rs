@@ -17,8 +17,9 @@ pub struct NativeClient {
 }
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| pyo3::exceptions::PyValueError::new_err(format!("{what} must be >= 0 seconds")))
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        pyo3::exceptions::PyValueError::new_err(format!("{what} must be >= 0 seconds"))
+    })
 }
 
 impl NativeClient {
@@ -29,7 +30,9 @@ impl NativeClient {
     ) -> PyResult<T> {
         let result = py.detach(|| match self.inner.lock() {
             Ok(mut client) => f(&mut client),
-            Err(_) => Err(ClientError::Protocol("client poisoned by an earlier panic".into())),
+            Err(_) => Err(ClientError::Protocol(
+                "client poisoned by an earlier panic".into(),
+            )),
         });
         result.map_err(|err| client_error(py, err))
     }
@@ -39,14 +42,21 @@ impl NativeClient {
 impl NativeClient {
     #[new]
     #[pyo3(signature = (addrs, timeout = 5.0, retry_timeout = 10.0, follow_redirects = true))]
-    fn new(addrs: Vec<String>, timeout: f64, retry_timeout: f64, follow_redirects: bool) -> PyResult<Self> {
+    fn new(
+        addrs: Vec<String>,
+        timeout: f64,
+        retry_timeout: f64,
+        follow_redirects: bool,
+    ) -> PyResult<Self> {
         let options = ClientOptions {
             timeout: seconds(timeout, "timeout")?,
             retry_timeout: seconds(retry_timeout, "retry_timeout")?,
             follow_redirects,
         };
         if options.timeout.is_zero() {
-            return Err(pyo3::exceptions::PyValueError::new_err("timeout must be > 0"));
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "timeout must be > 0",
+            ));
         }
         let client = Client::new(addrs, options)
             .map_err(|err| pyo3::exceptions::PyValueError::new_err(err.to_string()))?;
@@ -94,7 +104,10 @@ impl NativeClient {
             .map(to_request)
             .collect::<PyResult<Vec<_>>>()?;
         let replies = self.with(py, move |c| c.pipeline(&requests))?;
-        replies.into_iter().map(|reply| reply_to_py(py, reply)).collect()
+        replies
+            .into_iter()
+            .map(|reply| reply_to_py(py, reply))
+            .collect()
     }
 
     fn close(&self) {
@@ -132,7 +145,9 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
     let error = match reply {
         Reply::Value(value) => return Ok(PyBytes::new(py, &value).into_any()),
         Reply::NotFound => return Ok(py.None().into_bound(py)),
-        Reply::Ok | Reply::Pong => return Ok(pyo3::types::PyBool::new(py, true).to_owned().into_any()),
+        Reply::Ok | Reply::Pong => {
+            return Ok(pyo3::types::PyBool::new(py, true).to_owned().into_any());
+        }
         Reply::Status(fields) => return fields.into_pyobject(py).map(|v| v.into_any()),
         Reply::NotLeader(addr) => ClientError::NotLeader { addr },
         Reply::NoLeader => ClientError::NoLeader,
@@ -140,5 +155,8 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
         Reply::Unknown(reason) => ClientError::Indeterminate(reason),
         Reply::Error(reason) => ClientError::Server(reason),
     };
-    Ok(client_error(py, error).into_value(py).into_bound(py).into_any())
+    Ok(client_error(py, error)
+        .into_value(py)
+        .into_bound(py)
+        .into_any())
 }

@@ -100,7 +100,11 @@ impl Proxy {
 
     #[getter]
     fn target(&self) -> String {
-        self.shared.target.lock().map(|t| t.clone()).unwrap_or_default()
+        self.shared
+            .target
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     /// Where new connections are relayed to.
@@ -163,7 +167,11 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut closed: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut closed: watch::Receiver<bool>,
+) {
     loop {
         let socket = tokio::select! {
             _ = async { let _ = closed.wait_for(|c| *c).await; } => return,

@@ -14,7 +14,7 @@ use super::handle::NodeRequest;
 use super::storage_thread::{StorageDone, StorageJob};
 use super::{NodeConfig, NodeError};
 use crate::protocol::{Reply, Request};
-use crate::raft::{Message, ProposeError, RaftNode, Ready};
+use crate::raft::{Message, ProposeError, RaftNode, Ready, Role};
 use crate::state_machine::StateMachine;
 use crate::transport::PeerSender;
 use crate::types::{Command, Entry, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
@@ -30,6 +30,9 @@ struct PendingWrite {
 
 struct PendingRead {
     key: Vec<u8>,
+    /// Writes this node accepted before the read must be visible to it, so a
+    /// pipelined `SET` then `GET` on one connection reads its own write.
+    min_index: LogIndex,
     reply: oneshot::Sender<Reply>,
     deadline: Instant,
 }
@@ -130,14 +133,18 @@ impl EventLoop {
 
     fn stop(mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
         for (_, write) in std::mem::take(&mut self.writes) {
-            let _ = write
-                .reply
-                .send(Reply::Unknown("node stopped before the write was confirmed".into()));
+            let _ = write.reply.send(Reply::Unknown(
+                "node stopped before the write was confirmed".into(),
+            ));
         }
         let reads = std::mem::take(&mut self.reads).into_values();
-        let waiting = std::mem::take(&mut self.reads_waiting_apply).into_values().flatten();
+        let waiting = std::mem::take(&mut self.reads_waiting_apply)
+            .into_values()
+            .flatten();
         for read in reads.chain(waiting) {
-            let _ = read.reply.send(Reply::Error("node is shutting down".into()));
+            let _ = read
+                .reply
+                .send(Reply::Error("node is shutting down".into()));
         }
         self.storage = None;
         result
@@ -163,12 +170,19 @@ impl EventLoop {
             Request::Get(get) => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
+                let status = self.raft.status();
+                let min_index = if status.role == Role::Leader {
+                    status.last_index
+                } else {
+                    0
+                };
                 match self.raft.read_index(id) {
                     Ok(()) => {
                         self.reads.insert(
                             id,
                             PendingRead {
                                 key: get.key,
+                                min_index,
                                 reply,
                                 deadline,
                             },
@@ -239,7 +253,10 @@ impl EventLoop {
             ("id", status.id.clone()),
             ("role", status.role.to_string()),
             ("term", status.term.to_string()),
-            ("leader", status.leader.clone().unwrap_or_else(|| "-".into())),
+            (
+                "leader",
+                status.leader.clone().unwrap_or_else(|| "-".into()),
+            ),
             ("commit", status.commit.to_string()),
             ("applied", self.kv.applied_index().to_string()),
             ("last_index", status.last_index.to_string()),
@@ -304,11 +321,12 @@ impl EventLoop {
         self.apply(committed_entries);
         for state in read_states {
             if let Some(read) = self.reads.remove(&state.request_id) {
-                if state.index <= self.kv.applied_index() {
+                let index = state.index.max(read.min_index);
+                if index <= self.kv.applied_index() {
                     let _ = read.reply.send(self.lookup(&read.key));
                 } else {
                     self.reads_waiting_apply
-                        .entry(state.index)
+                        .entry(index)
                         .or_default()
                         .push(read);
                 }
@@ -408,7 +426,11 @@ impl EventLoop {
             },
             data,
         };
-        tracing::info!(index = applied, bytes = snapshot.data.len(), "taking a snapshot");
+        tracing::info!(
+            index = applied,
+            bytes = snapshot.data.len(),
+            "taking a snapshot"
+        );
         if self.submit(StorageJob::TakeSnapshot(snapshot)).is_ok() {
             self.snapshot_in_flight = true;
         }
@@ -474,6 +496,7 @@ impl EventLoop {
                 let _ = read.reply.send(Reply::Error("read timed out".into()));
             }
         }
-        self.reads_waiting_apply.retain(|_, reads| !reads.is_empty());
+        self.reads_waiting_apply
+            .retain(|_, reads| !reads.is_empty());
     }
 }

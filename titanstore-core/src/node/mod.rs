@@ -191,8 +191,8 @@ pub async fn run(
         entries: recovered.entries,
         applied: snapshot_meta.last_index,
     };
-    let raft =
-        RaftNode::new(config.raft_config(), boot).map_err(|err| NodeError::Raft(err.to_string()))?;
+    let raft = RaftNode::new(config.raft_config(), boot)
+        .map_err(|err| NodeError::Raft(err.to_string()))?;
 
     let (job_tx, job_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -232,14 +232,7 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let event_loop = event_loop::EventLoop::new(
-        config,
-        raft,
-        kv,
-        snapshot_meta,
-        peers,
-        job_tx,
-    );
+    let event_loop = event_loop::EventLoop::new(config, raft, kv, snapshot_meta, peers, job_tx);
     let result = event_loop
         .run(inbox_rx, request_rx, done_rx, shutdown)
         .await;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use titanstore_proto::raft_client::RaftClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use titanstore_proto::raft_client::RaftClient;
 
 use super::{MAX_MESSAGE_BYTES, to_wire};
 use crate::raft::{Message, MessageBody};
@@ -108,10 +108,10 @@ async fn pump(
             }
             next = queue.recv() => {
                 let Some(mut msg) = next else { return false };
-                if let MessageBody::InstallSnapshot { meta, data, .. } = &mut msg.body {
-                    if !fill_snapshot(snapshots, meta, data).await {
-                        continue;
-                    }
+                if let MessageBody::InstallSnapshot { meta, data, .. } = &mut msg.body
+                    && !fill_snapshot(snapshots, meta, data).await
+                {
+                    continue;
                 }
                 let wire = match to_wire(&msg) {
                     Ok(wire) => wire,

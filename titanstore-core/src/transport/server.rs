@@ -2,11 +2,11 @@
 
 use std::future::Future;
 
+use titanstore_proto::raft_server::{Raft, RaftServer};
+use titanstore_proto::{RaftMessage, StreamClosed};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
-use titanstore_proto::raft_server::{Raft, RaftServer};
-use titanstore_proto::{RaftMessage, StreamClosed};
 
 use super::{MAX_MESSAGE_BYTES, from_wire};
 use crate::raft::Message;

@@ -27,7 +27,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(value) = f() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -57,7 +60,7 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    pub fn start(n: usize, extra_args: &[&str]) -> TestCluster {
+    pub fn launch(n: usize, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
             .map(|i| TestNode {
@@ -144,7 +147,10 @@ impl TestCluster {
     }
 
     fn signal(&self, id: &str, sig: &str) {
-        let child = self.nodes[self.index(id)].child.as_ref().expect("node running");
+        let child = self.nodes[self.index(id)]
+            .child
+            .as_ref()
+            .expect("node running");
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(child.id().to_string())
@@ -286,7 +292,9 @@ impl LineClient {
 
     pub fn try_connect(addr: &str) -> Option<LineClient> {
         let stream = TcpStream::connect(addr).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
         Some(LineClient {
             reader: BufReader::new(stream.try_clone().ok()?),
             writer: stream,
@@ -330,7 +338,12 @@ impl LineClient {
 
 /// Sets `key` through whichever node is leader, following redirects.
 pub fn set_via_leader(cluster: &TestCluster, key: &str, value: &str) -> String {
-    let mut addr = cluster.nodes.iter().find(|n| n.is_running()).unwrap().client_addr();
+    let mut addr = cluster
+        .nodes
+        .iter()
+        .find(|n| n.is_running())
+        .unwrap()
+        .client_addr();
     for _ in 0..10 {
         let reply = LineClient::connect(&addr).cmd(&format!("SET {key} {value}"));
         match reply.strip_prefix("ERR NOT_LEADER ") {
