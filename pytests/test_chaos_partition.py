@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from titanstore import Client, Cluster, TitanStoreError
+from titanstore import Client, Cluster, ClusterNode, TitanStoreError
 
 
 @pytest.mark.parametrize("mode", ["reset", "blackhole"])
@@ -40,11 +40,12 @@ def test_isolated_leader_cannot_commit_and_majority_moves_on(mode: str) -> None:
         target = cluster.node(new).status()
         assert target is not None
         for node in cluster.nodes:
-            cluster.wait_until(
-                lambda node=node: (s := node.status()) is not None and s.applied >= target.applied,
-                timeout=10,
-                what=f"{node.id} to converge",
-            )
+
+            def converged(node: ClusterNode = node) -> bool:
+                status = node.status()
+                return status is not None and target is not None and status.applied >= target.applied
+
+            cluster.wait_until(converged, timeout=10, what=f"{node.id} to converge")
             with node.client() as c:
                 assert c.get("majority:19") == "19"
                 assert c.get("before") == "1"

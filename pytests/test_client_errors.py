@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import List
 
 import pytest
 
@@ -94,7 +95,7 @@ def test_write_to_a_paused_node_is_indeterminate() -> None:
 
 
 def test_client_is_usable_from_threads(single_node: Cluster) -> None:
-    errors: list = []
+    errors: List[BaseException] = []
 
     def work(n: int) -> None:
         try:

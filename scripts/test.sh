@@ -16,4 +16,27 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+# The Python package is built with the same (dev) profile as the Rust tests,
+# so the dependency tree is compiled once; `pip install .` alone builds release.
+VENV=${TITANSTORE_VENV:-.venv}
+step "python: venv $VENV with pytest and mypy"
+if [[ ! -x "$VENV/bin/python" ]]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "pytest>=8" "mypy>=1.10"
+
+step "python: pip install . (maturin)"
+MATURIN_PEP517_ARGS="--profile dev" "$VENV/bin/python" -m pip install --quiet \
+    --disable-pip-version-check --force-reinstall --no-deps .
+
+step "python: mypy --strict and stubtest of the extension's .pyi"
+"$VENV/bin/python" -m mypy
+"$VENV/bin/python" -m mypy.stubtest titanstore._titanstore
+
+step "pytest"
+# Run from outside the checkout so the installed package is what is tested.
+(cd "${TMPDIR:-/tmp}" && TITANSTORE_SERVER_BIN="$OLDPWD/target/debug/titanstore-server" \
+    PATH="$OLDPWD/$VENV/bin:$PATH" "$OLDPWD/$VENV/bin/python" -m pytest -p no:cacheprovider \
+    -c "$OLDPWD/pyproject.toml" --rootdir "$OLDPWD" "$OLDPWD/pytests")
+
 step "all tests passed"

@@ -187,7 +187,10 @@ where
             return 1;
         }
     };
-    match runtime.block_on(serve(args)) {
+    let result = runtime.block_on(serve(args));
+    // Tasks still running (peer streams, lingering connections) are dropped.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => 0,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -204,6 +207,7 @@ fn init_logging(default_filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -296,6 +296,11 @@ impl Client {
     }
 
     fn connect(&mut self) -> Result<&mut Conn, ClientError> {
+        if self.conn.as_ref().is_some_and(|conn| !is_alive(&conn.writer)) {
+            // The node went away (or restarted) since the last call: sending on
+            // the dead socket would make a write look indeterminate for nothing.
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let addr = self.addrs[self.current].clone();
             let stream = open(&addr, self.options.timeout)?;
@@ -312,6 +317,17 @@ impl Client {
             .as_mut()
             .ok_or_else(|| ClientError::Connection("not connected".into()))
     }
+}
+
+/// Whether an idle connection is still open: nothing may be readable on it
+/// between requests, so EOF or stray bytes both mean it is unusable.
+fn is_alive(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut probe = [0u8; 1];
+    let alive = matches!(stream.peek(&mut probe), Err(err) if err.kind() == ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && alive
 }
 
 fn open(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {

@@ -14,7 +14,7 @@ use super::handle::NodeRequest;
 use super::storage_thread::{StorageDone, StorageJob};
 use super::{NodeConfig, NodeError};
 use crate::protocol::{Reply, Request};
-use crate::raft::{Message, ProposeError, RaftNode, Ready, Role};
+use crate::raft::{Message, ProposeError, RaftNode, Ready};
 use crate::state_machine::StateMachine;
 use crate::transport::PeerSender;
 use crate::types::{Command, Entry, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
@@ -30,9 +30,6 @@ struct PendingWrite {
 
 struct PendingRead {
     key: Vec<u8>,
-    /// Writes this node accepted before the read must be visible to it, so a
-    /// pipelined `SET` then `GET` on one connection reads its own write.
-    min_index: LogIndex,
     reply: oneshot::Sender<Reply>,
     deadline: Instant,
 }
@@ -170,19 +167,12 @@ impl EventLoop {
             Request::Get(get) => {
                 let id = self.next_read_id;
                 self.next_read_id += 1;
-                let status = self.raft.status();
-                let min_index = if status.role == Role::Leader {
-                    status.last_index
-                } else {
-                    0
-                };
                 match self.raft.read_index(id) {
                     Ok(()) => {
                         self.reads.insert(
                             id,
                             PendingRead {
                                 key: get.key,
-                                min_index,
                                 reply,
                                 deadline,
                             },
@@ -321,7 +311,7 @@ impl EventLoop {
         self.apply(committed_entries);
         for state in read_states {
             if let Some(read) = self.reads.remove(&state.request_id) {
-                let index = state.index.max(read.min_index);
+                let index = state.index;
                 if index <= self.kv.applied_index() {
                     let _ = read.reply.send(self.lookup(&read.key));
                 } else {

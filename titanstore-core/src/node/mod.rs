@@ -239,13 +239,14 @@ pub async fn run(
 
     let _ = stop_tx.send(true);
     let _ = client_server.await;
-    let raft_result = raft_server.await;
+    // Peers hold long-lived streams open: give the endpoint a moment, not forever.
+    let raft_result = tokio::time::timeout(Duration::from_secs(1), raft_server).await;
     // The event loop dropped the job sender: the storage thread drains and exits.
     let _ = tokio::task::spawn_blocking(move || storage_thread.join()).await;
     tracing::info!("node stopped");
     result?;
     match raft_result {
-        Ok(Err(err)) => Err(NodeError::Transport(err)),
+        Ok(Ok(Err(err))) => Err(NodeError::Transport(err)),
         _ => Ok(()),
     }
 }

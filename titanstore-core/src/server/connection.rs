@@ -1,4 +1,9 @@
 //! One client connection: pipelined requests, replies in order.
+//!
+//! Requests on one connection take effect in the order they were sent: a run
+//! of writes (or of reads) is pipelined, but a read waits for the writes sent
+//! before it to finish, and a write for the reads before it. So a pipelined
+//! `SET k v` then `GET k` always reads `v`.
 
 use futures_util::{FutureExt, StreamExt, stream::FuturesOrdered};
 use tokio::io::AsyncWriteExt;
@@ -25,8 +30,18 @@ pub(super) async fn serve(
     let mut pending: FuturesOrdered<ReplyFuture> = FuturesOrdered::new();
     let mut out = Vec::with_capacity(4096);
     let mut reading = true;
+    // What the requests in flight are, and a request held back until they finish.
+    let mut in_flight = Kind::Neutral;
+    let mut held: Option<Request> = None;
     loop {
-        let can_read = reading && pending.len() < config.max_pipeline;
+        if pending.is_empty() {
+            in_flight = Kind::Neutral;
+            if let Some(request) = held.take() {
+                in_flight = Kind::of(&request);
+                pending.push_back(handle(&node, request));
+            }
+        }
+        let can_read = reading && held.is_none() && pending.len() < config.max_pipeline;
         tokio::select! {
             biased;
             _ = stop.changed(), if reading => {
@@ -45,7 +60,17 @@ pub(super) async fn serve(
                 None => reading = false,
                 Some(Ok(line)) => match Request::parse(&line) {
                     Ok(None) => {}
-                    Ok(Some(request)) => pending.push_back(handle(&node, request)),
+                    Ok(Some(request)) => {
+                        let kind = Kind::of(&request);
+                        if in_flight.conflicts_with(kind) {
+                            held = Some(request);
+                        } else {
+                            if kind != Kind::Neutral {
+                                in_flight = kind;
+                            }
+                            pending.push_back(handle(&node, request));
+                        }
+                    }
                     Err(err) => {
                         let reply = Reply::from(err);
                         pending.push_back(Box::pin(async move { reply }));
@@ -64,10 +89,32 @@ pub(super) async fn serve(
                 Some(Err(LineError::Io(err))) => return Err(err),
             },
         }
-        if !reading && pending.is_empty() {
+        if !reading && pending.is_empty() && held.is_none() {
             write_half.shutdown().await?;
             return Ok(());
         }
+    }
+}
+
+/// Whether a request reads or writes the store (for ordering on a connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Neutral,
+    Read,
+    Write,
+}
+
+impl Kind {
+    fn of(request: &Request) -> Kind {
+        match request {
+            Request::Set(_) | Request::Delete(_) => Kind::Write,
+            Request::Get(_) | Request::Status(_) => Kind::Read,
+            Request::Ping(_) => Kind::Neutral,
+        }
+    }
+
+    fn conflicts_with(self, next: Kind) -> bool {
+        self != Kind::Neutral && next != Kind::Neutral && self != next
     }
 }
 

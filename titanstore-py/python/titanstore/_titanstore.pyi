@@ -1,15 +1,18 @@
 """Type stubs for the native extension ``titanstore._titanstore``."""
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union, final
 
+__all__ = ["NativeClient", "Proxy", "run_node"]
+
+@final
 class NativeClient:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         addrs: List[str],
         timeout: float = 5.0,
         retry_timeout: float = 10.0,
         follow_redirects: bool = True,
-    ) -> None: ...
+    ) -> "NativeClient": ...
     def get(self, key: bytes) -> Optional[bytes]: ...
     def sget(self, key: bytes) -> Optional[bytes]: ...
     def set(self, key: bytes, value: bytes) -> None: ...
@@ -23,8 +26,9 @@ class NativeClient:
     @property
     def current_addr(self) -> str: ...
 
+@final
 class Proxy:
-    def __init__(self, target: str, host: str = "127.0.0.1", port: int = 0) -> None: ...
+    def __new__(cls, target: str, host: str = ..., port: int = 0) -> "Proxy": ...
     @property
     def port(self) -> int: ...
     @property

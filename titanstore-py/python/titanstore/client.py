@@ -201,6 +201,8 @@ class Pipeline:
                 results.append(item)
             elif isinstance(item, bytes):
                 results.append(item.decode("utf-8", "surrogateescape"))
-            else:
+            elif item is None or isinstance(item, bool):
                 results.append(item)
+            else:
+                raise TypeError(f"unexpected pipeline result {item!r}")
         return results
