@@ -18,7 +18,8 @@ cargo test --workspace
 
 # The Python package is built with the same (dev) profile as the Rust tests,
 # so the dependency tree is compiled once; `pip install .` alone builds release.
-VENV=${TITANSTORE_VENV:-.venv}
+VENV=$(realpath -m "${TITANSTORE_VENV:-.venv}")
+ROOT=$PWD
 step "python: venv $VENV with pytest and mypy"
 if [[ ! -x "$VENV/bin/python" ]]; then
     python3 -m venv "$VENV"
@@ -35,8 +36,8 @@ step "python: mypy --strict and stubtest of the extension's .pyi"
 
 step "pytest"
 # Run from outside the checkout so the installed package is what is tested.
-(cd "${TMPDIR:-/tmp}" && TITANSTORE_SERVER_BIN="$OLDPWD/target/debug/titanstore-server" \
-    PATH="$OLDPWD/$VENV/bin:$PATH" "$OLDPWD/$VENV/bin/python" -m pytest -p no:cacheprovider \
-    -c "$OLDPWD/pyproject.toml" --rootdir "$OLDPWD" "$OLDPWD/pytests")
+(cd "${TMPDIR:-/tmp}" && TITANSTORE_SERVER_BIN="$ROOT/target/debug/titanstore-server" \
+    PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -p no:cacheprovider \
+    -c "$ROOT/pyproject.toml" --rootdir "$ROOT" "$ROOT/pytests")
 
 step "all tests passed"

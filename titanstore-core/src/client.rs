@@ -296,7 +296,11 @@ impl Client {
     }
 
     fn connect(&mut self) -> Result<&mut Conn, ClientError> {
-        if self.conn.as_ref().is_some_and(|conn| !is_alive(&conn.writer)) {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|conn| !is_alive(&conn.writer))
+        {
             // The node went away (or restarted) since the last call: sending on
             // the dead socket would make a write look indeterminate for nothing.
             self.conn = None;
