@@ -35,8 +35,10 @@ enum Op {
         other_term: bool,
     },
     Sync,
+    /// `partial_dir`: some un-synced directory changes survive.
     Crash {
         seed: u64,
+        partial_dir: bool,
     },
 }
 
@@ -48,7 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..6u64, proptest::bool::weighted(0.2), proptest::bool::weighted(0.2))
             .prop_map(|(back, ahead, other_term)| Op::Snapshot { back, ahead, other_term }),
         3 => Just(Op::Sync),
-        2 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
+        2 => (any::<u64>(), any::<bool>()).prop_map(|(seed, partial_dir)| Op::Crash { seed, partial_dir }),
     ]
 }
 
@@ -175,9 +177,13 @@ fn run(ops: Vec<Op>) {
                 s.sync().unwrap();
                 states = vec![m];
             }
-            Op::Crash { seed } => {
+            Op::Crash { seed, partial_dir } => {
                 drop(s);
-                fs.crash(seed);
+                if partial_dir {
+                    fs.crash_keeping_some_dir_changes(seed);
+                } else {
+                    fs.crash(seed);
+                }
                 let (reopened, rec) = open(&fs);
                 let Some(k) = states.iter().position(|st| st.matches(&rec)) else {
                     panic!("recovered {rec:?}\nnot one of {states:#?}");
@@ -191,10 +197,10 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
-    fn recovery_returns_exactly_a_durable_state(ops in proptest::collection::vec(op(), 1..80)) {
+    fn recovery_returns_exactly_a_durable_state(ops in proptest::collection::vec(op(), 1..120)) {
         run(ops);
     }
 }

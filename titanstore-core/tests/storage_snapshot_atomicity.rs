@@ -56,7 +56,11 @@ fn crash_at_every_step(new_index: u64, new_term: u64) {
             fs.fail_after(Some(budget));
             let completed = s.save_snapshot(&snapshot(new_index, new_term)).is_ok();
             drop(s);
-            fs.crash(seed);
+            if seed % 2 == 0 {
+                fs.crash(seed);
+            } else {
+                fs.crash_keeping_some_dir_changes(seed);
+            }
             let is_new = check_after_crash(&fs, completed, new_index, new_term);
             if is_new {
                 saw.1 = true

@@ -116,8 +116,36 @@ impl SimFs {
     /// Simulates power loss: everything not fsynced is lost, un-synced
     /// appends possibly torn at a random byte. Open handles and locks die.
     pub fn crash(&self, seed: u64) {
+        self.crash_with(seed, false);
+    }
+
+    /// Like [`SimFs::crash`], but each un-synced directory change (per file
+    /// name) independently survives or not, as a real file system may have
+    /// written some directory blocks back on its own.
+    pub fn crash_keeping_some_dir_changes(&self, seed: u64) {
+        self.crash_with(seed, true);
+    }
+
+    fn crash_with(&self, seed: u64, keep_some_dir_changes: bool) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut st = self.lock();
+        if keep_some_dir_changes {
+            let st = &mut *st;
+            let paths: BTreeSet<PathBuf> = st
+                .names
+                .keys()
+                .chain(st.durable_names.keys())
+                .cloned()
+                .collect();
+            for path in paths {
+                if st.names.get(&path) != st.durable_names.get(&path) && rng.random_bool(0.5) {
+                    match st.names.get(&path) {
+                        Some(&ino) => st.durable_names.insert(path, ino),
+                        None => st.durable_names.remove(&path),
+                    };
+                }
+            }
+        }
         for inode in st.inodes.values_mut() {
             let kept = if inode.current.starts_with(&inode.durable) {
                 let extra = inode.current.len() - inode.durable.len();

@@ -136,10 +136,11 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts a new segment. The full one is synced first so that a torn tail
-    /// can only ever be in the last segment.
+    /// Starts a new segment. The full one (data and, if new, its directory
+    /// entry) is synced first: a torn tail can then only ever be in the last
+    /// segment, and a segment can never survive a crash without its predecessors.
     fn roll(&mut self) -> Result<(), StorageError> {
-        self.sync_active()?;
+        self.sync()?;
         let seg = Segment {
             seq: self.segments.last().map_or(1, |s| s.seq + 1),
             first_index: self.log.last_index() + 1,
@@ -249,11 +250,19 @@ impl Wal {
     /// deletes the segments only they needed. If the log does not hold that
     /// entry, the whole log is discarded (durably, before any file is deleted).
     pub fn compact(&mut self, index: LogIndex, term: Term) -> Result<(), StorageError> {
-        if index >= self.log.base && self.log.term(index) == Some(term) {
+        let matching = index >= self.log.base && self.log.term(index) == Some(term);
+        if !matching {
+            self.write_record(&RecordRef::Truncate { from: 1 })?;
+        }
+        // Segments are about to be deleted: the hard state must be durable in
+        // one that stays (the active segment's own copy may have been cut off
+        // by recovery if it was torn).
+        let hs = self.hard_state.clone();
+        self.write_record(&RecordRef::HardState(&hs))?;
+        self.sync()?;
+        if matching {
             self.log.compact_to(index, term);
         } else {
-            self.write_record(&RecordRef::Truncate { from: 1 })?;
-            self.sync()?;
             self.log.reset(index, term);
         }
         let active_seq = self.segments.last().map_or(0, |s| s.seq);
@@ -270,9 +279,13 @@ impl Wal {
         for seg in &doomed {
             let path = self.segment_path(seg);
             debug!(path = %path.display(), "deleting compacted WAL segment");
-            self.vfs
-                .remove(&path)
-                .map_err(StorageError::io("delete WAL segment", &path))?;
+            match self.vfs.remove(&path) {
+                // Already gone: an earlier compaction failed half-way.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("delete WAL segment", &path)(e));
+                }
+                _ => {}
+            }
         }
         self.segments
             .retain(|s| s.seq >= keep_from || s.seq == active_seq);
