@@ -127,8 +127,14 @@ fn corrupt_snapshot_is_an_error() {
     );
 }
 
+/// Spawning a process forks this one, and the fork briefly shares every open
+/// file (locks included) until it execs: tests that spawn and tests that
+/// expect a lock to be free right after a drop take turns.
+static SPAWN_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn locked_data_dir_in_process() {
+    let _turn = SPAWN_GUARD.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let (first, _) = Storage::open_real(tmp.path()).unwrap();
     let err = Storage::open_real(tmp.path()).unwrap_err();
@@ -165,6 +171,7 @@ fn lock_probe_child() {
 
 #[test]
 fn locked_data_dir_across_processes() {
+    let _turn = SPAWN_GUARD.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let (held, _) = Storage::open_real(tmp.path()).unwrap();
     let probe = || {
@@ -183,4 +190,34 @@ fn locked_data_dir_across_processes() {
     assert!(probe().contains("PROBE=locked"));
     drop(held);
     assert!(probe().contains("PROBE=opened"));
+}
+
+#[test]
+fn failed_write_or_fsync_poisons_the_storage() {
+    let fs = SimFs::new();
+    let (mut s, _) = Storage::open(
+        Arc::new(fs.clone()),
+        Path::new("/d"),
+        StorageOptions::default(),
+    )
+    .unwrap();
+    s.append(&entries(1, 3, 1)).unwrap();
+    fs.fail_after(Some(0));
+    assert!(matches!(
+        s.sync(),
+        Err(StorageError::Io {
+            op: "fdatasync WAL segment",
+            ..
+        })
+    ));
+    fs.fail_after(None);
+    // What reached the disk is unknown now: no more writes, reopen instead.
+    assert!(matches!(s.sync(), Err(StorageError::Poisoned(_))));
+    assert!(matches!(
+        s.append(&entries(4, 4, 1)),
+        Err(StorageError::Poisoned(_))
+    ));
+    drop(s);
+    let (_, rec) = Storage::open(Arc::new(fs), Path::new("/d"), StorageOptions::default()).unwrap();
+    assert_eq!(rec.entries, entries(1, 3, 1));
 }

@@ -392,3 +392,80 @@ impl Vfs for SimFs {
         })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fs_with_dir() -> (SimFs, PathBuf) {
+        let fs = SimFs::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        (fs, PathBuf::from("/d"))
+    }
+
+    #[test]
+    fn unsynced_create_is_lost_and_synced_one_survives() {
+        let (fs, d) = fs_with_dir();
+        fs.write(&d.join("a"), b"aaa").unwrap();
+        fs.sync_file(&d.join("a")).unwrap();
+        fs.crash(1);
+        assert!(
+            fs.file_bytes(&d.join("a")).is_none(),
+            "create without dir sync survived"
+        );
+        fs.write(&d.join("a"), b"aaa").unwrap();
+        fs.sync_file(&d.join("a")).unwrap();
+        fs.sync_dir(&d).unwrap();
+        fs.crash(2);
+        assert_eq!(fs.file_bytes(&d.join("a")).unwrap(), b"aaa");
+    }
+
+    #[test]
+    fn unsynced_appends_are_lost_or_torn_never_garbled() {
+        for seed in 0..50 {
+            let (fs, d) = fs_with_dir();
+            let mut f = fs.open_append(&d.join("log")).unwrap();
+            fs.sync_dir(&d).unwrap();
+            f.append(b"durable|").unwrap();
+            f.sync_data().unwrap();
+            f.append(b"pending").unwrap();
+            fs.crash(seed);
+            let got = fs.file_bytes(&d.join("log")).unwrap();
+            assert!(
+                b"durable|pending".starts_with(&got) && got.len() >= 8,
+                "{got:?}"
+            );
+            assert!(f.append(b"x").is_err(), "handle survived the crash");
+        }
+    }
+
+    #[test]
+    fn unsynced_rename_is_undone() {
+        let (fs, d) = fs_with_dir();
+        fs.write(&d.join("old"), b"1").unwrap();
+        fs.sync_file(&d.join("old")).unwrap();
+        fs.sync_dir(&d).unwrap();
+        fs.rename(&d.join("old"), &d.join("new")).unwrap();
+        fs.crash(3);
+        assert_eq!(fs.list_dir(&d).unwrap(), vec!["old".to_string()]);
+    }
+
+    #[test]
+    fn budget_fails_mutations_and_locks_die_with_a_crash() {
+        let (fs, d) = fs_with_dir();
+        let lock = fs.try_lock(&d.join("LOCK")).unwrap();
+        assert!(lock.is_some());
+        assert!(fs.try_lock(&d.join("LOCK")).unwrap().is_none());
+        fs.fail_after(Some(1));
+        fs.write(&d.join("a"), b"1").unwrap();
+        assert!(fs.sync_file(&d.join("a")).is_err());
+        fs.crash(4);
+        let new_holder = fs.try_lock(&d.join("LOCK")).unwrap();
+        assert!(new_holder.is_some());
+        drop(lock); // a stale guard must not release the new holder's lock
+        assert!(fs.try_lock(&d.join("LOCK")).unwrap().is_none());
+        fs.write(&d.join("a"), b"1").unwrap();
+        assert!(fs.read(&d).is_err(), "reading a directory must fail");
+    }
+}
