@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::error::StorageError;
-use super::frame::{encode_frame, read_frame};
+use super::frame::{encode_framed, read_frame};
 use super::vfs::{AppendFile, Vfs};
 use crate::types::{self, Entry, HardState, LogIndex, Term};
 use record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
@@ -98,11 +98,10 @@ impl Wal {
         err
     }
 
-    /// Writes one framed payload to the active segment; returns (offset, frame length).
-    fn append_frame(&mut self, payload: &[u8]) -> Result<(u64, u32), StorageError> {
+    /// Frames `rec` and writes it to the active segment; returns (offset, frame length).
+    fn append_record(&mut self, rec: &RecordRef<'_>) -> Result<(u64, u32), StorageError> {
         self.scratch.clear();
-        encode_frame(payload, &mut self.scratch)
-            .ok_or(StorageError::RecordTooLarge(payload.len()))?;
+        encode_framed(rec, &mut self.scratch)?;
         let offset = self.active_len;
         if let Err(e) = self.active.append(&self.scratch) {
             let err = StorageError::io("append to WAL segment", self.active_path())(e);
@@ -120,8 +119,7 @@ impl Wal {
         if self.active_len >= self.segment_bytes {
             self.roll()?;
         }
-        let payload = types::encode(rec)?;
-        self.append_frame(&payload)
+        self.append_record(rec)
     }
 
     fn sync_active(&mut self) -> Result<(), StorageError> {
@@ -158,8 +156,8 @@ impl Wal {
         self.segments.push(seg);
         self.active_len = 0;
         self.dir_dirty = true;
-        let payload = types::encode(&RecordRef::HardState(&self.hard_state))?;
-        self.append_frame(&payload)?;
+        let hs = self.hard_state.clone();
+        self.append_record(&RecordRef::HardState(&hs))?;
         Ok(())
     }
 
