@@ -168,3 +168,31 @@ fn damage_in_an_older_segment_is_never_treated_as_torn() {
         "{err}"
     );
 }
+
+#[test]
+fn a_missing_segment_is_a_log_gap_not_silent_loss() {
+    let fs = SimFs::new();
+    let opts = StorageOptions { segment_bytes: 200 };
+    let (mut s, _) = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts.clone()).unwrap();
+    for lo in (1..=60).step_by(5) {
+        s.append(&entries(lo, lo + 4, 1)).unwrap();
+        s.sync().unwrap();
+    }
+    drop(s);
+    let wal = Path::new(DIR).join("wal");
+    let mut names = fs.list_dir(&wal).unwrap();
+    names.sort();
+    fs.remove(&wal.join(&names[0])).unwrap();
+    fs.sync_dir(&wal).unwrap();
+    let err = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::LogGap {
+                snapshot_index: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
