@@ -8,9 +8,12 @@
 //! themselves are durable at once (a simplification: the engine creates them
 //! only at open). An operation budget ([`SimFs::fail_after`]) makes every
 //! mutating operation fail after N of them, to stop a writer at any step.
-//! Cheap to clone (`Arc<Mutex<..>>` inside), `Send + Sync`.
+//! Cheap to clone (`Arc<Mutex<..>>` inside), `Send + Sync`; a crash with a
+//! given seed is deterministic. A crash hits the whole disk: give each
+//! simulated machine its own `SimFs`. Crashing while a `Storage` is still
+//! open is fine: its handles and lock die with the crash.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +37,8 @@ struct Inode {
 
 #[derive(Debug, Default)]
 struct SimState {
-    inodes: HashMap<u64, Inode>,
+    /// Ordered, so that a crash with a given seed is deterministic.
+    inodes: BTreeMap<u64, Inode>,
     next_inode: u64,
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
@@ -467,5 +471,22 @@ mod tests {
         assert!(fs.try_lock(&d.join("LOCK")).unwrap().is_none());
         fs.write(&d.join("a"), b"1").unwrap();
         assert!(fs.read(&d).is_err(), "reading a directory must fail");
+    }
+
+    #[test]
+    fn crash_is_deterministic_for_a_seed() {
+        let run = |seed| {
+            let (fs, d) = fs_with_dir();
+            for n in 0..20 {
+                let mut f = fs.open_append(&d.join(format!("f{n}"))).unwrap();
+                f.append(&[n; 100]).unwrap();
+            }
+            fs.sync_dir(&d).unwrap();
+            fs.crash(seed);
+            (0..20)
+                .map(|n| fs.file_bytes(&d.join(format!("f{n}"))).unwrap().len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(9), run(9));
     }
 }
