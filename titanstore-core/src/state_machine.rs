@@ -15,11 +15,13 @@ use crate::types::{
     self, ClusterConfig, Command, Entry, EntryPayload, LogIndex, SnapshotMeta, Term,
 };
 
+/// Keys to values. Boxed slices keep memory close to the raw bytes (no spare capacity).
+type KvMap = BTreeMap<Box<[u8]>, Box<[u8]>>;
+
 /// The replicated key-value map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateMachine {
-    /// Boxed slices keep memory close to the raw bytes (no spare capacity).
-    map: BTreeMap<Box<[u8]>, Box<[u8]>>,
+    map: KvMap,
     applied_index: LogIndex,
     applied_term: Term,
     config: ClusterConfig,
@@ -33,9 +35,6 @@ struct Image<C, M> {
     config: C,
     map: M,
 }
-
-/// A decoded image that owns its map.
-type OwnedImage = Image<ClusterConfig, BTreeMap<Box<[u8]>, Box<[u8]>>>;
 
 /// Error restoring a snapshot image.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +123,7 @@ impl StateMachine {
 
     /// Replaces the whole state with a snapshot image.
     pub fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), RestoreError> {
-        let image: OwnedImage = types::decode(data)?;
+        let image: Image<ClusterConfig, KvMap> = types::decode(data)?;
         if image.applied_index != meta.last_index {
             return Err(RestoreError::IndexMismatch {
                 image: image.applied_index,

@@ -154,3 +154,11 @@ fn conformance_real_fs() {
 fn conformance_sim_fs() {
     suite(Arc::new(SimFs::new()), Path::new("/sim"));
 }
+
+#[test]
+fn storage_and_sim_fs_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Storage>();
+    send_sync::<SimFs>();
+    send_sync::<titanstore_core::state_machine::StateMachine>();
+}

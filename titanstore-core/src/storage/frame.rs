@@ -5,20 +5,51 @@
 //! in a length is detected instead of sending the reader to a wrong offset.
 //! This module only frames bytes; it knows nothing about what the payload is.
 
+use serde::Serialize;
+
+use super::error::StorageError;
+use crate::types;
+
 /// Bytes before the payload.
 pub(crate) const HEADER_LEN: usize = 12;
 
-/// Appends one frame holding `payload` to `out`. Returns `None` if the payload
-/// is too large for a `u32` length.
-pub(crate) fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let len = u32::try_from(payload.len()).ok()?;
-    let len_bytes = len.to_le_bytes();
-    out.reserve(HEADER_LEN + payload.len());
-    out.extend_from_slice(&len_bytes);
-    out.extend_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+/// Appends one frame holding `value`, encoded with the fixed codec config
+/// ([`types::codec_config`]), to `out`. Encodes in place: no payload copy.
+pub(crate) fn encode_framed<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), StorageError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(e) = bincode::serde::encode_into_std_write(value, out, types::codec_config()) {
+        out.truncate(start);
+        return Err(e.into());
+    }
+    finish_frame(out, start)
+}
+
+/// Appends one frame holding raw `payload` bytes to `out`.
+#[cfg(test)]
+pub(crate) fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), StorageError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
     out.extend_from_slice(payload);
-    Some(())
+    finish_frame(out, start)
+}
+
+/// Fills in the header of the frame at `start`, whose payload runs to the end of `out`.
+fn finish_frame(out: &mut Vec<u8>, start: usize) -> Result<(), StorageError> {
+    let payload_len = out.len() - start - HEADER_LEN;
+    let Ok(len) = u32::try_from(payload_len) else {
+        out.truncate(start);
+        return Err(StorageError::RecordTooLarge(payload_len));
+    };
+    let len_bytes = len.to_le_bytes();
+    let payload_crc = crc32c::crc32c(&out[start + HEADER_LEN..]);
+    out[start..start + 4].copy_from_slice(&len_bytes);
+    out[start + 4..start + 8].copy_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&payload_crc.to_le_bytes());
+    Ok(())
 }
 
 /// A frame read from a buffer.

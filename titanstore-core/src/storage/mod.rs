@@ -7,6 +7,20 @@
 //! All file access goes through [`Vfs`], so tests run the same code on
 //! [`SimFs`], a disk that can crash.
 //!
+//! Design choices:
+//! - Durability is explicit: `append`, `set_hard_state` and `truncate_suffix`
+//!   are plain writes into the active segment; one `sync` (one `fdatasync`)
+//!   covers all of them, so the runtime batches as many as it likes per fsync.
+//! - Memory per entry is ~32 bytes (term and file location); `entries` decodes
+//!   from the segment files (page cache). The state machine already holds the
+//!   data, so keeping the log in memory too would double the footprint.
+//! - Truncation is logical (a record), so every change is one atomic append;
+//!   space comes back when a snapshot lets whole segments be deleted.
+//! - After a failed write or fsync the storage is poisoned: what reached the
+//!   disk is unknown, so only reopening (recovery) is safe.
+//!
+//! On-disk layout: `LOCK`, `snapshot.bin`, `wal/<seq:020>-<first index:020>.log`.
+//!
 //! Files: `error.rs` (errors), `vfs.rs` (file layer, real disk), `sim_fs.rs`
 //! (simulated disk), `frame.rs` (CRC framing), `wal/` (log and recovery),
 //! `snapshot.rs` (snapshot file), `data_dir.rs` (layout and lock).

@@ -8,9 +8,12 @@
 //! themselves are durable at once (a simplification: the engine creates them
 //! only at open). An operation budget ([`SimFs::fail_after`]) makes every
 //! mutating operation fail after N of them, to stop a writer at any step.
-//! Cheap to clone (`Arc<Mutex<..>>` inside), `Send + Sync`.
+//! Cheap to clone (`Arc<Mutex<..>>` inside), `Send + Sync`; a crash with a
+//! given seed is deterministic. A crash hits the whole disk: give each
+//! simulated machine its own `SimFs`. Crashing while a `Storage` is still
+//! open is fine: its handles and lock die with the crash.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +37,8 @@ struct Inode {
 
 #[derive(Debug, Default)]
 struct SimState {
-    inodes: HashMap<u64, Inode>,
+    /// Ordered, so that a crash with a given seed is deterministic.
+    inodes: BTreeMap<u64, Inode>,
     next_inode: u64,
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
@@ -116,8 +120,36 @@ impl SimFs {
     /// Simulates power loss: everything not fsynced is lost, un-synced
     /// appends possibly torn at a random byte. Open handles and locks die.
     pub fn crash(&self, seed: u64) {
+        self.crash_with(seed, false);
+    }
+
+    /// Like [`SimFs::crash`], but each un-synced directory change (per file
+    /// name) independently survives or not, as a real file system may have
+    /// written some directory blocks back on its own.
+    pub fn crash_keeping_some_dir_changes(&self, seed: u64) {
+        self.crash_with(seed, true);
+    }
+
+    fn crash_with(&self, seed: u64, keep_some_dir_changes: bool) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut st = self.lock();
+        if keep_some_dir_changes {
+            let st = &mut *st;
+            let paths: BTreeSet<PathBuf> = st
+                .names
+                .keys()
+                .chain(st.durable_names.keys())
+                .cloned()
+                .collect();
+            for path in paths {
+                if st.names.get(&path) != st.durable_names.get(&path) && rng.random_bool(0.5) {
+                    match st.names.get(&path) {
+                        Some(&ino) => st.durable_names.insert(path, ino),
+                        None => st.durable_names.remove(&path),
+                    };
+                }
+            }
+        }
         for inode in st.inodes.values_mut() {
             let kept = if inode.current.starts_with(&inode.durable) {
                 let extra = inode.current.len() - inode.durable.len();
@@ -362,5 +394,99 @@ impl Vfs for SimFs {
             path: path.to_path_buf(),
             generation: st.generation,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fs_with_dir() -> (SimFs, PathBuf) {
+        let fs = SimFs::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        (fs, PathBuf::from("/d"))
+    }
+
+    #[test]
+    fn unsynced_create_is_lost_and_synced_one_survives() {
+        let (fs, d) = fs_with_dir();
+        fs.write(&d.join("a"), b"aaa").unwrap();
+        fs.sync_file(&d.join("a")).unwrap();
+        fs.crash(1);
+        assert!(
+            fs.file_bytes(&d.join("a")).is_none(),
+            "create without dir sync survived"
+        );
+        fs.write(&d.join("a"), b"aaa").unwrap();
+        fs.sync_file(&d.join("a")).unwrap();
+        fs.sync_dir(&d).unwrap();
+        fs.crash(2);
+        assert_eq!(fs.file_bytes(&d.join("a")).unwrap(), b"aaa");
+    }
+
+    #[test]
+    fn unsynced_appends_are_lost_or_torn_never_garbled() {
+        for seed in 0..50 {
+            let (fs, d) = fs_with_dir();
+            let mut f = fs.open_append(&d.join("log")).unwrap();
+            fs.sync_dir(&d).unwrap();
+            f.append(b"durable|").unwrap();
+            f.sync_data().unwrap();
+            f.append(b"pending").unwrap();
+            fs.crash(seed);
+            let got = fs.file_bytes(&d.join("log")).unwrap();
+            assert!(
+                b"durable|pending".starts_with(&got) && got.len() >= 8,
+                "{got:?}"
+            );
+            assert!(f.append(b"x").is_err(), "handle survived the crash");
+        }
+    }
+
+    #[test]
+    fn unsynced_rename_is_undone() {
+        let (fs, d) = fs_with_dir();
+        fs.write(&d.join("old"), b"1").unwrap();
+        fs.sync_file(&d.join("old")).unwrap();
+        fs.sync_dir(&d).unwrap();
+        fs.rename(&d.join("old"), &d.join("new")).unwrap();
+        fs.crash(3);
+        assert_eq!(fs.list_dir(&d).unwrap(), vec!["old".to_string()]);
+    }
+
+    #[test]
+    fn budget_fails_mutations_and_locks_die_with_a_crash() {
+        let (fs, d) = fs_with_dir();
+        let lock = fs.try_lock(&d.join("LOCK")).unwrap();
+        assert!(lock.is_some());
+        assert!(fs.try_lock(&d.join("LOCK")).unwrap().is_none());
+        fs.fail_after(Some(1));
+        fs.write(&d.join("a"), b"1").unwrap();
+        assert!(fs.sync_file(&d.join("a")).is_err());
+        fs.crash(4);
+        let new_holder = fs.try_lock(&d.join("LOCK")).unwrap();
+        assert!(new_holder.is_some());
+        drop(lock); // a stale guard must not release the new holder's lock
+        assert!(fs.try_lock(&d.join("LOCK")).unwrap().is_none());
+        fs.write(&d.join("a"), b"1").unwrap();
+        assert!(fs.read(&d).is_err(), "reading a directory must fail");
+    }
+
+    #[test]
+    fn crash_is_deterministic_for_a_seed() {
+        let run = |seed| {
+            let (fs, d) = fs_with_dir();
+            for n in 0..20 {
+                let mut f = fs.open_append(&d.join(format!("f{n}"))).unwrap();
+                f.append(&[n; 100]).unwrap();
+            }
+            fs.sync_dir(&d).unwrap();
+            fs.crash(seed);
+            (0..20)
+                .map(|n| fs.file_bytes(&d.join(format!("f{n}"))).unwrap().len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(9), run(9));
     }
 }

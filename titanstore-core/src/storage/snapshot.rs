@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use super::error::StorageError;
-use super::frame::{encode_frame, read_frame};
+use super::frame::{encode_framed, read_frame};
 use super::vfs::Vfs;
 use crate::types::{self, Snapshot};
 
@@ -47,9 +47,8 @@ impl SnapshotStore {
 
     /// Durably replaces the snapshot.
     pub fn save(&self, snap: &Snapshot) -> Result<(), StorageError> {
-        let payload = types::encode(snap)?;
-        let mut bytes = Vec::new();
-        encode_frame(&payload, &mut bytes).ok_or(StorageError::RecordTooLarge(payload.len()))?;
+        let mut bytes = Vec::with_capacity(snap.data.len() + 256);
+        encode_framed(snap, &mut bytes)?;
         let (tmp, path) = (self.dir.join(TEMP_FILE), self.path());
         self.vfs
             .write(&tmp, &bytes)

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::error::StorageError;
-use super::frame::{encode_frame, read_frame};
+use super::frame::{encode_framed, read_frame};
 use super::vfs::{AppendFile, Vfs};
 use crate::types::{self, Entry, HardState, LogIndex, Term};
 use record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
@@ -98,11 +98,10 @@ impl Wal {
         err
     }
 
-    /// Writes one framed payload to the active segment; returns (offset, frame length).
-    fn append_frame(&mut self, payload: &[u8]) -> Result<(u64, u32), StorageError> {
+    /// Frames `rec` and writes it to the active segment; returns (offset, frame length).
+    fn append_record(&mut self, rec: &RecordRef<'_>) -> Result<(u64, u32), StorageError> {
         self.scratch.clear();
-        encode_frame(payload, &mut self.scratch)
-            .ok_or(StorageError::RecordTooLarge(payload.len()))?;
+        encode_framed(rec, &mut self.scratch)?;
         let offset = self.active_len;
         if let Err(e) = self.active.append(&self.scratch) {
             let err = StorageError::io("append to WAL segment", self.active_path())(e);
@@ -120,8 +119,7 @@ impl Wal {
         if self.active_len >= self.segment_bytes {
             self.roll()?;
         }
-        let payload = types::encode(rec)?;
-        self.append_frame(&payload)
+        self.append_record(rec)
     }
 
     fn sync_active(&mut self) -> Result<(), StorageError> {
@@ -136,10 +134,11 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts a new segment. The full one is synced first so that a torn tail
-    /// can only ever be in the last segment.
+    /// Starts a new segment. The full one (data and, if new, its directory
+    /// entry) is synced first: a torn tail can then only ever be in the last
+    /// segment, and a segment can never survive a crash without its predecessors.
     fn roll(&mut self) -> Result<(), StorageError> {
-        self.sync_active()?;
+        self.sync()?;
         let seg = Segment {
             seq: self.segments.last().map_or(1, |s| s.seq + 1),
             first_index: self.log.last_index() + 1,
@@ -157,8 +156,8 @@ impl Wal {
         self.segments.push(seg);
         self.active_len = 0;
         self.dir_dirty = true;
-        let payload = types::encode(&RecordRef::HardState(&self.hard_state))?;
-        self.append_frame(&payload)?;
+        let hs = self.hard_state.clone();
+        self.append_record(&RecordRef::HardState(&hs))?;
         Ok(())
     }
 
@@ -249,11 +248,19 @@ impl Wal {
     /// deletes the segments only they needed. If the log does not hold that
     /// entry, the whole log is discarded (durably, before any file is deleted).
     pub fn compact(&mut self, index: LogIndex, term: Term) -> Result<(), StorageError> {
-        if index >= self.log.base && self.log.term(index) == Some(term) {
+        let matching = index >= self.log.base && self.log.term(index) == Some(term);
+        if !matching {
+            self.write_record(&RecordRef::Truncate { from: 1 })?;
+        }
+        // Segments are about to be deleted: the hard state must be durable in
+        // one that stays (the active segment's own copy may have been cut off
+        // by recovery if it was torn).
+        let hs = self.hard_state.clone();
+        self.write_record(&RecordRef::HardState(&hs))?;
+        self.sync()?;
+        if matching {
             self.log.compact_to(index, term);
         } else {
-            self.write_record(&RecordRef::Truncate { from: 1 })?;
-            self.sync()?;
             self.log.reset(index, term);
         }
         let active_seq = self.segments.last().map_or(0, |s| s.seq);
@@ -270,9 +277,13 @@ impl Wal {
         for seg in &doomed {
             let path = self.segment_path(seg);
             debug!(path = %path.display(), "deleting compacted WAL segment");
-            self.vfs
-                .remove(&path)
-                .map_err(StorageError::io("delete WAL segment", &path))?;
+            match self.vfs.remove(&path) {
+                // Already gone: an earlier compaction failed half-way.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("delete WAL segment", &path)(e));
+                }
+                _ => {}
+            }
         }
         self.segments
             .retain(|s| s.seq >= keep_from || s.seq == active_seq);

@@ -1,0 +1,198 @@
+//! Recovery from damaged WAL files: torn tails are cut and reported, damage
+//! before the tail is an error naming the file and offset.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{entries, frame_offsets};
+use titanstore_core::storage::{SimFs, Storage, StorageError, StorageOptions, Vfs};
+use titanstore_core::types::HardState;
+
+const DIR: &str = "/data";
+
+fn open(fs: &SimFs) -> Result<(Storage, titanstore_core::storage::Recovered), StorageError> {
+    Storage::open(
+        Arc::new(fs.clone()),
+        Path::new(DIR),
+        StorageOptions::default(),
+    )
+}
+
+/// Writes three synced batches and a hard state; returns the segment path.
+fn setup(fs: &SimFs) -> PathBuf {
+    let (mut s, _) = open(fs).unwrap();
+    s.append(&entries(1, 5, 1)).unwrap();
+    s.set_hard_state(&HardState {
+        term: 1,
+        voted_for: None,
+        commit: 3,
+    })
+    .unwrap();
+    s.append(&entries(6, 10, 1)).unwrap();
+    s.sync().unwrap();
+    s.append(&entries(11, 14, 2)).unwrap();
+    s.sync().unwrap();
+    let wal = Path::new(DIR).join("wal");
+    let names = fs.list_dir(&wal).unwrap();
+    assert_eq!(names.len(), 1);
+    wal.join(&names[0])
+}
+
+#[test]
+fn crash_at_every_byte_of_the_final_record_is_cut_and_reported() {
+    let fs = SimFs::new();
+    let seg = setup(&fs);
+    let full = fs.file_bytes(&seg).unwrap();
+    let last = *frame_offsets(&full).last().unwrap();
+    for cut in last..full.len() {
+        fs.set_file_bytes(&seg, &full[..cut]).unwrap();
+        let (s, rec) = open(&fs).unwrap();
+        assert_eq!(rec.entries, entries(1, 10, 1), "cut at {cut}");
+        assert_eq!(rec.hard_state.commit, 3);
+        if cut == last {
+            assert_eq!(rec.torn_tail, None);
+        } else {
+            let torn = rec.torn_tail.unwrap();
+            assert_eq!(
+                (torn.file, torn.offset, torn.bytes_cut),
+                (seg.clone(), last as u64, (cut - last) as u64)
+            );
+        }
+        assert_eq!(
+            fs.file_bytes(&seg).unwrap(),
+            full[..last].to_vec(),
+            "file not truncated"
+        );
+        drop(s);
+    }
+}
+
+#[test]
+fn all_zero_tail_and_bad_last_checksum_are_torn() {
+    let fs = SimFs::new();
+    let seg = setup(&fs);
+    let full = fs.file_bytes(&seg).unwrap();
+    let mut zeros = full.clone();
+    zeros.extend_from_slice(&[0; 4096]);
+    fs.set_file_bytes(&seg, &zeros).unwrap();
+    let (s, rec) = open(&fs).unwrap();
+    assert_eq!(
+        rec.entries,
+        entries(1, 10, 1)
+            .into_iter()
+            .chain(entries(11, 14, 2))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(rec.torn_tail.unwrap().bytes_cut, 4096);
+    drop(s);
+
+    let mut flipped = full.clone();
+    let n = flipped.len();
+    flipped[n - 2] ^= 0x10;
+    fs.set_file_bytes(&seg, &flipped).unwrap();
+    let (_s, rec) = open(&fs).unwrap();
+    assert_eq!(rec.entries, entries(1, 10, 1));
+    assert!(rec.torn_tail.unwrap().reason.contains("checksum"));
+}
+
+#[test]
+fn flipped_payload_bit_in_an_early_record_names_file_and_offset() {
+    let fs = SimFs::new();
+    let seg = setup(&fs);
+    let full = fs.file_bytes(&seg).unwrap();
+    let offs = frame_offsets(&full);
+    for &victim in &offs[..offs.len() - 1] {
+        let mut bad = full.clone();
+        bad[victim + 14] ^= 0x04;
+        fs.set_file_bytes(&seg, &bad).unwrap();
+        match open(&fs) {
+            Err(StorageError::Corrupt { file, offset, .. }) => {
+                assert_eq!((file, offset), (seg.clone(), victim as u64));
+            }
+            other => panic!("expected corruption error, got {other:?}"),
+        }
+        // The file is untouched: nothing was silently dropped.
+        assert_eq!(fs.file_bytes(&seg).unwrap(), bad);
+    }
+}
+
+#[test]
+fn flipped_length_bit_in_an_early_record_is_an_error() {
+    let fs = SimFs::new();
+    let seg = setup(&fs);
+    let full = fs.file_bytes(&seg).unwrap();
+    let offs = frame_offsets(&full);
+    for &victim in &offs[..offs.len() - 1] {
+        for bit in 0..32 {
+            let mut bad = full.clone();
+            bad[victim + bit / 8] ^= 1 << (bit % 8);
+            fs.set_file_bytes(&seg, &bad).unwrap();
+            let err = open(&fs).unwrap_err();
+            assert!(
+                matches!(&err, StorageError::Corrupt { offset, .. } if *offset == victim as u64),
+                "bit {bit} of the length at {victim}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&seg.display().to_string()) && msg.contains(&victim.to_string()),
+                "{msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn damage_in_an_older_segment_is_never_treated_as_torn() {
+    let fs = SimFs::new();
+    let opts = StorageOptions { segment_bytes: 200 };
+    let (mut s, _) = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts.clone()).unwrap();
+    for lo in (1..=60).step_by(5) {
+        s.append(&entries(lo, lo + 4, 1)).unwrap();
+        s.sync().unwrap();
+    }
+    drop(s);
+    let wal = Path::new(DIR).join("wal");
+    let mut names = fs.list_dir(&wal).unwrap();
+    names.sort();
+    assert!(names.len() > 2);
+    let first = wal.join(&names[0]);
+    let bytes = fs.file_bytes(&first).unwrap();
+    fs.set_file_bytes(&first, &bytes[..bytes.len() - 3])
+        .unwrap();
+    let err = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts).unwrap_err();
+    assert!(
+        matches!(err, StorageError::Corrupt { ref file, .. } if *file == first),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_segment_is_a_log_gap_not_silent_loss() {
+    let fs = SimFs::new();
+    let opts = StorageOptions { segment_bytes: 200 };
+    let (mut s, _) = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts.clone()).unwrap();
+    for lo in (1..=60).step_by(5) {
+        s.append(&entries(lo, lo + 4, 1)).unwrap();
+        s.sync().unwrap();
+    }
+    drop(s);
+    let wal = Path::new(DIR).join("wal");
+    let mut names = fs.list_dir(&wal).unwrap();
+    names.sort();
+    fs.remove(&wal.join(&names[0])).unwrap();
+    fs.sync_dir(&wal).unwrap();
+    let err = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::LogGap {
+                snapshot_index: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
