@@ -55,6 +55,9 @@ pub struct RaftNode {
     pub(super) pending_snapshot: Option<Snapshot>,
     prev_soft: SoftState,
     prev_hard: (Term, Option<NodeId>),
+    /// Proposals since the last `ready()` not yet broadcast: they go out
+    /// together, one AppendEntries per follower, when `ready()` is called.
+    append_pending: bool,
 }
 
 impl RaftNode {
@@ -138,6 +141,7 @@ impl RaftNode {
                 leader: None,
             },
             prev_hard: (hard_state.term, hard_state.voted_for),
+            append_pending: false,
             cfg: config,
         };
         node.reset_election_timer();
@@ -272,7 +276,7 @@ impl RaftNode {
             });
         }
         let index = self.log.append(self.term, EntryPayload::Command(command));
-        self.bcast_append();
+        self.append_pending = true;
         Ok((index, self.term))
     }
 
@@ -283,7 +287,8 @@ impl RaftNode {
 
     /// Whether `ready()` would return something.
     pub fn has_ready(&self) -> bool {
-        self.soft_state() != self.prev_soft
+        self.append_pending
+            || self.soft_state() != self.prev_soft
             || (self.term, self.voted_for.as_ref()) != (self.prev_hard.0, self.prev_hard.1.as_ref())
             || self.pending_snapshot.is_some()
             || self.log.has_unhanded()
@@ -296,6 +301,9 @@ impl RaftNode {
     /// Hands out everything pending. Does not wait for anything: call again
     /// whenever `has_ready()` is true, even before earlier work is durable.
     pub fn ready(&mut self) -> Ready {
+        if std::mem::take(&mut self.append_pending) && self.role == Role::Leader {
+            self.bcast_append();
+        }
         self.flush_reads();
         let mut rd = Ready::default();
         let soft = self.soft_state();
