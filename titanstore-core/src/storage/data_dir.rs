@@ -12,6 +12,9 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const WAL_DIR: &str = "wal";
 
 /// A created and locked data directory; the lock is held while this lives.
+/// Tries to take the data dir lock, 20 ms apart, before giving up.
+const LOCK_ATTEMPTS: u32 = 25;
+
 #[derive(Debug)]
 pub(crate) struct DataDir {
     pub root: PathBuf,
@@ -24,15 +27,25 @@ impl DataDir {
         vfs.create_dir_all(root)
             .map_err(StorageError::io("create data directory", root))?;
         let lock_path = root.join(LOCK_FILE);
-        let lock = vfs
-            .try_lock(&lock_path)
-            .map_err(StorageError::io("lock data directory", &lock_path))?
-            .ok_or_else(|| StorageError::Locked {
-                path: root.to_path_buf(),
-            })?;
-        Ok(DataDir {
-            root: root.to_path_buf(),
-            _lock: lock,
+        // A lock can be held for a moment by a process that is exiting, or by
+        // a forked child of the previous owner until it execs: retry briefly
+        // before calling the directory taken.
+        for attempt in 0..LOCK_ATTEMPTS {
+            let lock = vfs
+                .try_lock(&lock_path)
+                .map_err(StorageError::io("lock data directory", &lock_path))?;
+            if let Some(lock) = lock {
+                return Ok(DataDir {
+                    root: root.to_path_buf(),
+                    _lock: lock,
+                });
+            }
+            if attempt + 1 < LOCK_ATTEMPTS {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Err(StorageError::Locked {
+            path: root.to_path_buf(),
         })
     }
 
