@@ -72,3 +72,25 @@ fn five_nodes_elect_one_leader_and_commit() {
         .count();
     assert_eq!(leaders, 1);
 }
+
+#[test]
+fn non_utf8_values_replicate_and_do_not_jam_the_log() {
+    let cluster = TestCluster::launch(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let mut c = cluster.client(&leader);
+    c.send_raw(b"SET bin \xff\xfe\xc3\x28 tail\n");
+    assert_eq!(c.read_line().unwrap(), b"OK");
+    // Replication keeps flowing after the invalid UTF-8 entry.
+    assert_eq!(c.cmd("SET after ok"), "OK");
+    for node in &cluster.nodes {
+        let mut f = cluster.client(&node.id);
+        f.send_raw(b"GET bin\n");
+        assert_eq!(
+            f.read_line().unwrap(),
+            b"VALUE \xff\xfe\xc3\x28 tail",
+            "on {}",
+            node.id
+        );
+        assert_eq!(f.cmd("GET after"), "VALUE ok");
+    }
+}

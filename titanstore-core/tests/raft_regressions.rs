@@ -4,8 +4,9 @@
 
 mod support;
 
-use support::{Cluster, entry, node_with, set};
+use support::{Cluster, config_of, entry, node_with, set};
 use titanstore_core::raft::{Message, MessageBody, Role};
+use titanstore_core::types::SnapshotMeta;
 
 fn msg(from: &str, to: &str, body: MessageBody) -> Message {
     Message {
@@ -378,4 +379,58 @@ fn old_term_entries_are_not_committed_by_counting() {
         },
     ));
     assert_eq!(n1.status().commit, 2);
+}
+
+/// Found in review: a follower acked a snapshot's last index before the
+/// snapshot was durable; a crash then left the leader believing it matched.
+#[test]
+fn snapshot_is_not_acknowledged_before_it_is_durable() {
+    let ids = ["n1", "n2", "n3"];
+    let mut n2 = node_with("n2", &ids, 1, (1..=20).map(|i| entry(i, 1)).collect());
+    let _ = n2.ready();
+    let meta = SnapshotMeta {
+        last_index: 10,
+        last_term: 2,
+        config: config_of(&ids),
+    };
+    n2.step(msg(
+        "n1",
+        "n2",
+        MessageBody::InstallSnapshot {
+            term: 3,
+            meta,
+            data: vec![],
+        },
+    ));
+    assert!(n2.ready().snapshot.is_some());
+    n2.step(msg(
+        "n1",
+        "n2",
+        MessageBody::AppendEntries {
+            term: 3,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 10,
+            read_round: 0,
+        },
+    ));
+    let rd = n2.ready();
+    let early_ack = rd.messages.iter().any(|m| {
+        matches!(
+            m.body,
+            MessageBody::AppendEntriesReply {
+                success: true,
+                match_index: 10,
+                ..
+            }
+        )
+    });
+    assert!(
+        !early_ack,
+        "acked before the snapshot was durable: {:?}",
+        rd.messages
+    );
+    n2.on_snapshot_persisted(10);
+    assert_eq!(n2.status().snapshot_index, 10);
 }

@@ -89,7 +89,10 @@ impl EventLoop {
                 _ = &mut shutdown => break Ok(()),
                 _ = ticker.tick() => self.raft.tick(),
                 _ = sweeper.tick() => self.expire(Instant::now()),
-                Some(msg) = inbox.recv() => {
+                msg = inbox.recv() => {
+                    let Some(msg) = msg else {
+                        break Err(NodeError::RaftEndpointStopped);
+                    };
                     self.raft.step(msg);
                     for _ in 0..MAX_DRAIN {
                         match inbox.try_recv() {
@@ -446,7 +449,10 @@ impl EventLoop {
             StorageDone::SnapshotTaken(meta) => {
                 tracing::info!(index = meta.last_index, "snapshot saved, log compacted");
                 self.snapshot_in_flight = false;
-                self.snapshot = meta.clone();
+                // A newer snapshot from the leader may have been installed meanwhile.
+                if meta.last_index > self.snapshot.last_index {
+                    self.snapshot = meta.clone();
+                }
                 self.raft.on_snapshot_taken(meta);
             }
             StorageDone::Failed(err) => return Err(NodeError::StorageFailed(err)),

@@ -139,6 +139,8 @@ pub enum NodeError {
     Snapshot(String),
     #[error("storage failed while running: {0}")]
     StorageFailed(String),
+    #[error("the raft endpoint stopped receiving peer messages")]
+    RaftEndpointStopped,
     #[error("raft endpoint failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }

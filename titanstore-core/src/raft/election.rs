@@ -86,7 +86,8 @@ impl RaftNode {
     /// Follows `leader` (if known) in `term`. The vote is kept when the term
     /// does not change: clearing it would allow a second vote in this term.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        if term > self.term {
+        let term_changed = term > self.term;
+        if term_changed {
             self.term = term;
             self.voted_for = None;
         }
@@ -94,11 +95,13 @@ impl RaftNode {
             self.fail_leader_reads();
             self.progress.clear();
         }
-        if self.leader != leader {
+        // A reply from the old term would be dropped: fail such reads now
+        // rather than at their deadline (also when the same node leads again).
+        if self.leader != leader || term_changed {
             self.fail_forwarded_reads();
         }
         if self.role != Role::Follower || self.leader != leader {
-            tracing::info!(id = %self.id, term, leader = ?leader, "became follower");
+            tracing::debug!(id = %self.id, term, leader = ?leader, "became follower");
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -159,7 +162,7 @@ impl RaftNode {
         self.votes.clear();
         self.votes.insert(self.id.clone(), true);
         self.reset_election_timer();
-        tracing::info!(id = %self.id, term = self.term, "became candidate");
+        tracing::debug!(id = %self.id, term = self.term, "became candidate");
         if self.tally() == Some(true) {
             self.become_leader();
             return;
@@ -177,7 +180,7 @@ impl RaftNode {
     }
 
     fn become_leader(&mut self) {
-        tracing::info!(id = %self.id, term = self.term, "became leader");
+        tracing::debug!(id = %self.id, term = self.term, "became leader");
         self.role = Role::Leader;
         self.leader = Some(self.id.clone());
         self.votes.clear();

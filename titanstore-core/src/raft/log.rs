@@ -184,7 +184,10 @@ impl RaftLog {
         let index = meta.last_index;
         self.entries.clear();
         self.committed = index;
-        self.persisted = self.persisted.min(index);
+        // Only the previous snapshot is known durable until the runtime reports
+        // this one persisted: acking `index` earlier could promise the leader
+        // entries a crash would take away.
+        self.persisted = self.persisted.min(self.snapshot.last_index);
         self.handed_out = index;
         self.snapshot = meta;
     }

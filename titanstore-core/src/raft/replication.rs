@@ -56,7 +56,9 @@ impl RaftNode {
             }
             pr.stall_ticks += 1;
             let limit = match pr.state {
-                ProgressState::Snapshot { .. } => 2 * self.cfg.election_timeout_max_ticks,
+                // A big snapshot takes a while to load, send, install and fsync:
+                // re-sending it too early only piles up copies.
+                ProgressState::Snapshot { .. } => 10 * self.cfg.election_timeout_max_ticks,
                 _ => patience,
             };
             if pr.stall_ticks >= limit {

@@ -58,11 +58,23 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+_PORT_RANGE = (20_000, 32_000)
+_next_port = itertools.count((os.getpid() * 37) % (_PORT_RANGE[1] - _PORT_RANGE[0]))
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port below Linux's ephemeral range (32768+), so that an
+    outgoing connection cannot take it before the node binds it."""
+    low, high = _PORT_RANGE
+    for _ in range(high - low):
+        port = low + next(_next_port) % (high - low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise HarnessError(f"no free port in {low}-{high - 1}")
 
 
 def _flag_args(flags: Dict[str, FlagValue]) -> List[str]:
