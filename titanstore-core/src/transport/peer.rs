@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use titanstore_proto::raft_client::RaftClient;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{Mutex, mpsc};
 
 use super::{MAX_MESSAGE_BYTES, to_wire};
 use crate::raft::{Message, MessageBody};
@@ -43,33 +42,65 @@ impl PeerSender {
 
 async fn run(
     raft_addr: String,
-    mut queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Message>,
     snapshots: Arc<dyn SnapshotSource>,
 ) {
+    // The request body of the gRPC stream reads straight from this queue, so a
+    // message goes from the event loop to the HTTP/2 connection in one hop.
+    let queue = Arc::new(Mutex::new(queue));
     let mut backoff = Duration::from_millis(20);
     loop {
-        let client = match connect(&raft_addr).await {
+        let mut client = match connect(&raft_addr).await {
             Ok(client) => client,
             Err(err) => {
                 tracing::debug!(peer = %raft_addr, %err, "cannot connect to peer");
                 // Whatever queued up while the peer was away is stale by now.
+                let mut rx = queue.lock().await;
                 loop {
-                    match queue.try_recv() {
+                    match rx.try_recv() {
                         Ok(_) => {}
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => return,
                     }
                 }
+                drop(rx);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
                 continue;
             }
         };
         backoff = Duration::from_millis(20);
-        if !pump(client, &mut queue, &snapshots, &raft_addr).await {
+        let body = outgoing(Arc::clone(&queue), Arc::clone(&snapshots));
+        if let Err(status) = client.stream(body).await {
+            tracing::debug!(peer = %raft_addr, %status, "stream to peer ended");
+        }
+        if queue.lock().await.is_closed() {
             return;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The stream of wire messages for one gRPC call: it ends when the node drops
+/// its sender (shutdown); a broken connection drops it and a new call starts.
+fn outgoing(
+    queue: Arc<Mutex<mpsc::Receiver<Message>>>,
+    snapshots: Arc<dyn SnapshotSource>,
+) -> impl futures_util::Stream<Item = titanstore_proto::RaftMessage> + Send + 'static {
+    futures_util::stream::unfold((queue, snapshots), |(queue, snapshots)| async move {
+        loop {
+            let mut msg = queue.lock().await.recv().await?;
+            if let MessageBody::InstallSnapshot { meta, data, .. } = &mut msg.body
+                && !fill_snapshot(&snapshots, meta, data).await
+            {
+                continue;
+            }
+            match to_wire(&msg) {
+                Ok(wire) => return Some((wire, (queue, snapshots))),
+                Err(err) => tracing::error!(%err, "cannot encode message"),
+            }
+        }
+    })
 }
 
 async fn connect(
@@ -84,49 +115,6 @@ async fn connect(
     Ok(RaftClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
-
-/// Forwards queued messages into one stream until it breaks. Returns false
-/// when the node dropped its sender (shutdown).
-async fn pump(
-    mut client: RaftClient<tonic::transport::Channel>,
-    queue: &mut mpsc::Receiver<Message>,
-    snapshots: &Arc<dyn SnapshotSource>,
-    raft_addr: &str,
-) -> bool {
-    let (stream_tx, stream_rx) = mpsc::channel(256);
-    let call = client.stream(ReceiverStream::new(stream_rx));
-    tokio::pin!(call);
-    loop {
-        tokio::select! {
-            result = &mut call => {
-                if let Err(status) = result {
-                    tracing::debug!(peer = %raft_addr, %status, "stream to peer ended");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                return true;
-            }
-            next = queue.recv() => {
-                let Some(mut msg) = next else { return false };
-                if let MessageBody::InstallSnapshot { meta, data, .. } = &mut msg.body
-                    && !fill_snapshot(snapshots, meta, data).await
-                {
-                    continue;
-                }
-                let wire = match to_wire(&msg) {
-                    Ok(wire) => wire,
-                    Err(err) => {
-                        tracing::error!(%err, "cannot encode message");
-                        continue;
-                    }
-                };
-                tokio::select! {
-                    sent = stream_tx.send(wire) => if sent.is_err() { return true },
-                    _ = &mut call => return true,
-                }
-            }
-        }
-    }
 }
 
 /// Loads the snapshot image off the node's event loop. A newer snapshot than
