@@ -40,8 +40,11 @@ pub(super) struct EventLoop {
     kv: StateMachine,
     snapshot: SnapshotMeta,
     snapshot_in_flight: bool,
+    /// Size of the last snapshot image, to size the next one's buffer.
+    last_image_len: usize,
     peers: HashMap<NodeId, PeerSender>,
     storage: Option<std_mpsc::Sender<StorageJob>>,
+    snapshot_writer: Option<std_mpsc::Sender<Snapshot>>,
     writes: BTreeMap<LogIndex, PendingWrite>,
     reads: HashMap<u64, PendingRead>,
     /// Reads whose read index is known, waiting until it is applied.
@@ -57,6 +60,7 @@ impl EventLoop {
         snapshot: SnapshotMeta,
         peers: HashMap<NodeId, PeerSender>,
         storage: std_mpsc::Sender<StorageJob>,
+        snapshot_writer: std_mpsc::Sender<Snapshot>,
     ) -> EventLoop {
         EventLoop {
             config,
@@ -64,8 +68,10 @@ impl EventLoop {
             kv,
             snapshot,
             snapshot_in_flight: false,
+            last_image_len: 0,
             peers,
             storage: Some(storage),
+            snapshot_writer: Some(snapshot_writer),
             writes: BTreeMap::new(),
             reads: HashMap::new(),
             reads_waiting_apply: BTreeMap::new(),
@@ -147,6 +153,7 @@ impl EventLoop {
                 .send(Reply::Error("node is shutting down".into()));
         }
         self.storage = None;
+        self.snapshot_writer = None;
         result
     }
 
@@ -399,18 +406,23 @@ impl EventLoop {
 
     fn maybe_snapshot(&mut self) {
         let applied = self.kv.applied_index();
-        if self.snapshot_in_flight
-            || applied < self.snapshot.last_index + self.config.snapshot_threshold
-        {
+        // Past the threshold, also wait for as many entries as a quarter of the keys:
+        // encoding is O(keys), so snapshots of a big map stay rare and their
+        // cost per write stays constant, while the log stays O(state).
+        let threshold = self.config.snapshot_threshold.max(self.kv.len() as u64 / 4);
+        if self.snapshot_in_flight || applied < self.snapshot.last_index + threshold {
             return;
         }
-        let data = match self.kv.snapshot_image() {
+        let started = Instant::now();
+        let capacity = self.last_image_len + self.last_image_len / 8;
+        let data = match self.kv.snapshot_image_sized(capacity) {
             Ok(data) => data,
             Err(err) => {
                 tracing::error!(%err, "cannot encode a snapshot");
                 return;
             }
         };
+        self.last_image_len = data.len();
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_index: applied,
@@ -422,9 +434,14 @@ impl EventLoop {
         tracing::info!(
             index = applied,
             bytes = snapshot.data.len(),
+            encode_ms = started.elapsed().as_millis() as u64,
             "taking a snapshot"
         );
-        if self.submit(StorageJob::TakeSnapshot(snapshot)).is_ok() {
+        let sent = self
+            .snapshot_writer
+            .as_ref()
+            .is_some_and(|tx| tx.send(snapshot).is_ok());
+        if sent {
             self.snapshot_in_flight = true;
         }
     }
@@ -446,6 +463,7 @@ impl EventLoop {
                     self.send(msg);
                 }
             }
+            StorageDone::SnapshotSaved(meta) => self.submit(StorageJob::Compact(meta))?,
             StorageDone::SnapshotTaken(meta) => {
                 tracing::info!(index = meta.last_index, "snapshot saved, log compacted");
                 self.snapshot_in_flight = false;

@@ -198,6 +198,13 @@ pub async fn run(
 
     let (job_tx, job_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
+    let writer = storage.snapshot_writer();
+    let writer_done = done_tx.clone();
+    let snapshot_thread = std::thread::Builder::new()
+        .name(format!("{}-snapshot", config.id))
+        .spawn(move || storage_thread::run_snapshot_writer(writer, snapshot_rx, writer_done))
+        .map_err(|err| NodeError::StorageFailed(err.to_string()))?;
     let storage_thread = std::thread::Builder::new()
         .name(format!("{}-storage", config.id))
         .spawn(move || storage_thread::run(storage, job_rx, done_tx))
@@ -234,7 +241,8 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let event_loop = event_loop::EventLoop::new(config, raft, kv, snapshot_meta, peers, job_tx);
+    let event_loop =
+        event_loop::EventLoop::new(config, raft, kv, snapshot_meta, peers, job_tx, snapshot_tx);
     let result = event_loop
         .run(inbox_rx, request_rx, done_rx, shutdown)
         .await;
@@ -244,7 +252,11 @@ pub async fn run(
     // Peers hold long-lived streams open: give the endpoint a moment, not forever.
     let raft_result = tokio::time::timeout(Duration::from_secs(1), raft_server).await;
     // The event loop dropped the job sender: the storage thread drains and exits.
-    let _ = tokio::task::spawn_blocking(move || storage_thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = snapshot_thread.join();
+        storage_thread.join()
+    })
+    .await;
     tracing::info!("node stopped");
     result?;
     match raft_result {

@@ -3,15 +3,17 @@
 //! The event loop hands over write jobs in order and never waits. This thread
 //! takes every job that queued up, writes them all, makes them durable with
 //! one fsync, and only then reports them done (with the messages that were
-//! waiting on that durability). Snapshots go through the same queue, so the
-//! WAL is never compacted behind entries still being written.
+//! waiting on that durability). Compaction behind a snapshot goes through the
+//! same queue, so the WAL is never compacted behind entries still being
+//! written. The node's own snapshots are written by [`run_snapshot_writer`]
+//! on a thread of their own, so a big snapshot never holds up WAL fsyncs.
 
 use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
 use crate::raft::Message;
-use crate::storage::Storage;
+use crate::storage::{SnapshotWriter, Storage};
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
 /// Work for the storage thread.
@@ -23,8 +25,8 @@ pub(crate) enum StorageJob {
         hard_state: Option<HardState>,
         then: Vec<Message>,
     },
-    /// Save a snapshot the node took of its own state and compact behind it.
-    TakeSnapshot(Snapshot),
+    /// Compact the WAL behind a snapshot the snapshot writer has saved.
+    Compact(SnapshotMeta),
 }
 
 /// What the storage thread reports back, in job order.
@@ -34,6 +36,9 @@ pub(crate) enum StorageDone {
         snapshot_index: Option<LogIndex>,
         then: Vec<Message>,
     },
+    /// The snapshot writer saved the node's own snapshot (not yet compacted).
+    SnapshotSaved(SnapshotMeta),
+    /// The WAL is compacted behind this snapshot.
     SnapshotTaken(SnapshotMeta),
     /// The disk failed: the node must stop, since it can no longer keep promises.
     Failed(String),
@@ -112,13 +117,10 @@ fn write_batch(
                     then,
                 });
             }
-            StorageJob::TakeSnapshot(snapshot) => {
-                if dirty {
-                    storage.sync()?;
-                    dirty = false;
-                }
-                storage.save_snapshot(&snapshot)?;
-                reports.push(StorageDone::SnapshotTaken(snapshot.meta));
+            StorageJob::Compact(meta) => {
+                storage.compact_to(&meta)?;
+                dirty = false;
+                reports.push(StorageDone::SnapshotTaken(meta));
             }
         }
     }
@@ -126,4 +128,26 @@ fn write_batch(
         storage.sync()?;
     }
     Ok(reports)
+}
+
+/// Saves the node's own snapshots, one at a time, off the storage thread.
+/// Runs until the channel closes; a failed save stops the node.
+pub(crate) fn run_snapshot_writer(
+    writer: SnapshotWriter,
+    snapshots: std_mpsc::Receiver<Snapshot>,
+    done: mpsc::UnboundedSender<StorageDone>,
+) {
+    while let Ok(snapshot) = snapshots.recv() {
+        let report = match writer.save(&snapshot) {
+            Ok(_) => StorageDone::SnapshotSaved(snapshot.meta),
+            Err(err) => {
+                tracing::error!(%err, "cannot save a snapshot; the node must stop");
+                StorageDone::Failed(err.to_string())
+            }
+        };
+        let failed = matches!(report, StorageDone::Failed(_));
+        if done.send(report).is_err() || failed {
+            return;
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub use sim_fs::SimFs;
 pub use snapshot::read_snapshot;
 pub use vfs::{AppendFile, RealFs, Vfs, VfsLock};
 
-use crate::types::{Entry, HardState, LogIndex, Snapshot, Term};
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 use data_dir::DataDir;
 use snapshot::SnapshotStore;
 use wal::Wal;
@@ -94,6 +94,20 @@ pub struct StorageStats {
     pub segments: usize,
 }
 
+/// Saves snapshots from any thread (see [`Storage::snapshot_writer`]).
+#[derive(Clone, Debug)]
+pub struct SnapshotWriter {
+    store: SnapshotStore,
+}
+
+impl SnapshotWriter {
+    /// Durably writes `snap` (temp file, fsync, rename, directory fsync).
+    /// Returns false, changing nothing, if a newer snapshot is already on disk.
+    pub fn save(&self, snap: &Snapshot) -> Result<bool, StorageError> {
+        self.store.save(snap)
+    }
+}
+
 /// A node's durable state: locked data directory, WAL and snapshot.
 #[derive(Debug)]
 pub struct Storage {
@@ -114,6 +128,7 @@ impl Storage {
         let data_dir = DataDir::open(vfs.as_ref(), dir)?;
         let snapshots = SnapshotStore::open(vfs.clone(), dir)?;
         let snapshot = snapshots.load()?;
+        snapshots.set_saved(snapshot.as_ref().map_or(0, |s| s.meta.last_index))?;
         let (snap_index, snap_term) = snapshot
             .as_ref()
             .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
@@ -183,6 +198,24 @@ impl Storage {
         self.wal.sync()?;
         self.snapshots.save(snap)?;
         self.wal.compact(snap.meta.last_index, snap.meta.last_term)
+    }
+
+    /// A handle that saves snapshots from another thread, so writing a big
+    /// snapshot does not hold up the WAL. Follow a save with [`Storage::compact_to`].
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter {
+            store: self.snapshots.clone(),
+        }
+    }
+
+    /// Compacts the WAL behind a snapshot that a [`SnapshotWriter`] saved.
+    /// Does nothing if the log is already compacted that far.
+    pub fn compact_to(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        if meta.last_index <= self.wal.snapshot_index() {
+            return Ok(());
+        }
+        self.wal.sync()?;
+        self.wal.compact(meta.last_index, meta.last_term)
     }
 
     /// Reads the saved snapshot, if any.

@@ -6,23 +6,27 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tracing::{debug, warn};
 
 use super::error::StorageError;
 use super::frame::{encode_framed, read_frame};
 use super::vfs::Vfs;
-use crate::types::{self, Snapshot};
+use crate::types::{self, LogIndex, Snapshot};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const TEMP_FILE: &str = "snapshot.tmp";
 
-/// Reads and atomically replaces the snapshot file.
-#[derive(Debug)]
+/// Reads and atomically replaces the snapshot file. Clones share one lock,
+/// so saves from different threads never interleave and an older snapshot
+/// never replaces a newer one.
+#[derive(Clone, Debug)]
 pub(crate) struct SnapshotStore {
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
+    /// Last index of the snapshot on disk (0: none).
+    saved: Arc<Mutex<LogIndex>>,
 }
 
 impl SnapshotStore {
@@ -31,6 +35,7 @@ impl SnapshotStore {
         let store = SnapshotStore {
             vfs,
             dir: dir.to_path_buf(),
+            saved: Arc::new(Mutex::new(0)),
         };
         let tmp = store.dir.join(TEMP_FILE);
         match store.vfs.remove(&tmp) {
@@ -45,8 +50,30 @@ impl SnapshotStore {
         self.dir.join(SNAPSHOT_FILE)
     }
 
-    /// Durably replaces the snapshot.
-    pub fn save(&self, snap: &Snapshot) -> Result<(), StorageError> {
+    /// Records the index of the snapshot found on disk at open.
+    pub fn set_saved(&self, index: LogIndex) -> Result<(), StorageError> {
+        *self.lock()? = index;
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LogIndex>, StorageError> {
+        self.saved
+            .lock()
+            .map_err(|_| StorageError::Poisoned("snapshot lock poisoned by a panic".into()))
+    }
+
+    /// Durably replaces the snapshot, unless the one on disk is newer
+    /// (returns false then, and changes nothing).
+    pub fn save(&self, snap: &Snapshot) -> Result<bool, StorageError> {
+        let mut saved = self.lock()?;
+        if snap.meta.last_index < *saved {
+            debug!(
+                index = snap.meta.last_index,
+                on_disk = *saved,
+                "older snapshot not saved"
+            );
+            return Ok(false);
+        }
         let mut bytes = Vec::with_capacity(snap.data.len() + 256);
         encode_framed(snap, &mut bytes)?;
         let (tmp, path) = (self.dir.join(TEMP_FILE), self.path());
@@ -67,7 +94,8 @@ impl SnapshotStore {
             bytes = bytes.len(),
             "snapshot saved"
         );
-        Ok(())
+        *saved = snap.meta.last_index;
+        Ok(true)
     }
 
     /// Loads and checks the snapshot; `None` if there is none yet.
@@ -106,6 +134,7 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StorageError> {
     SnapshotStore {
         vfs: Arc::new(super::vfs::RealFs),
         dir: dir.to_path_buf(),
+        saved: Arc::new(Mutex::new(0)),
     }
     .load()
 }
