@@ -46,7 +46,7 @@ pub(super) struct EventLoop {
     storage: Option<std_mpsc::Sender<StorageJob>>,
     snapshot_writer: Option<std_mpsc::Sender<Snapshot>>,
     writes: BTreeMap<LogIndex, PendingWrite>,
-    reads: HashMap<u64, PendingRead>,
+    reads: BTreeMap<u64, PendingRead>,
     /// Reads whose read index is known, waiting until it is applied.
     reads_waiting_apply: BTreeMap<LogIndex, Vec<PendingRead>>,
     next_read_id: u64,
@@ -73,7 +73,7 @@ impl EventLoop {
             storage: Some(storage),
             snapshot_writer: Some(snapshot_writer),
             writes: BTreeMap::new(),
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             reads_waiting_apply: BTreeMap::new(),
             next_read_id: 1,
         }
@@ -479,38 +479,30 @@ impl EventLoop {
     }
 
     fn expire(&mut self, now: Instant) {
-        let late: Vec<LogIndex> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(i, _)| *i)
-            .collect();
-        for index in late {
-            if let Some(write) = self.writes.remove(&index) {
-                let _ = write.reply.send(Reply::Unknown(
-                    "not committed within the request timeout; outcome unknown".into(),
-                ));
-            }
+        for write in take_late(&mut self.writes, |w| w.deadline <= now) {
+            let _ = write.reply.send(Reply::Unknown(
+                "not committed within the request timeout; outcome unknown".into(),
+            ));
         }
-        let late: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some(read) = self.reads.remove(&id) {
-                let _ = read.reply.send(Reply::Error("read timed out".into()));
-            }
-        }
+        let mut late = take_late(&mut self.reads, |r| r.deadline <= now);
         for reads in self.reads_waiting_apply.values_mut() {
-            let (late, keep): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
+            let (gone, keep): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
             *reads = keep;
-            for read in late {
-                let _ = read.reply.send(Reply::Error("read timed out".into()));
-            }
+            late.extend(gone);
         }
         self.reads_waiting_apply
             .retain(|_, reads| !reads.is_empty());
+        for read in late {
+            let _ = read.reply.send(Reply::Error("read timed out".into()));
+        }
     }
+}
+
+/// Removes and returns the values for which `is_late` holds.
+fn take_late<K: Ord, V>(map: &mut BTreeMap<K, V>, is_late: impl Fn(&V) -> bool) -> Vec<V> {
+    let (late, keep): (BTreeMap<K, V>, BTreeMap<K, V>) = std::mem::take(map)
+        .into_iter()
+        .partition(|(_, v)| is_late(v));
+    *map = keep;
+    late.into_values().collect()
 }
