@@ -95,9 +95,9 @@ banner() {
     done
     echo
     echo "Talk to it:"
-    echo "  echo 'SET user:42 {\"name\":\"zen\"}' | nc -q1 localhost $(client_port "$leader")"
-    echo "  echo 'GET user:42' | nc -q1 localhost 6002"
-    echo "  echo 'STATUS' | nc -q1 localhost 6003"
+    echo "  echo 'SET user:42 {\"name\":\"zen\"}' | nc -N localhost $(client_port "$leader")"
+    echo "  echo 'GET user:42' | nc -N localhost 6002"
+    echo "  echo 'STATUS' | nc -N localhost 6003"
 }
 
 case "${1:-run}" in
