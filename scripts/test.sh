@@ -20,6 +20,7 @@ cargo test --workspace
 # so the dependency tree is compiled once; `pip install .` alone builds release.
 VENV=$(realpath -m "${TITANSTORE_VENV:-.venv}")
 ROOT=$PWD
+TARGET_DIR=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 step "python: venv $VENV with pytest and mypy"
 if [[ ! -x "$VENV/bin/python" ]]; then
     python3 -m venv "$VENV"
@@ -36,7 +37,7 @@ step "python: mypy --strict and stubtest of the extension's .pyi"
 
 step "pytest"
 # Run from outside the checkout so the installed package is what is tested.
-(cd "${TMPDIR:-/tmp}" && TITANSTORE_SERVER_BIN="$ROOT/target/debug/titanstore-server" \
+(cd "${TMPDIR:-/tmp}" && TITANSTORE_SERVER_BIN="$TARGET_DIR/debug/titanstore-server" \
     PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -p no:cacheprovider \
     -c "$ROOT/pyproject.toml" --rootdir "$ROOT" "$ROOT/pytests")
 

@@ -1,8 +1,9 @@
 //! `titanstore._titanstore`: the native half of the `titanstore` Python
 //! package. The public API is re-exported (and documented) by the pure-Python
 //! package; this module only holds what must be Rust: the client, the fault
-//! proxies and the node entry point.
+//! proxies, the node entry point and the linearizability checker.
 
+mod checker;
 mod client;
 mod errors;
 mod node;
@@ -12,6 +13,8 @@ use pyo3::prelude::*;
 
 #[pymodule]
 mod _titanstore {
+    #[pymodule_export]
+    use super::checker::{CheckResult, check_kv_history};
     #[pymodule_export]
     use super::client::NativeClient;
     #[pymodule_export]

@@ -1,9 +1,11 @@
 """TitanStore: a Raft-replicated key-value store.
 
 ``Client`` talks to a cluster; ``Cluster`` runs real local clusters and
-injects faults (kill, pause, partitions) for scripts and chaos tests.
+injects faults (kill, pause, partitions) for scripts and chaos tests;
+``History`` records what clients saw and checks it for linearizability.
 """
 
+from .chaos import CheckResult, History, Operation, check_operations
 from .client import Client, NodeStatus, Pipeline
 from .cluster import Cluster, ClusterNode
 from .exceptions import (
@@ -19,6 +21,10 @@ from .exceptions import (
 )
 
 __all__ = [
+    "CheckResult",
+    "History",
+    "Operation",
+    "check_operations",
     "Client",
     "Cluster",
     "ClusterNode",

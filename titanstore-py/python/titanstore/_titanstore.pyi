@@ -1,8 +1,8 @@
 """Type stubs for the native extension ``titanstore._titanstore``."""
 
-from typing import List, Optional, Sequence, Tuple, Union, final
+from typing import Dict, List, Optional, Sequence, Tuple, Union, final
 
-__all__ = ["NativeClient", "Proxy", "run_node"]
+__all__ = ["CheckResult", "NativeClient", "Proxy", "check_kv_history", "run_node"]
 
 @final
 class NativeClient:
@@ -48,3 +48,27 @@ class Proxy:
     def close(self) -> None: ...
 
 def run_node(argv: List[str]) -> int: ...
+
+@final
+class CheckResult:
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def keys(self) -> Dict[bytes, str]: ...
+    @property
+    def key(self) -> Optional[bytes]: ...
+    @property
+    def explanation(self) -> str: ...
+    @property
+    def ops(self) -> List[int]: ...
+    @property
+    def checked(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+
+def check_kv_history(
+    ops: Sequence[Tuple[str, bytes, Optional[bytes], float, float, str]],
+    timeout: float = 30.0,
+) -> CheckResult: ...

@@ -1,0 +1,424 @@
+//! Wing & Gong / Lowe linearizability checking, as porcupine does it, for a
+//! key-value store whose keys are independent registers.
+//!
+//! Pure: no Python, no I/O. The history is split by key (linearizability is
+//! compositional), each key's operations become call/return events on a
+//! doubly linked list, and a depth-first search linearizes calls one at a time,
+//! backtracking when it meets the return of an operation it could not place.
+//! States already seen, (set of linearized ops, register value), are cached so
+//! the search never repeats itself. A deadline turns a pathological history
+//! into [`Verdict::Unknown`] instead of a hang.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+/// What an operation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `value` is what the read returned (None: missing).
+    Read,
+    /// `value` is what was written (None: a delete).
+    Write,
+}
+
+/// How an operation ended, from the client's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Completed: it took effect between its call and its return.
+    Ok,
+    /// Definitely not applied: dropped from the history.
+    Fail,
+    /// A write that may or may not have taken effect (its return is treated
+    /// as +infinity). An unknown read tells nothing and is dropped.
+    Unknown,
+}
+
+/// One client operation.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub kind: Kind,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub call: f64,
+    pub ret: f64,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Violation,
+    /// The search ran out of time.
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Violation => "violation",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// The result for one key.
+#[derive(Clone, Debug)]
+pub struct KeyReport {
+    pub key: Vec<u8>,
+    pub verdict: Verdict,
+    /// Operations that took part in the search (failed ops, unknown reads and
+    /// unobserved unknown writes are left out).
+    pub checked: usize,
+    /// Why the verdict is not `Ok`; empty when it is.
+    pub explanation: String,
+    /// Indices (into the checked slice) of the operations the explanation names.
+    pub involved: Vec<usize>,
+}
+
+/// Checks every key; keys are reported in order of first appearance.
+pub fn check(ops: &[Op], deadline: Option<Instant>) -> Vec<KeyReport> {
+    let mut order: Vec<&[u8]> = Vec::new();
+    let mut by_key: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        by_key
+            .entry(&op.key)
+            .or_insert_with(|| {
+                order.push(&op.key);
+                Vec::new()
+            })
+            .push(i);
+    }
+    order
+        .into_iter()
+        .map(|key| {
+            let indices = by_key.remove(key).unwrap_or_default();
+            check_key(ops, key, &indices, deadline)
+        })
+        .collect()
+}
+
+const NIL: usize = usize::MAX;
+const HEAD: usize = 0;
+
+/// One operation of one key, ready for the search.
+struct Entry {
+    /// Index into the caller's slice.
+    index: usize,
+    kind: Kind,
+    /// Interned value: 0 is "missing".
+    value: u32,
+    call: f64,
+    ret: f64,
+}
+
+fn check_key(ops: &[Op], key: &[u8], indices: &[usize], deadline: Option<Instant>) -> KeyReport {
+    let mut report = KeyReport {
+        key: key.to_vec(),
+        verdict: Verdict::Ok,
+        checked: 0,
+        explanation: String::new(),
+        involved: Vec::new(),
+    };
+    // Values read by completed reads: an unknown write of any other value
+    // is never observed, and dropping it changes nothing (it can always be
+    // linearized at the very end, which is the same as never).
+    let observed: HashSet<Option<&[u8]>> = indices
+        .iter()
+        .map(|&i| &ops[i])
+        .filter(|op| op.kind == Kind::Read && op.outcome == Outcome::Ok)
+        .map(|op| op.value.as_deref())
+        .collect();
+    let written: HashSet<Option<&[u8]>> = indices
+        .iter()
+        .map(|&i| &ops[i])
+        .filter(|op| op.kind == Kind::Write && op.outcome != Outcome::Fail)
+        .map(|op| op.value.as_deref())
+        .collect();
+    let mut interned: HashMap<Option<&[u8]>, u32> = HashMap::from([(None, 0)]);
+    let mut entries = Vec::new();
+    for &i in indices {
+        let op = &ops[i];
+        let ret = match (op.kind, op.outcome) {
+            (_, Outcome::Fail) | (Kind::Read, Outcome::Unknown) => continue,
+            (Kind::Write, Outcome::Unknown) if !observed.contains(&op.value.as_deref()) => {
+                continue;
+            }
+            (Kind::Write, Outcome::Unknown) => f64::INFINITY,
+            (_, Outcome::Ok) => op.ret,
+        };
+        if op.kind == Kind::Read && op.value.is_some() && !written.contains(&op.value.as_deref()) {
+            report.verdict = Verdict::Violation;
+            report.explanation = format!(
+                "{} returned a value no write to this key ever wrote",
+                describe(i, op)
+            );
+            report.involved = vec![i];
+            return report;
+        }
+        let next_id = u32::try_from(interned.len()).unwrap_or(u32::MAX);
+        let value = *interned.entry(op.value.as_deref()).or_insert(next_id);
+        entries.push(Entry {
+            index: i,
+            kind: op.kind,
+            value,
+            call: op.call,
+            ret,
+        });
+    }
+    report.checked = entries.len();
+    let search = Search::new(&entries);
+    match search.run(deadline) {
+        SearchResult::Linearizable => {}
+        SearchResult::OutOfTime { steps } => {
+            report.verdict = Verdict::Unknown;
+            report.explanation = format!(
+                "search budget exhausted after {steps} steps on {} operations",
+                entries.len()
+            );
+        }
+        SearchResult::Violation(stuck) => {
+            report.verdict = Verdict::Violation;
+            explain(ops, &entries, &stuck, &mut report);
+        }
+    }
+    report
+}
+
+/// Where the search got furthest before failing.
+struct Stuck {
+    /// Entries linearized, in order.
+    prefix: Vec<usize>,
+    /// The entry whose return came before it could be placed.
+    op: usize,
+    /// Register value after the prefix.
+    state: u32,
+}
+
+enum SearchResult {
+    Linearizable,
+    Violation(Stuck),
+    OutOfTime { steps: u64 },
+}
+
+/// The event list: node 0 is the head, node `2i + 1` is the call of entry `i`
+/// and node `2i + 2` its return.
+struct Search<'a> {
+    entries: &'a [Entry],
+    next: Vec<usize>,
+    prev: Vec<usize>,
+}
+
+impl<'a> Search<'a> {
+    fn new(entries: &'a [Entry]) -> Self {
+        let mut events: Vec<(f64, bool, usize)> = Vec::with_capacity(entries.len() * 2);
+        for (i, e) in entries.iter().enumerate() {
+            events.push((e.call, false, 2 * i + 1));
+            events.push((e.ret, true, 2 * i + 2));
+        }
+        // By time; at equal times calls first, so ties count as concurrent.
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let size = entries.len() * 2 + 1;
+        let mut next = vec![NIL; size];
+        let mut prev = vec![NIL; size];
+        let mut last = HEAD;
+        for &(_, _, node) in &events {
+            next[last] = node;
+            prev[node] = last;
+            last = node;
+        }
+        Search {
+            entries,
+            next,
+            prev,
+        }
+    }
+
+    fn is_call(node: usize) -> bool {
+        node % 2 == 1
+    }
+
+    fn entry_of(node: usize) -> usize {
+        (node - 1) / 2
+    }
+
+    /// Takes entry `i`'s call and return out of the list.
+    fn lift(&mut self, i: usize) {
+        let (call, ret) = (2 * i + 1, 2 * i + 2);
+        self.next[self.prev[call]] = self.next[call];
+        self.prev[self.next[call]] = self.prev[call];
+        self.next[self.prev[ret]] = self.next[ret];
+        if self.next[ret] != NIL {
+            self.prev[self.next[ret]] = self.prev[ret];
+        }
+    }
+
+    /// Undoes [`Search::lift`] (lifts must be undone in reverse order).
+    fn unlift(&mut self, i: usize) {
+        let (call, ret) = (2 * i + 1, 2 * i + 2);
+        if self.next[ret] != NIL {
+            self.prev[self.next[ret]] = ret;
+        }
+        self.next[self.prev[ret]] = ret;
+        self.prev[self.next[call]] = call;
+        self.next[self.prev[call]] = call;
+    }
+
+    fn step(&self, state: u32, i: usize) -> Option<u32> {
+        let entry = &self.entries[i];
+        match entry.kind {
+            Kind::Write => Some(entry.value),
+            Kind::Read => (entry.value == state).then_some(state),
+        }
+    }
+
+    fn run(mut self, deadline: Option<Instant>) -> SearchResult {
+        let words = self.entries.len().div_ceil(64);
+        let mut linearized = vec![0u64; words];
+        let mut cache: HashSet<(Vec<u64>, u32)> = HashSet::new();
+        let mut stack: Vec<(usize, u32)> = Vec::new();
+        let mut state = 0u32;
+        let mut best: Option<Stuck> = None;
+        let mut steps = 0u64;
+        let mut node = self.next[HEAD];
+        while self.next[HEAD] != NIL {
+            steps += 1;
+            if steps.is_multiple_of(4096) && deadline.is_some_and(|d| Instant::now() >= d) {
+                return SearchResult::OutOfTime { steps };
+            }
+            if Self::is_call(node) {
+                let i = Self::entry_of(node);
+                if let Some(new_state) = self.step(state, i) {
+                    let (word, bit) = (i / 64, 1u64 << (i % 64));
+                    linearized[word] |= bit;
+                    if cache.insert((linearized.clone(), new_state)) {
+                        stack.push((i, state));
+                        state = new_state;
+                        self.lift(i);
+                        node = self.next[HEAD];
+                        continue;
+                    }
+                    linearized[word] &= !bit;
+                }
+                node = self.next[node];
+            } else {
+                // A return whose operation is not linearized: back up.
+                if best.as_ref().is_none_or(|b| stack.len() > b.prefix.len()) {
+                    best = Some(Stuck {
+                        prefix: stack.iter().map(|&(i, _)| i).collect(),
+                        op: Self::entry_of(node),
+                        state,
+                    });
+                }
+                let Some((i, old_state)) = stack.pop() else {
+                    return match best {
+                        Some(stuck) => SearchResult::Violation(stuck),
+                        None => SearchResult::Linearizable,
+                    };
+                };
+                state = old_state;
+                linearized[i / 64] &= !(1u64 << (i % 64));
+                self.unlift(i);
+                node = self.next[2 * i + 1];
+            }
+        }
+        SearchResult::Linearizable
+    }
+}
+
+/// Names the stuck operation, the register value after the longest
+/// linearizable prefix, the last writes of that prefix and the operations
+/// concurrent with the stuck one.
+fn explain(ops: &[Op], entries: &[Entry], stuck: &Stuck, report: &mut KeyReport) {
+    let value_of = |id: u32| -> Option<&[u8]> {
+        if id == 0 {
+            return None;
+        }
+        entries
+            .iter()
+            .find(|e| e.value == id)
+            .and_then(|e| ops[e.index].value.as_deref())
+    };
+    let target = &entries[stuck.op];
+    let mut involved = vec![target.index];
+    let last_writes: Vec<usize> = stuck
+        .prefix
+        .iter()
+        .rev()
+        .filter(|&&i| entries[i].kind == Kind::Write)
+        .take(2)
+        .map(|&i| entries[i].index)
+        .collect();
+    let linearized: HashSet<usize> = stuck.prefix.iter().copied().collect();
+    let concurrent: Vec<usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|&(i, e)| {
+            i != stuck.op
+                && !linearized.contains(&i)
+                && e.call <= target.ret
+                && target.call <= e.ret
+        })
+        .map(|(_, e)| e.index)
+        .take(6)
+        .collect();
+    involved.extend(last_writes.iter().rev());
+    involved.extend(&concurrent);
+    let list = |indices: &[usize]| -> String {
+        if indices.is_empty() {
+            return "none".into();
+        }
+        indices
+            .iter()
+            .map(|&i| describe(i, &ops[i]))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    report.explanation = format!(
+        "{} cannot take effect before it returns. The longest linearizable prefix has {} of {} \
+         operations and leaves the register at {}; its last writes: {}; unplaced operations \
+         concurrent with it: {}",
+        describe(target.index, &ops[target.index]),
+        stuck.prefix.len(),
+        entries.len(),
+        show(value_of(stuck.state)),
+        list(&last_writes.iter().rev().copied().collect::<Vec<_>>()),
+        list(&concurrent),
+    );
+    report.involved = involved;
+}
+
+/// `#12 read(k) -> 'v' [1.000000, 1.002000]`
+pub fn describe(index: usize, op: &Op) -> String {
+    let key = show(Some(&op.key));
+    let what = match (op.kind, &op.value) {
+        (Kind::Read, value) => format!("read({key}) -> {}", show(value.as_deref())),
+        (Kind::Write, None) => format!("delete({key})"),
+        (Kind::Write, Some(value)) => format!("write({key}, {})", show(Some(value))),
+    };
+    let ret = if op.outcome == Outcome::Unknown {
+        "?".to_string()
+    } else {
+        format!("{:.6}", op.ret)
+    };
+    let outcome = match op.outcome {
+        Outcome::Ok => "",
+        Outcome::Fail => " failed",
+        Outcome::Unknown => " unknown",
+    };
+    format!("#{index} {what}{outcome} [{:.6}, {ret}]", op.call)
+}
+
+/// A value for humans: quoted, escaped, cut at 40 bytes; `None` for missing.
+fn show(value: Option<&[u8]>) -> String {
+    let Some(value) = value else {
+        return "None".into();
+    };
+    let cut = &value[..value.len().min(40)];
+    let text: String = cut.escape_ascii().to_string();
+    if cut.len() < value.len() {
+        format!("'{text}...'")
+    } else {
+        format!("'{text}'")
+    }
+}
