@@ -42,8 +42,12 @@ def test_paused_leader_is_replaced_and_never_acks_without_quorum() -> None:
         writer.join(timeout=30)
         assert not writer.is_alive()
         assert cluster.wait_for_leader(timeout=10) == new
-        status = cluster.node(old).status()
-        assert status is not None and not status.is_leader
+        # The resumed node learns of the newer term and follows the new leader.
+        cluster.wait_until(
+            lambda: (s := cluster.node(old).status()) is not None and not s.is_leader and s.leader == new,
+            timeout=10,
+            what="the resumed node to follow the new leader",
+        )
 
         value = cluster.client().get("stale-write")
         if outcome == ["OK"]:

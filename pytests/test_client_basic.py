@@ -73,6 +73,7 @@ def test_pipeline_many_commands_in_order(single_node: Cluster) -> None:
 
 def test_status_is_typed(single_node: Cluster) -> None:
     with single_node.client() as client:
+        client.set("k", "v")  # committed and applied once this returns
         status = client.status()
     assert status.id == "node1"
     assert status.is_leader and status.role == "leader"

@@ -59,6 +59,12 @@ def test_not_leader_error_carries_the_leader_address() -> None:
     with Cluster(nodes=3) as cluster:
         leader = cluster.wait_for_leader(timeout=10)
         follower = next(n for n in cluster.nodes if n.id != leader)
+        # A majority follows the leader; wait until this follower knows it too.
+        cluster.wait_until(
+            lambda: (s := follower.status()) is not None and s.leader == leader,
+            timeout=10,
+            what=f"{follower.id} to learn the leader",
+        )
         with follower.client() as client:
             with pytest.raises(NotLeaderError) as info:
                 client.set("k", "v")
