@@ -63,3 +63,19 @@ fn crash_between_save_and_compaction_loses_nothing() {
     assert_eq!(recovered.snapshot, Some(snapshot(30, 1)));
     assert_eq!(recovered.entries, entries(31, 40, 1));
 }
+
+#[test]
+fn compact_to_makes_earlier_appends_durable_even_with_nothing_to_compact() {
+    let fs = SimFs::new();
+    let (mut s, _) = open(&fs);
+    s.append(&entries(1, 40, 1)).unwrap();
+    s.sync().unwrap();
+    s.save_snapshot(&snapshot(30, 1)).unwrap();
+    s.append(&entries(41, 50, 1)).unwrap();
+    // Already compacted to 30: nothing to compact, but 41..=50 must be durable.
+    s.compact_to(&snapshot(20, 1).meta).unwrap();
+    drop(s);
+    fs.crash(3);
+    let (_, recovered) = open(&fs);
+    assert_eq!(recovered.entries, entries(31, 50, 1));
+}

@@ -94,11 +94,9 @@ fn write_batch(
             } => {
                 let snapshot_index = match snapshot {
                     Some(snapshot) => {
-                        if dirty {
-                            storage.sync()?;
-                            dirty = false;
-                        }
+                        // Syncs what this batch appended before it, then saves.
                         storage.save_snapshot(&snapshot)?;
+                        dirty = false;
                         Some(snapshot.meta.last_index)
                     }
                     None => None,
@@ -118,6 +116,7 @@ fn write_batch(
                 });
             }
             StorageJob::Compact(meta) => {
+                // Syncs what this batch appended before it, then compacts.
                 storage.compact_to(&meta)?;
                 dirty = false;
                 reports.push(StorageDone::SnapshotTaken(meta));

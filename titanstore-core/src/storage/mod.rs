@@ -208,13 +208,15 @@ impl Storage {
         }
     }
 
-    /// Compacts the WAL behind a snapshot that a [`SnapshotWriter`] saved.
-    /// Does nothing if the log is already compacted that far.
+    /// Makes everything appended so far durable, then compacts the WAL behind
+    /// a snapshot that a [`SnapshotWriter`] saved (nothing to compact if the
+    /// log is already compacted that far). Like [`Storage::save_snapshot`],
+    /// it returns with the WAL synced.
     pub fn compact_to(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.wal.sync()?;
         if meta.last_index <= self.wal.snapshot_index() {
             return Ok(());
         }
-        self.wal.sync()?;
         self.wal.compact(meta.last_index, meta.last_term)
     }
 
