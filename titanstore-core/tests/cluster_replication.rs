@@ -13,13 +13,7 @@ fn writes_replicate_and_followers_redirect() {
     let cluster = TestCluster::launch(3, &[]);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let leader_addr = cluster.node(&leader).client_addr();
-    let follower = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .unwrap()
-        .id
-        .clone();
+    let follower = cluster.other_than(&leader);
 
     assert_eq!(
         cluster

@@ -12,13 +12,7 @@ use harness::{TestCluster, set_via_leader, wait_for};
 fn lagging_node_catches_up_through_install_snapshot() {
     let mut cluster = TestCluster::launch(3, &["--snapshot-threshold", "50"]);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
-    let lagger = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id != leader)
-        .unwrap()
-        .id
-        .clone();
+    let lagger = cluster.other_than(&leader);
     cluster.kill(&lagger);
     for i in 0..300 {
         assert_eq!(

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod sim;
+mod support;
 
 use sim::{SimOptions, run_seeds};
 

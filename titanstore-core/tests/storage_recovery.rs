@@ -144,8 +144,9 @@ fn flipped_length_bit_in_an_early_record_is_an_error() {
     }
 }
 
-#[test]
-fn damage_in_an_older_segment_is_never_treated_as_torn() {
+/// A WAL of 60 synced entries spread over several small segments; returns
+/// the disk, the options, the WAL dir and the segment names in order.
+fn several_synced_segments() -> (SimFs, StorageOptions, PathBuf, Vec<String>) {
     let fs = SimFs::new();
     let opts = StorageOptions { segment_bytes: 200 };
     let (mut s, _) = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts.clone()).unwrap();
@@ -157,6 +158,12 @@ fn damage_in_an_older_segment_is_never_treated_as_torn() {
     let wal = Path::new(DIR).join("wal");
     let mut names = fs.list_dir(&wal).unwrap();
     names.sort();
+    (fs, opts, wal, names)
+}
+
+#[test]
+fn damage_in_an_older_segment_is_never_treated_as_torn() {
+    let (fs, opts, wal, names) = several_synced_segments();
     assert!(names.len() > 2);
     let first = wal.join(&names[0]);
     let bytes = fs.file_bytes(&first).unwrap();
@@ -171,17 +178,7 @@ fn damage_in_an_older_segment_is_never_treated_as_torn() {
 
 #[test]
 fn a_missing_segment_is_a_log_gap_not_silent_loss() {
-    let fs = SimFs::new();
-    let opts = StorageOptions { segment_bytes: 200 };
-    let (mut s, _) = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts.clone()).unwrap();
-    for lo in (1..=60).step_by(5) {
-        s.append(&entries(lo, lo + 4, 1)).unwrap();
-        s.sync().unwrap();
-    }
-    drop(s);
-    let wal = Path::new(DIR).join("wal");
-    let mut names = fs.list_dir(&wal).unwrap();
-    names.sort();
+    let (fs, opts, wal, names) = several_synced_segments();
     fs.remove(&wal.join(&names[0])).unwrap();
     fs.sync_dir(&wal).unwrap();
     let err = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts).unwrap_err();

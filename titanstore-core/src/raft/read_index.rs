@@ -87,19 +87,11 @@ impl RaftNode {
     }
 
     pub(super) fn handle_read_request(&mut self, from: NodeId, request_id: u64) {
+        let requester = Requester::Remote { from, request_id };
         if self.role == Role::Leader {
-            self.leader_read(Requester::Remote { from, request_id });
+            self.leader_read(requester);
         } else {
-            let term = self.term;
-            self.send(
-                from,
-                MessageBody::ReadIndexReply {
-                    term,
-                    request_id,
-                    read_index: 0,
-                    ok: false,
-                },
-            );
+            self.answer_read(requester, None);
         }
     }
 

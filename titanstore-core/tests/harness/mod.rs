@@ -94,6 +94,16 @@ impl TestCluster {
         self.nodes.iter().position(|n| n.id == id).unwrap()
     }
 
+    /// Some node other than `id` (e.g. a follower of the leader `id`).
+    pub fn other_than(&self, id: &str) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.id != id)
+            .expect("a cluster of more than one node")
+            .id
+            .clone()
+    }
+
     pub fn node(&self, id: &str) -> &TestNode {
         &self.nodes[self.index(id)]
     }

@@ -17,8 +17,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use titanstore_core::raft::{Message, MessageBody, Ready, Role};
 use titanstore_core::types::{
-    ClusterConfig, Command, Entry, EntryPayload, LogIndex, MemberAddr, NodeId, Snapshot,
-    SnapshotMeta, Term,
+    Command, Entry, EntryPayload, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
 };
 
 use node::{SimNode, digest_step};
@@ -84,18 +83,8 @@ impl Sim {
     pub fn new(seed: u64, opts: SimOptions) -> Result<Self, String> {
         let mut rng = SmallRng::seed_from_u64(seed);
         let ids: Vec<NodeId> = (1..=opts.nodes).map(|i| format!("n{i}")).collect();
-        let config = ClusterConfig {
-            voters: ids
-                .iter()
-                .map(|id| {
-                    let addr = MemberAddr {
-                        raft_addr: format!("{id}:1"),
-                        client_addr: format!("{id}:2"),
-                    };
-                    (id.clone(), addr)
-                })
-                .collect(),
-        };
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let config = crate::support::config_of(&id_refs);
         let mut nodes = Vec::new();
         for id in &ids {
             nodes.push(SimNode::new(id.clone(), &config, rng.random(), &opts)?);
