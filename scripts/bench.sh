@@ -6,45 +6,27 @@
 #   scripts/bench.sh [seconds per workload]     (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 SECS=${1:-5}
 cargo build --release --quiet -p titanstore-core --bins
 BIN=./target/release/titanstore-server
 BENCH=./target/release/titanstore-bench
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/titanstore-bench.XXXXXX")
-PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    local pidfile
+    for pidfile in "$DIR"/*.pid; do
+        [[ -f $pidfile ]] && kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     rm -rf "$DIR"
 }
 trap cleanup EXIT
 
-for i in 1 2 3; do
-    peers=()
-    for j in 1 2 3; do
-        [[ $i == "$j" ]] || peers+=("node$j:127.0.0.1:$((7000 + j)):$((7100 + j))")
-    done
-    "$BIN" --id "node$i" --port $((7000 + i)) --client-port $((7100 + i)) \
-        --advertise-client-addr "127.0.0.1:$((7100 + i))" \
-        --peers "$(IFS=,; echo "${peers[*]}")" --data-dir "$DIR/node$i" \
-        --log warn >"$DIR/node$i.log" 2>&1 &
-    PIDS+=($!)
+for id in node1 node2 node3; do
+    start_node "$BIN" "$id" 7000 7100 "$DIR" --log warn
 done
-
-leader=""
-for _ in $(seq 200); do
-    for i in 1 2 3; do
-        if exec 3<>"/dev/tcp/127.0.0.1/$((7100 + i))" 2>/dev/null; then
-            printf 'STATUS\n' >&3
-            IFS= read -r -t 1 reply <&3 || reply=""
-            exec 3<&-
-            [[ $reply == *" role=leader "* ]] && leader="127.0.0.1:$((7100 + i))"
-        fi
-    done
-    [[ -n $leader ]] && break
-    sleep 0.05
-done
-[[ -n $leader ]] || { echo "no leader"; exit 1; }
+port=$(wait_leader_port 7100 20) || { echo "no leader"; exit 1; }
+leader="127.0.0.1:$port"
 echo "leader at $leader; $SECS s per workload; every OK is fsynced on a majority"
 run() { "$BENCH" --addr "$leader" --duration "$SECS" "$@"; }
 run --clients 1

@@ -7,6 +7,7 @@
 # Uses its own data dir (./data/chaos) and the default ports 5001-5003/6001-6003.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 ROUNDS=${1:-5}
 export TITANSTORE_DATA=./data/chaos
 rm -rf "$TITANSTORE_DATA"
@@ -14,24 +15,6 @@ trap 'scripts/cluster.sh stop' EXIT
 scripts/cluster.sh start >/dev/null
 BIN=${TITANSTORE_BIN:-./target/release/titanstore-server}
 echo "cluster up; running $ROUNDS rounds of leader kills"
-
-ask() {
-    local port=$1 line=$2 reply
-    exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
-    printf '%s\n' "$line" >&3
-    IFS= read -r -t 6 reply <&3 || { exec 3<&-; return 1; }
-    exec 3<&-
-    printf '%s\n' "${reply%$'\r'}"
-}
-
-leader_port() {
-    local port reply
-    for port in 6001 6002 6003; do
-        reply=$(ask "$port" STATUS) || continue
-        [[ $reply == *" role=leader "* ]] && { echo "$port"; return 0; }
-    done
-    return 1
-}
 
 ACKED=$TITANSTORE_DATA/acked.txt
 : >"$ACKED"
@@ -51,19 +34,12 @@ WRITER=$!
 
 for round in $(seq "$ROUNDS"); do
     sleep 2
-    port=$(leader_port) || { echo "round $round: no leader right now"; continue; }
+    port=$(leader_port 6000) || { echo "round $round: no leader right now"; continue; }
     id=node$((port - 6000))
     kill -KILL "$(cat "$TITANSTORE_DATA/$id.pid")"
     echo "round $round: killed leader $id after $(wc -l <"$ACKED") acknowledged writes"
     sleep 1
-    peers=()
-    for p in node1 node2 node3; do
-        [[ $p == "$id" ]] || peers+=("$p:localhost:$((5000 + ${p#node})):$((6000 + ${p#node}))")
-    done
-    "$BIN" --id "$id" --port $((5000 + ${id#node})) --client-port "$port" \
-        --advertise-client-addr "localhost:$port" --peers "$(IFS=,; echo "${peers[*]}")" \
-        --data-dir "$TITANSTORE_DATA/$id" >>"$TITANSTORE_DATA/$id.log" 2>&1 &
-    echo $! >"$TITANSTORE_DATA/$id.pid"
+    start_node "$BIN" "$id" 5000 6000 "$TITANSTORE_DATA"
 done
 kill "$WRITER" 2>/dev/null || true
 wait "$WRITER" 2>/dev/null || true

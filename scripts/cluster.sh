@@ -10,21 +10,12 @@
 # data under ./data/nodeN (kept between runs). TITANSTORE_BIN skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 DATA=${TITANSTORE_DATA:-./data}
 IDS=(node1 node2 node3)
 raft_port() { echo $((5000 + ${1#node})); }
 client_port() { echo $((6000 + ${1#node})); }
-
-# One request over bash's /dev/tcp, so nothing but bash is needed.
-ask() {
-    local port=$1 line=$2 reply
-    exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
-    printf '%s\n' "$line" >&3
-    IFS= read -r -t 2 reply <&3 || { exec 3<&-; return 1; }
-    exec 3<&-
-    printf '%s\n' "${reply%$'\r'}"
-}
 
 build() {
     if [[ -n "${TITANSTORE_BIN:-}" ]]; then BIN=$TITANSTORE_BIN; return; fi
@@ -42,32 +33,17 @@ start_nodes() {
         fi
     done
     for id in "${IDS[@]}"; do
-        local peers=() p
-        for p in "${IDS[@]}"; do
-            [[ $p == "$id" ]] || peers+=("$p:localhost:$(raft_port "$p"):$(client_port "$p")")
-        done
-        "$BIN" --id "$id" --port "$(raft_port "$id")" --client-port "$(client_port "$id")" \
-            --advertise-client-addr "localhost:$(client_port "$id")" \
-            --peers "$(IFS=,; echo "${peers[*]}")" --data-dir "$DATA/$id" \
-            >>"$DATA/$id.log" 2>&1 &
-        echo $! >"$DATA/$id.pid"
+        start_node "$BIN" "$id" 5000 6000 "$DATA"
     done
 }
 
 wait_for_leader() {
-    local deadline=$((SECONDS + 20)) id status
-    while ((SECONDS < deadline)); do
-        for id in "${IDS[@]}"; do
-            status=$(ask "$(client_port "$id")" STATUS 2>/dev/null) || continue
-            if [[ $status == *" role=leader "* ]]; then
-                echo "$id"
-                return 0
-            fi
-        done
-        sleep 0.1
-    done
-    echo "no leader after 20 s; logs are in $DATA/node*.log" >&2
-    return 1
+    local port
+    port=$(wait_leader_port 6000 20) || {
+        echo "no leader after 20 s; logs are in $DATA/node*.log" >&2
+        return 1
+    }
+    echo "node$((port - 6000))"
 }
 
 stop_nodes() {
