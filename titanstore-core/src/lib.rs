@@ -1,6 +1,7 @@
 //! TitanStore core: everything a node is.
 //!
 //! Layout:
+//! - [`checker`]: the linearizability checker (Wing & Gong / Lowe) for histories.
 //! - [`types`]: entries, commands, hard state, configuration (shared data).
 //! - [`raft`]: the pure Raft state machine (messages and ticks in, work out).
 //! - [`storage`]: file layer, WAL, snapshots (durable state on disk).
@@ -8,6 +9,7 @@
 //! - [`transport`]: gRPC between nodes; [`protocol`]: the client wire format;
 //!   [`server`]: the client TCP server; [`node`]: the event loop gluing them;
 //!   [`cli`]: the `titanstore-server` command line.
+pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod node;

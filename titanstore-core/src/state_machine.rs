@@ -25,11 +25,28 @@ pub struct StateMachine {
     applied_index: LogIndex,
     applied_term: Term,
     config: ClusterConfig,
+    cluster_id: Option<String>,
 }
 
-/// The encoded form of a snapshot's `data`.
+/// First bytes of a snapshot image: format version 2, checksummed.
+/// An image is `IMAGE_MAGIC | crc32c(body) (u32 LE) | body`, the body being
+/// an [`Image`] in the fixed codec. Release 1 images (a bare [`LegacyImage`])
+/// are still read.
+pub const IMAGE_MAGIC: [u8; 4] = *b"TSS2";
+
+/// The encoded form of a snapshot's `data` (after the header).
 #[derive(Serialize, Deserialize)]
-struct Image<C, M> {
+struct Image<C, M, I> {
+    applied_index: LogIndex,
+    applied_term: Term,
+    config: C,
+    cluster_id: I,
+    map: M,
+}
+
+/// Release 1's image: no header, no cluster id.
+#[derive(Deserialize)]
+struct LegacyImage<C, M> {
     applied_index: LogIndex,
     applied_term: Term,
     config: C,
@@ -86,6 +103,8 @@ impl<'de> Deserialize<'de> for MapIn {
 pub enum RestoreError {
     #[error("undecodable snapshot image: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+    #[error("snapshot image checksum mismatch (damaged in transit or on disk)")]
+    Checksum,
     #[error("snapshot image is at index {image} but its metadata says {meta}")]
     IndexMismatch { image: LogIndex, meta: LogIndex },
 }
@@ -104,6 +123,11 @@ impl StateMachine {
         match &entry.payload {
             EntryPayload::Noop => {}
             EntryPayload::Config(config) => self.config = config.clone(),
+            EntryPayload::Bootstrap { cluster_id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(cluster_id.clone());
+                }
+            }
             EntryPayload::Command(Command::Set { key, value }) => {
                 self.map
                     .insert(key.as_slice().into(), value.as_slice().into());
@@ -142,6 +166,11 @@ impl StateMachine {
         self.applied_term
     }
 
+    /// The id chosen when the cluster bootstrapped, once applied.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
     /// The latest applied cluster configuration.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
@@ -168,35 +197,65 @@ impl StateMachine {
         &self,
         capacity: usize,
     ) -> Result<Vec<u8>, bincode::error::EncodeError> {
-        let mut out = Vec::with_capacity(capacity);
+        let mut out = Vec::with_capacity(capacity.max(8));
+        out.extend_from_slice(&IMAGE_MAGIC);
+        out.extend_from_slice(&[0; 4]);
         bincode::serde::encode_into_std_write(
             &Image {
                 applied_index: self.applied_index,
                 applied_term: self.applied_term,
                 config: &self.config,
+                cluster_id: &self.cluster_id,
                 map: MapOut(&self.map),
             },
             &mut out,
             types::codec_config(),
         )?;
+        let crc = crc32c::crc32c(&out[8..]);
+        out[4..8].copy_from_slice(&crc.to_le_bytes());
         Ok(out)
+    }
+
+    /// Decodes and checks an image without installing it.
+    pub fn from_image(meta: &SnapshotMeta, data: &[u8]) -> Result<StateMachine, RestoreError> {
+        let sm = match data.strip_prefix(&IMAGE_MAGIC) {
+            Some(rest) => {
+                let (crc, body) = rest.split_at_checked(4).ok_or(RestoreError::Checksum)?;
+                if crc32c::crc32c(body).to_le_bytes() != crc {
+                    return Err(RestoreError::Checksum);
+                }
+                let image: Image<ClusterConfig, MapIn, Option<String>> = types::decode(body)?;
+                StateMachine {
+                    map: image.map.0,
+                    applied_index: image.applied_index,
+                    applied_term: image.applied_term,
+                    config: image.config,
+                    cluster_id: image.cluster_id,
+                }
+            }
+            None => {
+                let image: LegacyImage<ClusterConfig, MapIn> = types::decode(data)?;
+                StateMachine {
+                    map: image.map.0,
+                    applied_index: image.applied_index,
+                    applied_term: image.applied_term,
+                    config: image.config,
+                    cluster_id: None,
+                }
+            }
+        };
+        if sm.applied_index != meta.last_index {
+            return Err(RestoreError::IndexMismatch {
+                image: sm.applied_index,
+                meta: meta.last_index,
+            });
+        }
+        Ok(sm)
     }
 
     /// Replaces the whole state with a snapshot image.
     pub fn restore(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), RestoreError> {
-        let image: Image<ClusterConfig, MapIn> = types::decode(data)?;
-        if image.applied_index != meta.last_index {
-            return Err(RestoreError::IndexMismatch {
-                image: image.applied_index,
-                meta: meta.last_index,
-            });
-        }
-        *self = StateMachine {
-            map: image.map.0,
-            applied_index: image.applied_index,
-            applied_term: image.applied_term,
-            config: image.config,
-        };
+        *self = StateMachine::from_image(meta, data)?;
         Ok(())
     }
 }
@@ -290,7 +349,15 @@ mod tests {
         ));
         assert!(matches!(
             restored.restore(&sm.snapshot_meta(), &image[..5]),
-            Err(RestoreError::Decode(_))
+            Err(RestoreError::Checksum)
+        ));
+        // One flipped bit anywhere in the body is caught by the checksum.
+        let mut damaged = image.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x10;
+        assert!(matches!(
+            restored.restore(&sm.snapshot_meta(), &damaged),
+            Err(RestoreError::Checksum)
         ));
     }
 }

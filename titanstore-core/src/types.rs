@@ -41,6 +41,9 @@ pub enum EntryPayload {
     Command(Command),
     /// A new cluster configuration (membership changes, later).
     Config(ClusterConfig),
+    /// Written by the first leader of a new cluster: the cluster's id. The
+    /// first one applied wins; later ones change nothing.
+    Bootstrap { cluster_id: String },
 }
 
 /// One entry of the replicated log.

@@ -20,7 +20,7 @@ fn single_node_elects_itself_and_commits_after_persisting() {
     let rd2 = n.ready();
     let last = rd2.entries.last().unwrap();
     assert_eq!((last.index, last.term), (index, term));
-    n.on_persisted(index, term);
+    n.on_persisted(rd2.seq, index, term);
     assert_eq!(n.status().commit, index);
     let rd3 = n.ready();
     assert_eq!(rd3.committed_entries.len() as u64, index);

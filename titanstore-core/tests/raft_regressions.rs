@@ -162,7 +162,7 @@ fn follower_truncates_conflicts_but_keeps_matching_entries() {
     let s = n3.status();
     assert_eq!(s.last_index, 3, "stale entry 4 (term 2) must be gone");
     for m in &rd.persisted_messages {
-        n3.on_persisted(3, 3);
+        n3.on_persisted(rd.seq, 3, 3);
         assert!(matches!(
             m.body,
             MessageBody::AppendEntriesReply {
@@ -281,6 +281,7 @@ fn stale_replies_are_ignored() {
             conflict_index: 0,
             conflict_term: 0,
             read_round: 0,
+            reject_index: 0,
         },
     ));
     c.process();
@@ -350,7 +351,7 @@ fn old_term_entries_are_not_committed_by_counting() {
     let rd = n1.ready();
     let noop = rd.entries.last().unwrap().clone();
     assert_eq!((noop.index, noop.term), (2, 2));
-    n1.on_persisted(2, 2);
+    n1.on_persisted(rd.seq, 2, 2);
     // n2 acknowledges only the term-1 entry: a majority holds it, but it
     // must not be committed until the term-2 no-op is.
     n1.step(msg(
@@ -363,6 +364,7 @@ fn old_term_entries_are_not_committed_by_counting() {
             conflict_index: 0,
             conflict_term: 0,
             read_round: 0,
+            reject_index: 0,
         },
     ));
     assert_eq!(n1.status().commit, 0);
@@ -376,6 +378,7 @@ fn old_term_entries_are_not_committed_by_counting() {
             conflict_index: 0,
             conflict_term: 0,
             read_round: 0,
+            reject_index: 0,
         },
     ));
     assert_eq!(n1.status().commit, 2);
@@ -431,6 +434,6 @@ fn snapshot_is_not_acknowledged_before_it_is_durable() {
         "acked before the snapshot was durable: {:?}",
         rd.messages
     );
-    n2.on_snapshot_persisted(10);
+    n2.on_snapshot_persisted(rd.seq, 10);
     assert_eq!(n2.status().snapshot_index, 10);
 }

@@ -137,7 +137,11 @@ fn run(ops: Vec<Op>) {
                     commit,
                 };
                 s.set_hard_state(&m.hard_state).unwrap();
-                states.push(m);
+                // The hard state is durable at once (its own two-copy files),
+                // whichever log prefix a crash leaves.
+                for st in states.iter_mut() {
+                    st.hard_state = m.hard_state.clone();
+                }
             }
             Op::Truncate { back } => {
                 let from = m.last_index().saturating_sub(back).max(m.snap_index()) + 1;

@@ -2,7 +2,7 @@
 //! `titanstore.chaos`. This file only converts between Python and the pure
 //! algorithm in [`wgl`]; the search runs with the GIL released.
 
-mod wgl;
+use titanstore_core::checker as wgl;
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use wgl::{Kind, Op, Outcome, Verdict};
+use titanstore_core::checker::{Kind, Op, Outcome, Verdict};
 
 /// One operation as Python passes it:
 /// `(kind, key, value, call_time, return_time, outcome)`.

@@ -7,7 +7,8 @@
 
 mod event_loop;
 mod handle;
-mod storage_thread;
+pub mod replica;
+pub mod storage_thread;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,11 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 pub use handle::NodeHandle;
+pub use replica::{Effect, Replica, ReplicaConfig, Token};
 
 use crate::raft::{Bootstrap, RaftConfig, RaftNode};
 use crate::server::{self, ServerConfig};
 use crate::state_machine::StateMachine;
-use crate::storage::{self, Storage};
+use crate::storage::{self, Recovered, Storage};
 use crate::transport::{self, PeerSender, SnapshotSource};
 use crate::types::{ClusterConfig, MemberAddr, NodeId, Snapshot, SnapshotMeta};
 
@@ -83,7 +85,8 @@ impl NodeConfig {
         (d.as_micros() / tick).max(1) as u64
     }
 
-    fn raft_config(&self) -> RaftConfig {
+    /// The Raft core's tunables; a new seed and incarnation at every call.
+    pub fn raft_config(&self) -> RaftConfig {
         let mut raft = RaftConfig::new(self.id.clone());
         raft.election_timeout_min_ticks = self.ticks(self.election_timeout_min);
         raft.election_timeout_max_ticks = self
@@ -91,11 +94,27 @@ impl NodeConfig {
             .max(raft.election_timeout_min_ticks + 1);
         raft.heartbeat_ticks = self.ticks(self.heartbeat_interval);
         raft.seed = seed_from_clock(&self.id);
+        raft.incarnation = raft.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
+        raft.bootstrap_grace_ticks = 10 * raft.election_timeout_max_ticks;
         raft
     }
 
+    /// The replica's tunables.
+    pub fn replica_config(&self) -> ReplicaConfig {
+        let election_max = self.ticks(self.election_timeout_max);
+        ReplicaConfig {
+            id: self.id.clone(),
+            advertise_client_addr: self.advertise_client_addr.clone(),
+            snapshot_threshold: self.snapshot_threshold,
+            request_timeout_ticks: self.ticks(self.request_timeout),
+            disk_stall_ticks: (5 * election_max).max(self.ticks(Duration::from_secs(1))),
+            record_applied: false,
+            seed: seed_from_clock(&self.id).rotate_left(29),
+        }
+    }
+
     /// The membership given on the command line, this node included.
-    fn initial_membership(&self) -> ClusterConfig {
+    pub fn initial_membership(&self) -> ClusterConfig {
         let mut voters = BTreeMap::new();
         voters.insert(
             self.id.clone(),
@@ -139,6 +158,8 @@ pub enum NodeError {
     Snapshot(String),
     #[error("storage failed while running: {0}")]
     StorageFailed(String),
+    #[error("refusing to take part in the cluster: {0}")]
+    Refused(String),
     #[error("the raft endpoint stopped receiving peer messages")]
     RaftEndpointStopped,
     #[error("raft endpoint failed: {0}")]
@@ -155,6 +176,53 @@ impl SnapshotSource for DiskSnapshots {
     }
 }
 
+/// Builds a node's replica from what its storage recovered: the state
+/// machine from the snapshot, the core from the hard state and the log.
+/// A node that recovered nothing at all starts "fresh" (see the core's
+/// bootstrap gate). The runtime and the whole-node simulation both boot here.
+pub fn boot(
+    mut raft_config: RaftConfig,
+    replica_config: ReplicaConfig,
+    membership: ClusterConfig,
+    recovered: Recovered,
+) -> Result<Replica, NodeError> {
+    let fresh = recovered.hard_state == Default::default()
+        && recovered.snapshot.is_none()
+        && recovered.entries.is_empty();
+    raft_config.fresh = fresh;
+    let (kv, snapshot_meta) = match &recovered.snapshot {
+        Some(snapshot) => {
+            let kv = StateMachine::from_image(&snapshot.meta, &snapshot.data)
+                .map_err(|err| NodeError::Snapshot(err.to_string()))?;
+            (kv, snapshot.meta.clone())
+        }
+        None => (
+            StateMachine::new(),
+            SnapshotMeta {
+                last_index: 0,
+                last_term: 0,
+                config: membership,
+            },
+        ),
+    };
+    tracing::info!(
+        id = %replica_config.id,
+        snapshot_index = snapshot_meta.last_index,
+        entries = recovered.entries.len(),
+        term = recovered.hard_state.term,
+        fresh,
+        "recovered state"
+    );
+    let boot = Bootstrap {
+        hard_state: recovered.hard_state,
+        snapshot: snapshot_meta.clone(),
+        entries: recovered.entries,
+        applied: snapshot_meta.last_index,
+    };
+    let raft = RaftNode::new(raft_config, boot).map_err(|err| NodeError::Raft(err.to_string()))?;
+    Ok(Replica::new(replica_config, raft, kv, snapshot_meta))
+}
+
 /// Runs a node until `shutdown` completes or storage fails.
 pub async fn run(
     config: NodeConfig,
@@ -166,36 +234,12 @@ pub async fn run(
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(?torn, "cut off a torn record at the end of the WAL");
     }
-    let membership = config.initial_membership();
-    let mut kv = StateMachine::new();
-    let snapshot_meta = match &recovered.snapshot {
-        Some(snapshot) => {
-            kv.restore(&snapshot.meta, &snapshot.data)
-                .map_err(|err| NodeError::Snapshot(err.to_string()))?;
-            snapshot.meta.clone()
-        }
-        None => SnapshotMeta {
-            last_index: 0,
-            last_term: 0,
-            config: membership.clone(),
-        },
-    };
-    tracing::info!(
-        id = %config.id,
-        snapshot_index = snapshot_meta.last_index,
-        entries = recovered.entries.len(),
-        term = recovered.hard_state.term,
-        "recovered state"
-    );
-    let boot = Bootstrap {
-        hard_state: recovered.hard_state.clone(),
-        snapshot: snapshot_meta.clone(),
-        entries: recovered.entries,
-        applied: snapshot_meta.last_index,
-    };
-    let raft = RaftNode::new(config.raft_config(), boot)
-        .map_err(|err| NodeError::Raft(err.to_string()))?;
-
+    let replica = boot(
+        config.raft_config(),
+        config.replica_config(),
+        config.initial_membership(),
+        recovered,
+    )?;
     let (job_tx, job_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
@@ -241,8 +285,7 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let event_loop =
-        event_loop::EventLoop::new(config, raft, kv, snapshot_meta, peers, job_tx, snapshot_tx);
+    let event_loop = event_loop::EventLoop::new(replica, config.tick, peers, job_tx, snapshot_tx);
     let result = event_loop
         .run(inbox_rx, request_rx, done_rx, shutdown)
         .await;

@@ -17,9 +17,12 @@ use crate::storage::{SnapshotWriter, Storage};
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
 /// Work for the storage thread.
-pub(crate) enum StorageJob {
-    /// Persist what one `Ready` asked for; `then` goes out once it is durable.
+#[derive(Debug)]
+pub enum StorageJob {
+    /// Persist what one `Ready` (numbered `seq`) asked for; `then` goes out
+    /// once it is durable.
     Write {
+        seq: u64,
         snapshot: Option<Snapshot>,
         entries: Vec<Entry>,
         hard_state: Option<HardState>,
@@ -30,8 +33,10 @@ pub(crate) enum StorageJob {
 }
 
 /// What the storage thread reports back, in job order.
-pub(crate) enum StorageDone {
+#[derive(Debug)]
+pub enum StorageDone {
     Written {
+        seq: u64,
         last: Option<(LogIndex, Term)>,
         snapshot_index: Option<LogIndex>,
         then: Vec<Message>,
@@ -78,7 +83,10 @@ pub(crate) fn run(
     }
 }
 
-fn write_batch(
+/// Carries out a batch of jobs with as few fsyncs as it can (one for all
+/// appends), returning one report per job. The storage thread and the
+/// whole-node simulation both run exactly this.
+pub fn write_batch(
     storage: &mut Storage,
     batch: Vec<StorageJob>,
 ) -> Result<Vec<StorageDone>, crate::storage::StorageError> {
@@ -87,6 +95,7 @@ fn write_batch(
     for job in batch {
         match job {
             StorageJob::Write {
+                seq,
                 snapshot,
                 entries,
                 hard_state,
@@ -110,6 +119,7 @@ fn write_batch(
                     dirty = true;
                 }
                 reports.push(StorageDone::Written {
+                    seq,
                     last: entries.last().map(|e| (e.index, e.term)),
                     snapshot_index,
                     then,

@@ -73,7 +73,7 @@ impl RaftNode {
 
     /// Election timeout (or `campaign`): pre-vote first if enabled.
     pub(super) fn hup(&mut self) {
-        if self.role == Role::Leader || !self.is_voter() {
+        if self.role == Role::Leader || !self.is_voter() || !self.may_campaign {
             return;
         }
         if self.cfg.pre_vote {

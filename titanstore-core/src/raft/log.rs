@@ -21,6 +21,12 @@ pub(crate) struct RaftLog {
     persisted: LogIndex,
     /// Highest index already handed to the runtime in a `Ready`.
     handed_out: LogIndex,
+    /// Persistence reports of Readys numbered below this are ignored: the
+    /// log was cut or replaced after they were handed out, so what they made
+    /// durable may be undone on disk by a later job before it is redone.
+    min_persist_seq: u64,
+    /// Number of the Ready being assembled next (see `RaftNode::ready`).
+    next_seq: u64,
 }
 
 impl RaftLog {
@@ -32,6 +38,8 @@ impl RaftLog {
             committed: committed.clamp(snapshot.last_index, last),
             persisted: last,
             handed_out: last,
+            min_persist_seq: 0,
+            next_seq: 1,
             snapshot,
             entries,
         }
@@ -139,6 +147,9 @@ impl RaftLog {
             self.entries.truncate(keep);
         }
         let before = first.index - 1;
+        if self.handed_out > before {
+            self.min_persist_seq = self.next_seq;
+        }
         self.handed_out = self.handed_out.min(before);
         self.persisted = self.persisted.min(before);
         self.entries.extend_from_slice(entries);
@@ -189,6 +200,7 @@ impl RaftLog {
         // entries a crash would take away.
         self.persisted = self.persisted.min(self.snapshot.last_index);
         self.handed_out = index;
+        self.min_persist_seq = self.next_seq;
         self.snapshot = meta;
     }
 
@@ -212,6 +224,13 @@ impl RaftLog {
         self.last_index() > self.handed_out
     }
 
+    /// Numbers the Ready being handed out now; returns its number.
+    pub(crate) fn start_ready(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     /// Entries not handed to the runtime yet; marks them handed out.
     pub(crate) fn take_unhanded(&mut self) -> Vec<Entry> {
         let lo = (self.handed_out + 1).max(self.first_index());
@@ -223,19 +242,28 @@ impl RaftLog {
         self.slice(lo, last, usize::MAX)
     }
 
-    /// Runtime reports entries up to (`index`, `term`) durable. Ignored when our
-    /// log no longer has that entry (it was replaced after being handed out).
-    pub(crate) fn on_persisted(&mut self, index: LogIndex, term: Term) -> bool {
-        if index > self.persisted && index <= self.handed_out && self.match_term(index, term) {
+    /// Runtime reports that the Ready numbered `seq` made entries up to
+    /// (`index`, `term`) durable. Ignored when our log no longer has that entry
+    /// or was cut after that Ready was handed out: an entry with the same
+    /// (index, term) handed out again later is made durable by a later job.
+    pub(crate) fn on_persisted(&mut self, seq: u64, index: LogIndex, term: Term) -> bool {
+        if seq >= self.min_persist_seq
+            && index > self.persisted
+            && index <= self.handed_out
+            && self.match_term(index, term)
+        {
             self.persisted = index;
             return true;
         }
         false
     }
 
-    /// Runtime reports the snapshot at `index` durable.
-    pub(crate) fn on_snapshot_persisted(&mut self, index: LogIndex) {
-        if index == self.snapshot.last_index && index > self.persisted {
+    /// Runtime reports the snapshot at `index`, handed out in Ready `seq`, durable.
+    pub(crate) fn on_snapshot_persisted(&mut self, seq: u64, index: LogIndex) {
+        if seq >= self.min_persist_seq
+            && index == self.snapshot.last_index
+            && index > self.persisted
+        {
             self.persisted = index;
         }
     }
@@ -264,10 +292,41 @@ mod tests {
         assert_eq!(log.term(2), Some(1));
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.persisted(), 2);
+        let seq = log.start_ready();
         assert_eq!(log.take_unhanded(), vec![e(3, 2), e(4, 2)]);
         // A stale completion for the replaced entry is ignored.
-        assert!(!log.on_persisted(3, 1));
-        assert!(log.on_persisted(4, 2));
+        assert!(!log.on_persisted(seq, 3, 1));
+        assert!(log.on_persisted(seq, 4, 2));
+    }
+
+    #[test]
+    fn completion_of_a_job_from_before_a_restore_is_ignored() {
+        // Job 1 writes 1..=3; a snapshot at 1 from the leader replaces the log
+        // (job 2); entries 2..=3 come again (job 3). Job 1's report arrives
+        // while jobs 2 and 3 are not durable: on disk, job 2 may already have
+        // discarded what job 1 wrote, so it must not count.
+        let mut log = RaftLog::new(SnapshotMeta::default(), vec![], 0);
+        for i in 1..=3 {
+            log.append(1, EntryPayload::Noop);
+            let _ = i;
+        }
+        let job1 = log.start_ready();
+        assert_eq!(log.take_unhanded().len(), 3);
+        log.restore(SnapshotMeta {
+            last_index: 1,
+            last_term: 1,
+            config: Default::default(),
+        });
+        let job2 = log.start_ready();
+        log.truncate_and_append(&[e(2, 1), e(3, 1)]);
+        let job3 = log.start_ready();
+        assert_eq!(log.take_unhanded(), vec![e(2, 1), e(3, 1)]);
+        assert!(!log.on_persisted(job1, 3, 1), "stale report counted");
+        assert_eq!(log.persisted(), 0);
+        log.on_snapshot_persisted(job2, 1);
+        assert_eq!(log.persisted(), 1);
+        assert!(log.on_persisted(job3, 3, 1));
+        assert_eq!(log.persisted(), 3);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! Files:
 //! - `node.rs`: [`RaftNode`], the public entry points and the `Ready` assembly.
+//! - `bootstrap.rs`: the gate that keeps a node with an empty data dir from voting.
 //! - `election.rs`: pre-vote, votes, role changes, ticks, check-quorum.
 //! - `replication.rs`: AppendEntries / InstallSnapshot on both sides, commit.
 //! - `read_index.rs`: linearizable reads (ReadIndex), leader and follower side.
@@ -13,6 +14,7 @@
 //! - `ready.rs`: the data handed to the runtime; `error.rs`: typed errors.
 //! - `message.rs`: the messages between cores.
 
+mod bootstrap;
 mod election;
 mod error;
 mod log;
@@ -46,6 +48,16 @@ pub struct RaftConfig {
     pub check_quorum: bool,
     /// Seeds the election-timeout RNG.
     pub seed: u64,
+    /// Names this process (a new value at every start): ReadIndex replies are
+    /// matched on it, since request ids restart in every process.
+    pub incarnation: u64,
+    /// Whether this node started on an empty data dir and must first confirm
+    /// with its peers that the whole cluster is new before it may vote
+    /// (see `bootstrap.rs`). False for a node that holds state.
+    pub fresh: bool,
+    /// Ticks a fresh node waits for every configured member to confirm that
+    /// it is new; after that a majority of confirmations is enough.
+    pub bootstrap_grace_ticks: u64,
 }
 
 impl RaftConfig {
@@ -67,6 +79,9 @@ impl RaftConfig {
             pre_vote: true,
             check_quorum: true,
             seed,
+            incarnation: seed,
+            fresh: false,
+            bootstrap_grace_ticks: 300,
         }
     }
 

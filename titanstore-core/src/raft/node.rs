@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+use super::bootstrap::Gate;
 use super::log::RaftLog;
 use super::message::{Message, MessageBody};
 use super::progress::Progress;
@@ -58,6 +59,9 @@ pub struct RaftNode {
     /// Proposals since the last `ready()` not yet broadcast: they go out
     /// together, one AppendEntries per follower, when `ready()` is called.
     append_pending: bool,
+    pub(super) gate: Gate,
+    /// Cleared by the runtime while its disk is stalled: no campaigning.
+    pub(super) may_campaign: bool,
 }
 
 impl RaftNode {
@@ -142,8 +146,11 @@ impl RaftNode {
             },
             prev_hard: (hard_state.term, hard_state.voted_for),
             append_pending: false,
+            gate: Gate::Open,
+            may_campaign: true,
             cfg: config,
         };
+        node.gate = Gate::initial(node.cfg.fresh, !node.peers().is_empty());
         node.reset_election_timer();
         tracing::info!(
             id = %node.id, term, last_index = node.log.last_index(),
@@ -154,6 +161,10 @@ impl RaftNode {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        if !self.gate_open() {
+            self.tick_gate();
+            return;
+        }
         self.reads_tick();
         match self.role {
             Role::Leader => self.tick_leader(),
@@ -167,6 +178,19 @@ impl RaftNode {
     pub fn step(&mut self, msg: Message) {
         if msg.to != self.id || msg.from == self.id || !self.cluster.is_voter(&msg.from) {
             tracing::debug!(from = %msg.from, to = %msg.to, "dropping misaddressed message");
+            return;
+        }
+        if !msg.is_valid() {
+            tracing::warn!(from = %msg.from, "dropping message with out-of-range index or term");
+            return;
+        }
+        if let MessageBody::Hello { fresh, reply } = msg.body {
+            self.handle_hello(msg.from, fresh, reply);
+            return;
+        }
+        if !self.gate_open() {
+            // Not even a term change: a node that may have lost its data must
+            // not let anything it receives count as durable state.
             return;
         }
         let mterm = msg.body.term();
@@ -234,14 +258,18 @@ impl RaftNode {
                 conflict_index,
                 conflict_term,
                 read_round,
+                reject_index,
                 ..
             } => self.handle_append_reply(
                 from,
-                success,
-                match_index,
-                conflict_index,
-                conflict_term,
-                read_round,
+                super::replication::AppendReply {
+                    success,
+                    match_index,
+                    conflict_index,
+                    conflict_term,
+                    read_round,
+                    reject_index,
+                },
             ),
             MessageBody::InstallSnapshot { meta, data, .. } => {
                 if self.accept_leader(&from) {
@@ -251,15 +279,22 @@ impl RaftNode {
             MessageBody::InstallSnapshotReply { last_index, .. } => {
                 self.handle_snapshot_reply(from, last_index)
             }
-            MessageBody::ReadIndex { request_id, .. } => self.handle_read_request(from, request_id),
+            MessageBody::ReadIndex {
+                request_id, nonce, ..
+            } => self.handle_read_request(from, request_id, nonce),
             MessageBody::ReadIndexReply {
                 request_id,
                 read_index,
                 ok,
+                nonce,
                 ..
-            } => self.handle_read_reply(request_id, read_index, ok),
+            } => self.handle_read_reply(&from, request_id, read_index, ok, nonce),
+            MessageBody::Hello { .. } => {}
             MessageBody::TimeoutNow { .. } => {
-                if self.leader.as_deref() == Some(from.as_str()) && self.is_voter() {
+                if self.leader.as_deref() == Some(from.as_str())
+                    && self.is_voter()
+                    && self.may_campaign
+                {
                     tracing::info!(id = %self.id, "leadership transfer: campaigning now");
                     self.become_candidate();
                 }
@@ -270,14 +305,37 @@ impl RaftNode {
     /// Appends a command (leader only). Returns its (index, term); it is
     /// committed once `committed_entries` hands it out.
     pub fn propose(&mut self, command: Command) -> Result<(LogIndex, Term), ProposeError> {
+        self.propose_payload(EntryPayload::Command(command))
+    }
+
+    /// Appends any payload but a configuration (leader only).
+    pub fn propose_payload(
+        &mut self,
+        payload: EntryPayload,
+    ) -> Result<(LogIndex, Term), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),
             });
         }
-        let index = self.log.append(self.term, EntryPayload::Command(command));
+        let index = self.log.append(self.term, payload);
         self.append_pending = true;
         Ok((index, self.term))
+    }
+
+    /// The runtime's disk is stalled (or well again). While stalled the node
+    /// does not campaign, and a leader steps down so a healthy node can lead.
+    pub fn set_disk_stalled(&mut self, stalled: bool) {
+        if stalled != self.may_campaign {
+            return;
+        }
+        self.may_campaign = !stalled;
+        if stalled && self.role == Role::Leader {
+            tracing::warn!(id = %self.id, term = self.term, "disk stalled: stepping down");
+            self.become_follower(self.term, None);
+        } else if stalled && self.role != Role::Follower {
+            self.become_follower(self.term, None);
+        }
     }
 
     /// Starts an election now (pre-vote first when enabled).
@@ -305,7 +363,10 @@ impl RaftNode {
             self.bcast_append();
         }
         self.flush_reads();
-        let mut rd = Ready::default();
+        let mut rd = Ready {
+            seq: self.log.start_ready(),
+            ..Ready::default()
+        };
         let soft = self.soft_state();
         if soft != self.prev_soft {
             self.prev_soft = soft.clone();
@@ -337,16 +398,16 @@ impl RaftNode {
         rd
     }
 
-    /// The runtime made entries up to (`index`, `term`) durable.
-    pub fn on_persisted(&mut self, index: LogIndex, term: Term) {
-        if self.log.on_persisted(index, term) && self.role == Role::Leader {
+    /// The runtime made entries up to (`index`, `term`) of Ready `seq` durable.
+    pub fn on_persisted(&mut self, seq: u64, index: LogIndex, term: Term) {
+        if self.log.on_persisted(seq, index, term) && self.role == Role::Leader {
             self.maybe_commit();
         }
     }
 
-    /// The runtime made the snapshot handed out at `index` durable and installed it.
-    pub fn on_snapshot_persisted(&mut self, index: LogIndex) {
-        self.log.on_snapshot_persisted(index);
+    /// The runtime made the snapshot at `index` of Ready `seq` durable and installed it.
+    pub fn on_snapshot_persisted(&mut self, seq: u64, index: LogIndex) {
+        self.log.on_snapshot_persisted(seq, index);
         if index == self.log.snapshot_index() {
             self.applied = self.applied.max(index);
         }
@@ -380,6 +441,11 @@ impl RaftNode {
             applied: self.applied,
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index(),
+            bootstrapping: matches!(self.gate, Gate::Closed { .. }),
+            refused: match &self.gate {
+                Gate::Refused(reason) => Some(reason.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -454,13 +520,16 @@ impl RaftNode {
                     pre_vote,
                 },
             ),
-            MessageBody::ReadIndex { request_id, .. } => self.send(
+            MessageBody::ReadIndex {
+                request_id, nonce, ..
+            } => self.send(
                 msg.from,
                 MessageBody::ReadIndexReply {
                     term,
                     request_id,
                     read_index: 0,
                     ok: false,
+                    nonce,
                 },
             ),
             _ => {}
@@ -477,5 +546,6 @@ fn reject_reply(term: Term, read_round: u64) -> MessageBody {
         conflict_index: 0,
         conflict_term: 0,
         read_round,
+        reject_index: 0,
     }
 }

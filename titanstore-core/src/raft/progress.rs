@@ -99,6 +99,17 @@ impl Progress {
         self.stall_ticks = 0;
     }
 
+    /// Whether a rejection of the AppendEntries anchored at `rejected` is
+    /// stale: in replicate state, anything at or below what already matched;
+    /// while probing, anything but the probe in flight (`next - 1`).
+    pub(crate) fn is_stale_rejection(&self, rejected: LogIndex) -> bool {
+        match self.state {
+            ProgressState::Replicate => rejected <= self.matched,
+            ProgressState::Probe => rejected != self.next.saturating_sub(1),
+            ProgressState::Snapshot { .. } => false,
+        }
+    }
+
     /// Whether no AppendEntries may be sent now.
     pub(crate) fn is_paused(&self, max_inflight: usize) -> bool {
         match self.state {

@@ -21,7 +21,11 @@ use crate::types::{LogIndex, NodeId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Requester {
     Local(u64),
-    Remote { from: NodeId, request_id: u64 },
+    Remote {
+        from: NodeId,
+        request_id: u64,
+        nonce: u64,
+    },
 }
 
 /// One heartbeat round confirming leadership for a batch of reads.
@@ -43,8 +47,9 @@ pub(crate) struct ReadIndexState {
     rounds: VecDeque<ReadRound>,
     /// Leader: highest round each follower echoed in this term.
     acks: BTreeMap<NodeId, u64>,
-    /// Follower: request id -> tick deadline of reads forwarded to the leader.
-    forwarded: BTreeMap<u64, u64>,
+    /// Follower: request id -> (the leader asked, tick deadline) of reads
+    /// forwarded to a leader.
+    forwarded: BTreeMap<u64, (NodeId, u64)>,
     ticks: u64,
     pub(crate) ready: Vec<ReadState>,
     pub(crate) failed: Vec<u64>,
@@ -68,9 +73,19 @@ impl RaftNode {
             return Err(ReadError::NoLeader);
         };
         let deadline = self.reads.ticks + 2 * self.cfg.election_timeout_max_ticks;
-        self.reads.forwarded.insert(request_id, deadline);
+        self.reads
+            .forwarded
+            .insert(request_id, (leader.clone(), deadline));
         let term = self.term;
-        self.send(leader, MessageBody::ReadIndex { term, request_id });
+        let nonce = self.cfg.incarnation;
+        self.send(
+            leader,
+            MessageBody::ReadIndex {
+                term,
+                request_id,
+                nonce,
+            },
+        );
         Ok(())
     }
 
@@ -86,8 +101,12 @@ impl RaftNode {
         }
     }
 
-    pub(super) fn handle_read_request(&mut self, from: NodeId, request_id: u64) {
-        let requester = Requester::Remote { from, request_id };
+    pub(super) fn handle_read_request(&mut self, from: NodeId, request_id: u64, nonce: u64) {
+        let requester = Requester::Remote {
+            from,
+            request_id,
+            nonce,
+        };
         if self.role == Role::Leader {
             self.leader_read(requester);
         } else {
@@ -95,10 +114,26 @@ impl RaftNode {
         }
     }
 
-    pub(super) fn handle_read_reply(&mut self, request_id: u64, read_index: LogIndex, ok: bool) {
-        if self.reads.forwarded.remove(&request_id).is_none() {
+    /// A reply counts only if it comes from the leader the read was sent to
+    /// and names this incarnation: a reply meant for an earlier process with
+    /// the same request id must not answer a newer read with an older index.
+    pub(super) fn handle_read_reply(
+        &mut self,
+        from: &NodeId,
+        request_id: u64,
+        read_index: LogIndex,
+        ok: bool,
+        nonce: u64,
+    ) {
+        if nonce != self.cfg.incarnation {
+            tracing::debug!(%from, request_id, "read reply for another incarnation ignored");
             return;
         }
+        match self.reads.forwarded.get(&request_id) {
+            Some((leader, _)) if leader == from => {}
+            _ => return,
+        }
+        self.reads.forwarded.remove(&request_id);
         if ok {
             self.reads.ready.push(ReadState {
                 request_id,
@@ -171,7 +206,11 @@ impl RaftNode {
                 Some(index) => self.reads.ready.push(ReadState { request_id, index }),
                 None => self.reads.failed.push(request_id),
             },
-            Requester::Remote { from, request_id } => {
+            Requester::Remote {
+                from,
+                request_id,
+                nonce,
+            } => {
                 let term = self.term;
                 self.send(
                     from,
@@ -180,6 +219,7 @@ impl RaftNode {
                         request_id,
                         read_index: index.unwrap_or(0),
                         ok: index.is_some(),
+                        nonce,
                     },
                 );
             }
@@ -214,7 +254,7 @@ impl RaftNode {
             .reads
             .forwarded
             .iter()
-            .filter(|(_, deadline)| **deadline <= now)
+            .filter(|(_, (_, deadline))| *deadline <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {

@@ -51,12 +51,15 @@ pub struct ReadState {
 ///    index handed out before, first drop the stored suffix from it), then
 ///    `hard_state`; persistence of successive Readys completes in order;
 /// 3. once durable, send `persisted_messages` and call `on_snapshot_persisted`
-///    / `on_persisted(last entry index, last entry term)`;
+///    / `on_persisted(seq, last entry index, last entry term)`;
 /// 4. apply `committed_entries` in order (they are never past the local
 ///    durable index) and call `on_applied`; answer `read_states` once applied
 ///    reaches their index; fail `failed_reads`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ready {
+    /// This Ready's number: report its persistence with it
+    /// (`on_persisted(seq, ..)`, `on_snapshot_persisted(seq, ..)`).
+    pub seq: u64,
     pub soft_state: Option<SoftState>,
     pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
@@ -94,4 +97,8 @@ pub struct Status {
     pub applied: LogIndex,
     pub last_index: LogIndex,
     pub snapshot_index: LogIndex,
+    /// Started on an empty data dir, waiting for peers to confirm they are new.
+    pub bootstrapping: bool,
+    /// Why the node refuses to take part (a peer already belongs to a cluster).
+    pub refused: Option<String>,
 }

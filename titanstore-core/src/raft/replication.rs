@@ -12,6 +12,16 @@ use super::node::RaftNode;
 use super::progress::ProgressState;
 use crate::types::{Entry, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
+/// The fields of an AppendEntriesReply the leader acts on.
+pub(super) struct AppendReply {
+    pub success: bool,
+    pub match_index: LogIndex,
+    pub conflict_index: LogIndex,
+    pub conflict_term: Term,
+    pub read_round: u64,
+    pub reject_index: LogIndex,
+}
+
 impl RaftNode {
     // ----- leader side -----
 
@@ -143,15 +153,15 @@ impl RaftNode {
         self.send(peer.clone(), body);
     }
 
-    pub(super) fn handle_append_reply(
-        &mut self,
-        from: NodeId,
-        success: bool,
-        match_index: LogIndex,
-        conflict_index: LogIndex,
-        conflict_term: Term,
-        read_round: u64,
-    ) {
+    pub(super) fn handle_append_reply(&mut self, from: NodeId, reply: AppendReply) {
+        let AppendReply {
+            success,
+            match_index,
+            conflict_index,
+            conflict_term,
+            read_round,
+            reject_index,
+        } = reply;
         if self.role != super::Role::Leader {
             return;
         }
@@ -181,6 +191,11 @@ impl RaftNode {
                 ProgressState::Snapshot { pending } if pr.matched >= pending => pr.become_probe(),
                 _ => {}
             }
+        } else if pr.is_stale_rejection(reject_index) {
+            // A late rejection of an AppendEntries sent before the follower
+            // caught up: acting on it would knock a healthy follower back.
+            tracing::debug!(peer = %from, reject_index, "stale rejection ignored");
+            return;
         } else if !matches!(pr.state, ProgressState::Snapshot { .. }) {
             let next = hinted_next
                 .min(pr.next.saturating_sub(1))
@@ -261,11 +276,14 @@ impl RaftNode {
         leader_commit: LogIndex,
         read_round: u64,
     ) {
-        if entries
-            .iter()
-            .enumerate()
-            .any(|(i, e)| e.index != prev_index + 1 + i as u64 || e.term > self.term)
-        {
+        // Indexes come from the wire: checked arithmetic (`step` has already
+        // refused values near overflow, this keeps the rule local).
+        if entries.iter().enumerate().any(|(i, e)| {
+            prev_index
+                .checked_add(1 + i as u64)
+                .is_none_or(|expected| e.index != expected)
+                || e.term > self.term
+        }) {
             tracing::debug!(from = %leader, "malformed AppendEntries dropped");
             return;
         }
@@ -285,6 +303,7 @@ impl RaftNode {
             (prev_index, prev_term, &entries[..])
         };
         if !self.log.match_term(prev_index, prev_term) {
+            let rejected = prev_index;
             let (conflict_index, conflict_term) = self.log.conflict_hint(prev_index);
             let term = self.term;
             // A rejection promises nothing durable.
@@ -297,11 +316,14 @@ impl RaftNode {
                     conflict_index,
                     conflict_term,
                     read_round,
+                    reject_index: rejected,
                 },
             );
             return;
         }
-        let last_new = prev_index + entries.len() as u64;
+        let Some(last_new) = prev_index.checked_add(entries.len() as u64) else {
+            return;
+        };
         if let Some(pos) = self.log.find_conflict(entries) {
             // Only the conflicting suffix goes; matching entries stay.
             self.log.truncate_and_append(&entries[pos..]);
@@ -327,6 +349,7 @@ impl RaftNode {
             conflict_index: 0,
             conflict_term: 0,
             read_round,
+            reject_index: 0,
         };
         if match_index <= self.log.persisted() {
             self.send(leader, body);

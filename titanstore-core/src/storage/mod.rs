@@ -19,7 +19,16 @@
 //! - After a failed write or fsync the storage is poisoned: what reached the
 //!   disk is unknown, so only reopening (recovery) is safe.
 //!
-//! On-disk layout: `LOCK`, `snapshot.bin`, `wal/<seq:020>-<first index:020>.log`.
+//! - Recovery trusts nothing it did not fsync itself: after a killed process
+//!   the page cache still holds writes that were never fsynced, and a later
+//!   power loss would take them away. So open fsyncs every segment, snapshot
+//!   and hard-state copy it read, and the directories, before anything it
+//!   found counts as durable.
+//! - The hard state (votes) lives in two alternately written files, so a
+//!   damaged record can never make the node forget a vote (`hard_state.rs`).
+//!
+//! On-disk layout: `LOCK`, `hardstate.0`, `hardstate.1`, `snapshot.bin`,
+//! `wal/<seq:020>-<first index:020>.log`.
 //!
 //! Files: `error.rs` (errors), `vfs.rs` (file layer, real disk), `sim_fs.rs`
 //! (simulated disk), `frame.rs` (CRC framing), `wal/` (log and recovery),
@@ -28,6 +37,7 @@
 mod data_dir;
 mod error;
 mod frame;
+mod hard_state;
 mod sim_fs;
 mod snapshot;
 mod vfs;
@@ -44,6 +54,7 @@ pub use vfs::{AppendFile, RealFs, Vfs, VfsLock};
 
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 use data_dir::DataDir;
+use hard_state::HardStateStore;
 use snapshot::SnapshotStore;
 use wal::Wal;
 
@@ -113,6 +124,7 @@ impl SnapshotWriter {
 pub struct Storage {
     wal: Wal,
     snapshots: SnapshotStore,
+    hard_state: HardStateStore,
     // Declared last so that the lock is released after everything else closed.
     dir: DataDir,
 }
@@ -126,8 +138,14 @@ impl Storage {
         options: StorageOptions,
     ) -> Result<(Storage, Recovered), StorageError> {
         let data_dir = DataDir::open(vfs.as_ref(), dir)?;
+        let mut hard_state = HardStateStore::open(vfs.clone(), dir)?;
         let snapshots = SnapshotStore::open(vfs.clone(), dir)?;
         let snapshot = snapshots.load()?;
+        if snapshot.is_some() {
+            let path = snapshots.path();
+            vfs.sync_file(&path)
+                .map_err(StorageError::io("fsync snapshot", &path))?;
+        }
         snapshots.set_saved(snapshot.as_ref().map_or(0, |s| s.meta.last_index))?;
         let (snap_index, snap_term) = snapshot
             .as_ref()
@@ -141,8 +159,20 @@ impl Storage {
         )?;
         vfs.sync_dir(dir)
             .map_err(StorageError::io("fsync data directory", dir))?;
+        // The two-copy files are the authority; a data dir from release 1 has
+        // its hard state only in the WAL: from now on it is kept in both.
+        let state = match hard_state.current() {
+            Some(state) => state.clone(),
+            None => {
+                let state = replayed.wal.hard_state().clone();
+                if state != HardState::default() {
+                    hard_state.save(&state, dir)?;
+                }
+                state
+            }
+        };
         let recovered = Recovered {
-            hard_state: replayed.wal.hard_state().clone(),
+            hard_state: state,
             snapshot,
             entries: replayed.entries,
             torn_tail: replayed.torn_tail,
@@ -150,6 +180,7 @@ impl Storage {
         let storage = Storage {
             wal: replayed.wal,
             snapshots,
+            hard_state,
             dir: data_dir,
         };
         Ok((storage, recovered))
@@ -167,8 +198,10 @@ impl Storage {
         self.wal.append(entries)
     }
 
-    /// Records the hard state. Not durable until [`Storage::sync`].
+    /// Records the hard state, durably at once in its two-copy files (see
+    /// `hard_state.rs`; votes change rarely), and in the WAL.
     pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        self.hard_state.save(hs, &self.dir.root)?;
         self.wal.set_hard_state(hs)
     }
 
@@ -249,9 +282,9 @@ impl Storage {
         self.wal.term(i)
     }
 
-    /// The last hard state set (durable once synced).
+    /// The last hard state set (durable once set).
     pub fn hard_state(&self) -> &HardState {
-        self.wal.hard_state()
+        self.hard_state.current().unwrap_or(self.wal.hard_state())
     }
 
     /// Counters for benchmarks and tests.

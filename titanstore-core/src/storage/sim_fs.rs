@@ -175,6 +175,17 @@ impl SimFs {
         st.budget = None;
     }
 
+    /// Simulates the process dying (SIGKILL) while the machine stays up: open
+    /// handles and locks die, but nothing is lost, synced or not: the page
+    /// cache still holds every write. A later [`SimFs::crash`] still drops
+    /// what nobody fsynced.
+    pub fn kill_process(&self) {
+        let mut st = self.lock();
+        st.locks.clear();
+        st.generation += 1;
+        st.budget = None;
+    }
+
     /// After `ops` more mutating operations, every mutating operation fails
     /// (until [`SimFs::crash`]). `None` removes the limit.
     pub fn fail_after(&self, ops: Option<u64>) {

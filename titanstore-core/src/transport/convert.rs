@@ -99,6 +99,7 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
             conflict_index,
             conflict_term,
             read_round,
+            reject_index,
         } => Body::AppendEntriesReply(pb::AppendEntriesReply {
             term: *term,
             success: *success,
@@ -106,6 +107,7 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
             conflict_index: *conflict_index,
             conflict_term: *conflict_term,
             read_round: *read_round,
+            reject_index: *reject_index,
         }),
         MessageBody::InstallSnapshot { term, meta, data } => {
             Body::InstallSnapshot(pb::InstallSnapshot {
@@ -122,22 +124,33 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
                 last_index: *last_index,
             })
         }
-        MessageBody::ReadIndex { term, request_id } => Body::ReadIndex(pb::ReadIndex {
+        MessageBody::ReadIndex {
+            term,
+            request_id,
+            nonce,
+        } => Body::ReadIndex(pb::ReadIndex {
             term: *term,
             request_id: *request_id,
+            nonce: *nonce,
         }),
         MessageBody::ReadIndexReply {
             term,
             request_id,
             read_index,
             ok,
+            nonce,
         } => Body::ReadIndexReply(pb::ReadIndexReply {
             term: *term,
             request_id: *request_id,
             read_index: *read_index,
             ok: *ok,
+            nonce: *nonce,
         }),
         MessageBody::TimeoutNow { term } => Body::TimeoutNow(pb::TimeoutNow { term: *term }),
+        MessageBody::Hello { fresh, reply } => Body::Hello(pb::Hello {
+            fresh: *fresh,
+            reply: *reply,
+        }),
     };
     Ok(pb::RaftMessage {
         from: msg.from.clone(),
@@ -179,6 +192,7 @@ pub fn from_wire(msg: pb::RaftMessage) -> Result<Message, ConvertError> {
             conflict_index: m.conflict_index,
             conflict_term: m.conflict_term,
             read_round: m.read_round,
+            reject_index: m.reject_index,
         },
         Body::InstallSnapshot(m) => {
             let config: ClusterConfig = decode("cluster config", &m.config)?;
@@ -199,14 +213,20 @@ pub fn from_wire(msg: pb::RaftMessage) -> Result<Message, ConvertError> {
         Body::ReadIndex(m) => MessageBody::ReadIndex {
             term: m.term,
             request_id: m.request_id,
+            nonce: m.nonce,
         },
         Body::ReadIndexReply(m) => MessageBody::ReadIndexReply {
             term: m.term,
             request_id: m.request_id,
             read_index: m.read_index,
             ok: m.ok,
+            nonce: m.nonce,
         },
         Body::TimeoutNow(m) => MessageBody::TimeoutNow { term: m.term },
+        Body::Hello(m) => MessageBody::Hello {
+            fresh: m.fresh,
+            reply: m.reply,
+        },
     };
     Ok(Message {
         from: msg.from,

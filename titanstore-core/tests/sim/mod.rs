@@ -349,10 +349,10 @@ impl Sim {
         let node = &mut self.nodes[i];
         if let Some(raft) = node.raft.as_mut() {
             if let Some(index) = snap_index {
-                raft.on_snapshot_persisted(index);
+                raft.on_snapshot_persisted(w.seq, index);
             }
             if let Some((index, term)) = last {
-                raft.on_persisted(index, term);
+                raft.on_persisted(w.seq, index, term);
             }
         }
         self.drain(i)
@@ -453,6 +453,7 @@ impl Sim {
 
     fn handle_ready(&mut self, i: usize, rd: Ready) -> Result<(), String> {
         let Ready {
+            seq,
             soft_state,
             snapshot,
             entries,
@@ -515,6 +516,7 @@ impl Sim {
             || !persisted_messages.is_empty()
         {
             self.nodes[i].pending.push_back(node::PendingWrite {
+                seq,
                 snapshot,
                 entries,
                 hard_state,

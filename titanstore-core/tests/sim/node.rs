@@ -42,6 +42,7 @@ impl Disk {
 /// Work from one Ready that becomes durable together.
 #[derive(Debug, Default)]
 pub struct PendingWrite {
+    pub seq: u64,
     pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,

@@ -143,11 +143,11 @@ impl Cluster {
         self.pool.extend(rd.persisted_messages);
         if let Some(s) = &rd.snapshot {
             let index = s.meta.last_index;
-            self.node(id).on_snapshot_persisted(index);
+            self.node(id).on_snapshot_persisted(rd.seq, index);
         }
         if let Some(last) = rd.entries.last() {
             let (index, term) = (last.index, last.term);
-            self.node(id).on_persisted(index, term);
+            self.node(id).on_persisted(rd.seq, index, term);
         }
     }
 

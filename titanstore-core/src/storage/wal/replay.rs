@@ -175,8 +175,16 @@ pub(crate) fn open(
         let path = dir.join(seg.file_name());
         let is_last = i + 1 == segments.len();
         let (len, torn) = replay_segment(vfs.as_ref(), &path, seg.seq, is_last, &mut log)?;
+        // What replay read may be only in the page cache (a killed process
+        // never fsynced it): make it durable before it counts as persisted.
+        vfs.sync_file(&path)
+            .map_err(StorageError::io("fsync WAL segment", &path))?;
         active_len = len;
         torn_tail = torn;
+    }
+    if !segments.is_empty() {
+        vfs.sync_dir(&dir)
+            .map_err(StorageError::io("fsync WAL directory", &dir))?;
     }
 
     // Reconcile with the snapshot: keep only entries that continue it.

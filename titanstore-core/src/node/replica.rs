@@ -1,0 +1,673 @@
+//! [`Replica`]: everything a node decides, with no I/O (events in, effects out).
+//!
+//! It owns the Raft core, the key-value state machine, the pending client
+//! writes and reads and what each is told, snapshot scheduling, the
+//! storage-job protocol and the disk-stall rule. Time is counted in ticks.
+//! The tokio event loop (`event_loop.rs`) and the whole-node simulation
+//! (`tests/node_sim.rs`) both drive this same code: they feed it ticks, peer
+//! messages, client requests and storage completions, and carry out the
+//! [`Effect`]s it returns (send a message, run a storage job, save a
+//! snapshot, answer a client). It never holds a channel, a socket or a clock.
+//!
+//! What a client is told, and why it is true:
+//! - `OK`: the write's entry (index, term) was committed and applied.
+//! - `ERR DROPPED`: the write can never apply: it never entered a log, or a
+//!   different entry was committed at its index. A newer proposal at the same
+//!   index decides nothing (the old entry may still commit elsewhere), so both
+//!   stay pending until that index is committed.
+//! - `ERR UNKNOWN`: anything else that ends a write early (deadline, a
+//!   snapshot that covered its index, shutdown).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::NodeError;
+use super::storage_thread::{StorageDone, StorageJob};
+use crate::protocol::{Reply, Request};
+use crate::raft::{Message, MessageBody, ProposeError, RaftNode, Ready, Role, Status};
+use crate::state_machine::StateMachine;
+use crate::types::{Command, Entry, EntryPayload, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+
+/// Names a client request; its reply comes back in [`Effect::Reply`].
+pub type Token = u64;
+
+/// Tunables of a replica. Times are in ticks.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub id: NodeId,
+    /// Shown in STATUS.
+    pub advertise_client_addr: String,
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub snapshot_threshold: u64,
+    /// How long a client request may wait for commit or read confirmation.
+    pub request_timeout_ticks: u64,
+    /// A storage job outstanding this long means the disk is stalled: a
+    /// leader steps down and the node stops campaigning until it completes.
+    pub disk_stall_ticks: u64,
+    /// Keep every applied entry for [`Replica::take_applied`] (simulation checks).
+    pub record_applied: bool,
+    /// Seeds the choice of a new cluster's id.
+    pub seed: u64,
+}
+
+/// Work the runtime must carry out, in order.
+#[derive(Debug)]
+pub enum Effect {
+    /// Send to a peer (may be lost; Raft copes).
+    Send(Message),
+    /// Hand to the storage worker; jobs complete in order
+    /// ([`Replica::storage_done`] with their reports).
+    Persist(StorageJob),
+    /// Save the node's own snapshot (off the storage worker); report
+    /// `StorageDone::SnapshotSaved` when durable.
+    SaveSnapshot(Snapshot),
+    /// Answer a client request.
+    Reply { token: Token, reply: Reply },
+}
+
+struct PendingWrite {
+    term: Term,
+    token: Token,
+    deadline: u64,
+}
+
+struct PendingRead {
+    key: Vec<u8>,
+    token: Token,
+    deadline: u64,
+}
+
+/// Ticks between sweeps of requests past their deadline.
+const SWEEP_TICKS: u64 = 10;
+
+/// The node's decision logic. See the module docs.
+pub struct Replica {
+    cfg: ReplicaConfig,
+    raft: RaftNode,
+    kv: StateMachine,
+    snapshot: SnapshotMeta,
+    snapshot_in_flight: bool,
+    /// Size of the last snapshot image, to size the next one's buffer.
+    last_image_len: usize,
+    /// Writes by index; several when newer leaders proposed at the same index.
+    writes: BTreeMap<LogIndex, Vec<PendingWrite>>,
+    reads: BTreeMap<u64, PendingRead>,
+    /// Reads whose read index is known, waiting until it is applied.
+    reads_waiting_apply: BTreeMap<LogIndex, Vec<PendingRead>>,
+    next_read_id: u64,
+    /// A received snapshot image already decoded and checked, by its metadata.
+    incoming: Option<(SnapshotMeta, StateMachine)>,
+    /// Submit tick of each storage-worker job not yet reported, in order.
+    outstanding: VecDeque<u64>,
+    disk_stalled: bool,
+    now: u64,
+    rng: SmallRng,
+    /// Term in which this node proposed the cluster id (once per term).
+    bootstrap_proposed: Option<Term>,
+    effects: Vec<Effect>,
+    applied_log: Vec<Entry>,
+    /// Snapshot images refused because they failed their checksum or decode.
+    pub bad_snapshots: u64,
+}
+
+impl Replica {
+    /// A replica from the core and the state machine it was booted with.
+    pub fn new(
+        cfg: ReplicaConfig,
+        raft: RaftNode,
+        kv: StateMachine,
+        snapshot: SnapshotMeta,
+    ) -> Replica {
+        let rng = SmallRng::seed_from_u64(cfg.seed);
+        Replica {
+            cfg,
+            raft,
+            kv,
+            snapshot,
+            snapshot_in_flight: false,
+            last_image_len: 0,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reads_waiting_apply: BTreeMap::new(),
+            next_read_id: 1,
+            incoming: None,
+            outstanding: VecDeque::new(),
+            disk_stalled: false,
+            now: 0,
+            rng,
+            bootstrap_proposed: None,
+            effects: Vec::new(),
+            applied_log: Vec::new(),
+            bad_snapshots: 0,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// One tick of logical time.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        self.raft.tick();
+        self.check_disk();
+        if self.now.is_multiple_of(SWEEP_TICKS) {
+            self.expire();
+        }
+    }
+
+    /// A message from a peer.
+    pub fn step(&mut self, msg: Message) {
+        if let MessageBody::InstallSnapshot { meta, data, .. } = &msg.body
+            && meta.last_index > self.raft.status().commit
+        {
+            // Checked before the core sees it: a bad image is refused here,
+            // so it can never stop the node (the leader retries later).
+            match StateMachine::from_image(meta, data) {
+                Ok(kv) => self.incoming = Some((meta.clone(), kv)),
+                Err(err) => {
+                    self.bad_snapshots += 1;
+                    tracing::warn!(from = %msg.from, index = meta.last_index, %err,
+                        "refusing a snapshot image that fails its check");
+                    return;
+                }
+            }
+        }
+        self.raft.step(msg);
+    }
+
+    /// A client request; its answer comes as [`Effect::Reply`] with `token`.
+    pub fn request(&mut self, token: Token, request: Request) {
+        let deadline = self.now + self.cfg.request_timeout_ticks;
+        match request {
+            Request::Set(set) => self.propose(
+                Command::Set {
+                    key: set.key,
+                    value: set.value,
+                },
+                token,
+                deadline,
+            ),
+            Request::Delete(delete) => {
+                self.propose(Command::Delete { key: delete.key }, token, deadline)
+            }
+            Request::Get(get) if get.stale => {
+                let reply = self.lookup(&get.key);
+                self.reply(token, reply);
+            }
+            Request::Get(get) => {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.raft.read_index(id) {
+                    Ok(()) => {
+                        self.reads.insert(
+                            id,
+                            PendingRead {
+                                key: get.key,
+                                token,
+                                deadline,
+                            },
+                        );
+                    }
+                    Err(_) => {
+                        let reply = self.not_leader(self.raft.status().leader);
+                        self.reply(token, reply);
+                    }
+                }
+            }
+            Request::Ping(_) => self.reply(token, Reply::Pong),
+            Request::Status(_) => {
+                let reply = self.status_reply();
+                self.reply(token, reply);
+            }
+        }
+    }
+
+    /// A report from the storage worker or the snapshot writer.
+    pub fn storage_done(&mut self, report: StorageDone) -> Result<(), NodeError> {
+        match report {
+            StorageDone::Written {
+                seq,
+                last,
+                snapshot_index,
+                then,
+            } => {
+                self.job_completed();
+                if let Some(index) = snapshot_index {
+                    self.raft.on_snapshot_persisted(seq, index);
+                }
+                if let Some((index, term)) = last {
+                    self.raft.on_persisted(seq, index, term);
+                }
+                self.effects.extend(then.into_iter().map(Effect::Send));
+            }
+            StorageDone::SnapshotSaved(meta) => {
+                self.submit(StorageJob::Compact(meta));
+            }
+            StorageDone::SnapshotTaken(meta) => {
+                self.job_completed();
+                tracing::info!(index = meta.last_index, "snapshot saved, log compacted");
+                self.snapshot_in_flight = false;
+                // A newer snapshot from the leader may have been installed meanwhile.
+                if meta.last_index > self.snapshot.last_index {
+                    self.snapshot = meta.clone();
+                }
+                self.raft.on_snapshot_taken(meta);
+            }
+            StorageDone::Failed(err) => return Err(NodeError::StorageFailed(err)),
+        }
+        Ok(())
+    }
+
+    /// Starts an election now (tests, leadership transfer).
+    pub fn campaign(&mut self) {
+        self.raft.campaign();
+    }
+
+    /// Runs the core until it has nothing more to hand out and moves every
+    /// effect into `out`. An error means the node must stop.
+    pub fn poll(&mut self, out: &mut Vec<Effect>) -> Result<(), NodeError> {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.on_ready(ready)?;
+        }
+        out.append(&mut self.effects);
+        if let Some(reason) = self.raft.status().refused {
+            return Err(NodeError::Refused(reason));
+        }
+        Ok(())
+    }
+
+    /// The node is stopping: every pending request gets its final answer.
+    pub fn shutdown(&mut self, out: &mut Vec<Effect>) {
+        for write in std::mem::take(&mut self.writes).into_values().flatten() {
+            self.reply(
+                write.token,
+                Reply::Unknown("node stopped before the write was confirmed".into()),
+            );
+        }
+        let reads = std::mem::take(&mut self.reads).into_values();
+        let waiting = std::mem::take(&mut self.reads_waiting_apply)
+            .into_values()
+            .flatten();
+        for read in reads.chain(waiting).collect::<Vec<_>>() {
+            self.reply(read.token, Reply::Error("node is shutting down".into()));
+        }
+        out.append(&mut self.effects);
+    }
+
+    // ----- observation (STATUS, simulation checks) -----
+
+    pub fn raft_status(&self) -> Status {
+        self.raft.status()
+    }
+
+    pub fn kv(&self) -> &StateMachine {
+        &self.kv
+    }
+
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    pub fn disk_stalled(&self) -> bool {
+        self.disk_stalled
+    }
+
+    /// Entries applied since the last call (only with `record_applied`).
+    pub fn take_applied(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.applied_log)
+    }
+
+    /// Writes still waiting for an answer.
+    pub fn pending_writes(&self) -> usize {
+        self.writes.values().map(Vec::len).sum()
+    }
+
+    // ----- decisions -----
+
+    fn reply(&mut self, token: Token, reply: Reply) {
+        self.effects.push(Effect::Reply { token, reply });
+    }
+
+    fn submit(&mut self, job: StorageJob) {
+        self.outstanding.push_back(self.now);
+        self.effects.push(Effect::Persist(job));
+    }
+
+    fn job_completed(&mut self) {
+        self.outstanding.pop_front();
+        self.check_disk();
+    }
+
+    /// The disk-stall rule: a job outstanding for `disk_stall_ticks` stalls
+    /// the node (a leader steps down); it recovers once the disk catches up.
+    fn check_disk(&mut self) {
+        let stalled = self
+            .outstanding
+            .front()
+            .is_some_and(|&at| self.now.saturating_sub(at) >= self.cfg.disk_stall_ticks);
+        if stalled != self.disk_stalled {
+            self.disk_stalled = stalled;
+            if stalled {
+                tracing::warn!(id = %self.cfg.id, "disk has not completed a write in time: \
+                    not leading or campaigning until it does");
+            } else {
+                tracing::info!(id = %self.cfg.id, "disk writes complete again");
+            }
+            self.raft.set_disk_stalled(stalled);
+        }
+    }
+
+    fn propose(&mut self, command: Command, token: Token, deadline: u64) {
+        if self.disk_stalled {
+            self.reply(
+                token,
+                Reply::Dropped("this node's disk is stalled; try another node".into()),
+            );
+            return;
+        }
+        match self.raft.propose(command) {
+            Ok((index, term)) => {
+                self.writes.entry(index).or_default().push(PendingWrite {
+                    term,
+                    token,
+                    deadline,
+                });
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let reply = self.not_leader(leader);
+                self.reply(token, reply);
+            }
+            #[allow(unreachable_patterns)]
+            Err(err) => self.reply(token, Reply::Dropped(err.to_string())),
+        }
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> Reply {
+        let addr = leader.and_then(|id| {
+            self.raft
+                .config()
+                .voters
+                .get(&id)
+                .map(|member| member.client_addr.clone())
+        });
+        match addr {
+            Some(addr) if !addr.is_empty() => Reply::NotLeader(addr),
+            _ => Reply::NoLeader,
+        }
+    }
+
+    fn lookup(&self, key: &[u8]) -> Reply {
+        match self.kv.get(key) {
+            Some(value) => Reply::Value(value.to_vec()),
+            None => Reply::NotFound,
+        }
+    }
+
+    fn status_reply(&self) -> Reply {
+        let status = self.raft.status();
+        let role = if status.refused.is_some() {
+            "refused".to_string()
+        } else {
+            status.role.to_string()
+        };
+        let fields = [
+            ("id", status.id.clone()),
+            ("role", role),
+            ("term", status.term.to_string()),
+            (
+                "leader",
+                status.leader.clone().unwrap_or_else(|| "-".into()),
+            ),
+            ("commit", status.commit.to_string()),
+            ("applied", self.kv.applied_index().to_string()),
+            ("last_index", status.last_index.to_string()),
+            ("snapshot_index", status.snapshot_index.to_string()),
+            ("keys", self.kv.len().to_string()),
+            ("client_addr", self.cfg.advertise_client_addr.clone()),
+            (
+                "cluster_id",
+                self.kv.cluster_id().unwrap_or("-").to_string(),
+            ),
+            (
+                "disk",
+                if self.disk_stalled { "stalled" } else { "ok" }.to_string(),
+            ),
+            (
+                "bootstrap",
+                if status.bootstrapping {
+                    "waiting"
+                } else {
+                    "done"
+                }
+                .to_string(),
+            ),
+        ];
+        Reply::Status(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    }
+
+    fn on_ready(&mut self, ready: Ready) -> Result<(), NodeError> {
+        let Ready {
+            seq,
+            soft_state,
+            snapshot,
+            entries,
+            hard_state,
+            messages,
+            persisted_messages,
+            committed_entries,
+            read_states,
+            failed_reads,
+        } = ready;
+        if let Some(soft) = &soft_state {
+            tracing::info!(
+                id = %self.cfg.id,
+                role = %soft.role,
+                term = soft.term,
+                leader = soft.leader.as_deref().unwrap_or("-"),
+                "role changed"
+            );
+        }
+        self.effects.extend(messages.into_iter().map(Effect::Send));
+        if let Some(snapshot) = &snapshot {
+            self.install_snapshot(snapshot)?;
+        }
+        if snapshot.is_some()
+            || !entries.is_empty()
+            || hard_state.is_some()
+            || !persisted_messages.is_empty()
+        {
+            self.submit(StorageJob::Write {
+                seq,
+                snapshot,
+                entries,
+                hard_state,
+                then: persisted_messages,
+            });
+        }
+        self.apply(committed_entries);
+        for state in read_states {
+            if let Some(read) = self.reads.remove(&state.request_id) {
+                let index = state.index;
+                if index <= self.kv.applied_index() {
+                    let reply = self.lookup(&read.key);
+                    self.reply(read.token, reply);
+                } else {
+                    self.reads_waiting_apply
+                        .entry(index)
+                        .or_default()
+                        .push(read);
+                }
+            }
+        }
+        for id in failed_reads {
+            if let Some(read) = self.reads.remove(&id) {
+                let reply = self.not_leader(self.raft.status().leader);
+                self.reply(read.token, reply);
+            }
+        }
+        if soft_state.is_some_and(|s| s.role == Role::Leader) {
+            self.maybe_propose_cluster_id();
+        }
+        Ok(())
+    }
+
+    /// The first leader of a cluster without an id chooses one.
+    fn maybe_propose_cluster_id(&mut self) {
+        let term = self.raft.status().term;
+        if self.kv.cluster_id().is_some() || self.bootstrap_proposed == Some(term) {
+            return;
+        }
+        let cluster_id = format!("{:016x}", self.rng.random::<u64>());
+        if self
+            .raft
+            .propose_payload(EntryPayload::Bootstrap {
+                cluster_id: cluster_id.clone(),
+            })
+            .is_ok()
+        {
+            tracing::info!(id = %self.cfg.id, %cluster_id, "proposing the new cluster's id");
+            self.bootstrap_proposed = Some(term);
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let index = snapshot.meta.last_index;
+        self.kv = match self.incoming.take() {
+            Some((meta, kv)) if meta == snapshot.meta => kv,
+            _ => StateMachine::from_image(&snapshot.meta, &snapshot.data)
+                .map_err(|err| NodeError::Snapshot(err.to_string()))?,
+        };
+        self.snapshot = snapshot.meta.clone();
+        // Writes this node proposed up to here were decided elsewhere; whether
+        // they made it cannot be told from a snapshot.
+        let decided: Vec<LogIndex> = self.writes.range(..=index).map(|(i, _)| *i).collect();
+        for i in decided {
+            for write in self.writes.remove(&i).unwrap_or_default() {
+                self.reply(
+                    write.token,
+                    Reply::Unknown("leadership changed; outcome unknown".into()),
+                );
+            }
+        }
+        self.raft.on_applied(index);
+        self.serve_waiting_reads();
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        for entry in entries {
+            if entry.index <= self.kv.applied_index() {
+                continue;
+            }
+            self.kv.apply(&entry);
+            for write in self.writes.remove(&entry.index).unwrap_or_default() {
+                // Same index and term: the same entry (Log Matching). Any
+                // other term: a different entry is committed at the index,
+                // so this write can never apply.
+                let reply = if write.term == entry.term {
+                    Reply::Ok
+                } else {
+                    Reply::Dropped("another entry was committed at its index".into())
+                };
+                self.reply(write.token, reply);
+            }
+            if self.cfg.record_applied {
+                self.applied_log.push(entry);
+            }
+        }
+        self.raft.on_applied(last);
+        self.serve_waiting_reads();
+        self.maybe_snapshot();
+    }
+
+    fn serve_waiting_reads(&mut self) {
+        let applied = self.kv.applied_index();
+        while let Some(entry) = self.reads_waiting_apply.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for read in entry.remove() {
+                let reply = self.lookup(&read.key);
+                self.reply(read.token, reply);
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let applied = self.kv.applied_index();
+        // Past the threshold, also wait for as many entries as a quarter of the keys:
+        // encoding is O(keys), so snapshots of a big map stay rare and their
+        // cost per write stays constant, while the log stays O(state).
+        let threshold = self.cfg.snapshot_threshold.max(self.kv.len() as u64 / 4);
+        if self.snapshot_in_flight || applied < self.snapshot.last_index + threshold {
+            return;
+        }
+        let capacity = self.last_image_len + self.last_image_len / 8;
+        let data = match self.kv.snapshot_image_sized(capacity) {
+            Ok(data) => data,
+            Err(err) => {
+                tracing::error!(%err, "cannot encode a snapshot");
+                return;
+            }
+        };
+        self.last_image_len = data.len();
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index: applied,
+                last_term: self.kv.applied_term(),
+                config: self.raft.config().clone(),
+            },
+            data,
+        };
+        tracing::info!(
+            index = applied,
+            bytes = snapshot.data.len(),
+            "taking a snapshot"
+        );
+        self.snapshot_in_flight = true;
+        self.effects.push(Effect::SaveSnapshot(snapshot));
+    }
+
+    fn expire(&mut self) {
+        let now = self.now;
+        let mut late_writes = Vec::new();
+        for writes in self.writes.values_mut() {
+            let (gone, keep): (Vec<_>, Vec<_>) = writes.drain(..).partition(|w| w.deadline <= now);
+            *writes = keep;
+            late_writes.extend(gone);
+        }
+        self.writes.retain(|_, writes| !writes.is_empty());
+        for write in late_writes {
+            self.reply(
+                write.token,
+                Reply::Unknown("not committed within the request timeout; outcome unknown".into()),
+            );
+        }
+        let (late, keep): (BTreeMap<u64, PendingRead>, BTreeMap<u64, PendingRead>) =
+            std::mem::take(&mut self.reads)
+                .into_iter()
+                .partition(|(_, r)| r.deadline <= now);
+        self.reads = keep;
+        let mut late: Vec<PendingRead> = late.into_values().collect();
+        for reads in self.reads_waiting_apply.values_mut() {
+            let (gone, keep): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
+            *reads = keep;
+            late.extend(gone);
+        }
+        self.reads_waiting_apply
+            .retain(|_, reads| !reads.is_empty());
+        for read in late {
+            self.reply(read.token, Reply::Error("read timed out".into()));
+        }
+    }
+}
