@@ -1,0 +1,234 @@
+//! The whole-node simulation (see `whole_node/mod.rs`): seeded runs of 3-
+//! and 5-node clusters under every fault, and scripted regressions for what
+//! reviews found in the code that answers clients.
+//!
+//! Replay one seed: `NODE_SIM_SEED=<seed> cargo test -p titanstore-core --test replica_sim <test>`;
+//! run more: `NODE_SIM_SEEDS=<count>` (per test; CI runs the defaults, 1,200 in all),
+//! e.g. `NODE_SIM_SEEDS=50000` in each of the two tests for the long mode.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod whole_node;
+
+use titanstore_core::raft::Role;
+use whole_node::{OpOutcome, Options, Sim, run_seeds};
+
+#[test]
+fn sim_three_nodes() {
+    run_seeds("sim_three_nodes", 1, 700, |seed| Options::shape(3, seed));
+}
+
+#[test]
+fn sim_five_nodes() {
+    run_seeds("sim_five_nodes", 1_000_001, 500, |seed| {
+        Options::shape(5, seed)
+    });
+}
+
+/// Makes node `i` campaign until it leads, stepping one tick at a time so
+/// that the test can change the network the moment it wins.
+fn win(sim: &mut Sim, i: usize) {
+    for _ in 0..10 {
+        sim.campaign(i);
+        if sim.until(12, |s| s.role(i) == Some(Role::Leader)) {
+            return;
+        }
+    }
+    panic!("node {i} never won: {:?}", sim.status(i));
+}
+
+/// Elects node `i` and lets everyone apply what it commits.
+fn elect(sim: &mut Sim, i: usize) {
+    assert!(
+        sim.until(400, |s| s.nodes.iter().all(|n| n
+            .up
+            .as_ref()
+            .is_some_and(|u| !u.replica.raft_status().bootstrapping))),
+        "bootstrap never finished"
+    );
+    for _ in 0..20 {
+        if sim.role(i) == Some(Role::Leader) {
+            break;
+        }
+        sim.campaign(i);
+        sim.ticks(10);
+    }
+    assert_eq!(sim.role(i), Some(Role::Leader), "node {i} did not win");
+}
+
+/// Review finding: a new leader proposing at an index answered the write it
+/// replaced there `ERR DROPPED`, though that write could still commit (and
+/// did). Five nodes A..E (0..4); the indexes are relative to A's log.
+#[test]
+fn dropped_only_when_another_entry_is_committed_at_the_index() {
+    let (a, b, c, d, e) = (0, 1, 2, 3, 4);
+    let mut sim = Sim::quiet(7, 5);
+    elect(&mut sim, a);
+    sim.ticks(20);
+    // A appends X, Y, W; only C receives them.
+    sim.links(&[(a, c)]);
+    let x = sim.write(a, "k0", "x");
+    let y = sim.write(a, "k1", "y");
+    let w = sim.write(a, "k2", "w");
+    sim.ticks(40);
+    let w_index = sim.status(a).unwrap().last_index;
+    // B wins the next term with D and E; its no-op reaches only A and cuts
+    // A's X, Y, W.
+    sim.links(&[(b, d), (b, e), (b, a)]);
+    win(&mut sim, b);
+    assert_eq!(sim.role(b), Some(Role::Leader));
+    sim.links(&[(b, a)]);
+    sim.ticks(10);
+    assert_eq!(sim.status(a).unwrap().last_index, w_index - 2);
+    // A wins again with D and E, appends its no-op and a new write W2 at W's index.
+    sim.links(&[(a, d), (a, e)]);
+    win(&mut sim, a);
+    assert_eq!(sim.role(a), Some(Role::Leader));
+    sim.links(&[]);
+    let w2 = sim.write(a, "k3", "w2");
+    sim.ticks(5);
+    assert_eq!(
+        sim.status(a).unwrap().last_index,
+        w_index,
+        "W2 sits at W's index"
+    );
+    assert_ne!(
+        sim.reply(w).map(|r| r.starts_with("ERR DROPPED")),
+        Some(true),
+        "W was told DROPPED while it could still commit"
+    );
+    // A crashes; C, which still holds X, Y, W, wins with D and E and commits W.
+    sim.crash(a, false);
+    sim.links(&[(c, d), (c, e)]);
+    assert!(
+        sim.until(400, |s| {
+            s.role(c) == Some(Role::Leader) && s.status(c).unwrap().commit > w_index
+        }) || {
+            for _ in 0..30 {
+                sim.campaign(c);
+                sim.ticks(10);
+                if sim.status(c).unwrap().commit > w_index {
+                    break;
+                }
+            }
+            sim.status(c).unwrap().commit > w_index
+        }
+    );
+    sim.ticks(10);
+    assert!(sim.applied("w"), "W was committed by C");
+    assert_eq!(sim.outcome(w), OpOutcome::Unknown);
+    for h in [x, y, w2] {
+        assert_ne!(sim.outcome(h), OpOutcome::Fail, "{:?}", sim.reply(h));
+    }
+    sim.finish().unwrap();
+}
+
+/// Review finding: a node whose data dir was wiped voted as if it
+/// remembered, and elected a leader that lacked 50 acknowledged writes.
+#[test]
+fn a_node_that_lost_its_data_never_votes() {
+    let (l, x, y) = (0, 1, 2);
+    let mut sim = Sim::quiet(11, 3);
+    elect(&mut sim, l);
+    sim.crash(y, false);
+    let writes: Vec<usize> = (0..50)
+        .map(|i| sim.write(l, &format!("k{}", i % 3), &format!("w{i}")))
+        .collect();
+    assert!(sim.until(300, |s| {
+        writes.iter().all(|&h| s.outcome(h) == OpOutcome::Ok)
+    }));
+    sim.wipe(x);
+    sim.crash(l, false);
+    sim.start(x).unwrap();
+    sim.start(y).unwrap();
+    sim.ticks(600);
+    assert!(sim.nodes[x].refused.is_some(), "the wiped node took part");
+    let why = sim.nodes[x].refused.clone().unwrap();
+    assert!(why.contains("Replace a dead node"), "{why}");
+    assert_ne!(sim.role(y), Some(Role::Leader), "Y led without the writes");
+    sim.start(l).unwrap();
+    sim.finish().unwrap();
+    for h in writes {
+        assert_eq!(sim.outcome(h), OpOutcome::Ok);
+    }
+}
+
+/// A fresh cluster bootstraps through the gate, and a node that starts late,
+/// within the grace period, still joins the bootstrap.
+#[test]
+fn new_cluster_bootstraps_and_picks_a_cluster_id() {
+    let mut sim = Sim::quiet(3, 3);
+    sim.crash(2, false);
+    sim.ticks(30);
+    assert!(
+        sim.status(0).unwrap().bootstrapping,
+        "voted before node 3 confirmed"
+    );
+    sim.start(2).unwrap();
+    elect(&mut sim, 0);
+    sim.ticks(40);
+    let line = sim.status_line(1).unwrap();
+    assert!(!line.contains("cluster_id=-"), "{line}");
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            sim.nodes[i]
+                .up
+                .as_ref()
+                .unwrap()
+                .replica
+                .kv()
+                .cluster_id()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    sim.finish().unwrap();
+}
+
+/// A leader whose disk stops completing writes steps down; another node
+/// leads; STATUS says why.
+#[test]
+fn a_leader_with_a_stalled_disk_steps_down() {
+    let mut sim = Sim::quiet(5, 3);
+    elect(&mut sim, 0);
+    sim.stall(0, 2000);
+    let h = sim.write(0, "k0", "during-stall");
+    assert!(sim.until(1000, |s| (1..3).any(|i| s.role(i) == Some(Role::Leader))));
+    assert_ne!(sim.role(0), Some(Role::Leader));
+    let line = sim.status_line(0).unwrap();
+    assert!(line.contains("disk=stalled"), "{line}");
+    let w = sim.write(sim.leader().unwrap(), "k1", "after");
+    assert!(sim.until(200, |s| s.outcome(w) == OpOutcome::Ok));
+    let _ = h;
+    sim.finish().unwrap();
+}
+
+/// A snapshot image damaged in transit is refused, never fatal.
+#[test]
+fn a_damaged_snapshot_image_is_refused() {
+    let mut opts = Options::shape(3, 9);
+    opts.corrupt_snapshot_pm = 1000;
+    opts.snapshot_threshold = 5;
+    opts.chaos_ticks = 0;
+    let mut sim = Sim::new(9, opts).unwrap();
+    sim.set_chaos(false);
+    elect(&mut sim, 0);
+    sim.crash(2, false);
+    for i in 0..40 {
+        sim.write(0, "k0", &format!("image{i}"));
+        sim.ticks(2);
+    }
+    sim.ticks(50);
+    sim.set_chaos(true);
+    sim.set_faults_off();
+    sim.start(2).unwrap();
+    sim.ticks(200);
+    let bad = sim.nodes[2].up.as_ref().unwrap().replica.bad_snapshots;
+    assert!(bad > 0, "no damaged image was sent");
+    assert!(
+        sim.nodes[2].up.is_some(),
+        "the damaged image stopped the node"
+    );
+    sim.set_chaos(false);
+    sim.finish().unwrap();
+}
