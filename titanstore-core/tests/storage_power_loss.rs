@@ -1,0 +1,162 @@
+//! Durability is a property of fsync: what recovery counts as durable must
+//! survive a later power loss, and a vote must survive any single damaged
+//! record or file. Each test failed on the storage of release 1.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{entries, frame_offsets};
+use titanstore_core::storage::{SimFs, Storage, StorageError, StorageOptions, Vfs};
+use titanstore_core::types::HardState;
+
+const DIR: &str = "/data";
+
+fn open(fs: &SimFs) -> Result<(Storage, titanstore_core::storage::Recovered), StorageError> {
+    Storage::open(
+        Arc::new(fs.clone()),
+        Path::new(DIR),
+        StorageOptions::default(),
+    )
+}
+
+fn vote(term: u64, for_: &str) -> HardState {
+    HardState {
+        term,
+        voted_for: Some(for_.into()),
+        commit: 0,
+    }
+}
+
+/// Review finding: after a SIGKILL the WAL's unsynced tail is still in the
+/// page cache; recovery replayed it without fsyncing it, so the node acked
+/// entries that the next power loss erased.
+#[test]
+fn what_recovery_read_from_the_page_cache_survives_a_later_power_loss() {
+    for seed in 0..20 {
+        let fs = SimFs::new();
+        let (mut s, _) = open(&fs).unwrap();
+        s.append(&entries(1, 5, 1)).unwrap();
+        s.sync().unwrap();
+        s.append(&entries(6, 10, 1)).unwrap();
+        drop(s);
+        fs.kill_process();
+        let (s, recovered) = open(&fs).unwrap();
+        assert_eq!(recovered.entries.len(), 10, "the page cache holds 6..=10");
+        drop(s);
+        fs.crash(seed);
+        let (_, after) = open(&fs).unwrap();
+        assert_eq!(
+            after.entries, recovered.entries,
+            "seed {seed}: entries recovery counted as durable were lost"
+        );
+    }
+}
+
+/// The same for a snapshot saved just before the kill and for the hard state.
+#[test]
+fn snapshot_and_hard_state_read_after_a_kill_survive_a_power_loss() {
+    for seed in 0..20 {
+        let fs = SimFs::new();
+        let (mut s, _) = open(&fs).unwrap();
+        s.append(&entries(1, 8, 1)).unwrap();
+        s.save_snapshot(&common::snapshot(6, 1)).unwrap();
+        s.set_hard_state(&vote(3, "n2")).unwrap();
+        drop(s);
+        fs.kill_process();
+        let (s, recovered) = open(&fs).unwrap();
+        drop(s);
+        fs.crash_keeping_some_dir_changes(seed);
+        let (_, after) = open(&fs).unwrap();
+        assert_eq!(after.snapshot, recovered.snapshot, "seed {seed}");
+        assert_eq!(after.hard_state, vote(3, "n2"), "seed {seed}");
+    }
+}
+
+/// Review finding: a fsynced HardState that is the WAL's last record and is
+/// later damaged was cut off as a torn append, so the node forgot its vote
+/// and could vote twice in one term.
+#[test]
+fn a_damaged_last_wal_record_cannot_make_the_node_forget_its_vote() {
+    let fs = SimFs::new();
+    let (mut s, _) = open(&fs).unwrap();
+    s.append(&entries(1, 3, 1)).unwrap();
+    s.set_hard_state(&vote(1, "n1")).unwrap();
+    s.sync().unwrap();
+    s.set_hard_state(&vote(2, "n3")).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let wal = Path::new(DIR).join("wal");
+    let seg = wal.join(&fs.list_dir(&wal).unwrap()[0]);
+    let mut bytes = fs.file_bytes(&seg).unwrap();
+    let last = *frame_offsets(&bytes).last().unwrap();
+    let at = bytes.len() - 1;
+    assert!(at > last + 12);
+    bytes[at] ^= 0x40;
+    fs.set_file_bytes(&seg, &bytes).unwrap();
+    let (_, recovered) = open(&fs).unwrap();
+    assert_eq!(
+        recovered.hard_state,
+        vote(2, "n3"),
+        "the vote was forgotten"
+    );
+}
+
+/// Any one of the two hard-state copies may be damaged; both is a loud error.
+#[test]
+fn one_damaged_hard_state_copy_is_survived_two_are_an_error() {
+    for damaged in [
+        &["hardstate.0"][..],
+        &["hardstate.1"],
+        &["hardstate.0", "hardstate.1"],
+    ] {
+        let fs = SimFs::new();
+        let (mut s, _) = open(&fs).unwrap();
+        s.set_hard_state(&vote(4, "n1")).unwrap();
+        s.set_hard_state(&vote(5, "n2")).unwrap();
+        drop(s);
+        for name in damaged {
+            let path = Path::new(DIR).join(name);
+            let mut bytes = fs.file_bytes(&path).unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x01;
+            fs.set_file_bytes(&path, &bytes).unwrap();
+        }
+        match (damaged.len(), open(&fs)) {
+            (1, Ok((_, rec))) => assert_eq!(rec.hard_state, vote(5, "n2"), "{damaged:?}"),
+            (2, Err(StorageError::Corrupt { reason, .. })) => {
+                assert!(reason.contains("hard state"), "{reason}")
+            }
+            (_, other) => panic!("{damaged:?}: unexpected {:?}", other.map(|(_, r)| r)),
+        }
+    }
+}
+
+/// A power loss in the middle of saving a hard state leaves the old or the
+/// new one, never neither.
+#[test]
+fn power_loss_during_a_hard_state_save_keeps_old_or_new() {
+    for budget in 0..6 {
+        for seed in 0..4 {
+            let fs = SimFs::new();
+            let (mut s, _) = open(&fs).unwrap();
+            s.set_hard_state(&vote(1, "n1")).unwrap();
+            fs.fail_after(Some(budget));
+            let saved = s.set_hard_state(&vote(2, "n2")).is_ok();
+            drop(s);
+            fs.crash(seed);
+            let (_, rec) = open(&fs).unwrap();
+            if saved {
+                assert_eq!(rec.hard_state, vote(2, "n2"));
+            } else {
+                assert!(
+                    [vote(1, "n1"), vote(2, "n2")].contains(&rec.hard_state),
+                    "budget {budget}: {:?}",
+                    rec.hard_state
+                );
+            }
+        }
+    }
+}
