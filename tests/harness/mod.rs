@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_titanstore-server");
+pub const BIN: &str = env!("CARGO_BIN_EXE_titanstore-node");
 
 /// A free loopback port below Linux's ephemeral range (32768+), so an
 /// outgoing connection cannot take it between this check and the node's bind.
@@ -152,6 +152,21 @@ impl TestCluster {
         let i = self.index(id);
         assert!(self.nodes[i].child.is_none(), "{id} is running");
         self.start_node(i);
+    }
+
+    /// Waits until `id`'s process exits on its own; its exit code.
+    pub fn wait_exit(&mut self, id: &str, timeout: Duration) -> Option<i32> {
+        let i = self.index(id);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -67,3 +67,22 @@ fn sigterm_shuts_down_cleanly_and_restarts() {
     cluster.wait_for_leader(Duration::from_secs(10));
     assert_eq!(cluster.client("node1").cmd("GET k"), "VALUE v");
 }
+
+/// A node whose disk was wiped must not vote with the old flags: its old
+/// acknowledgements are promises it can no longer keep. It refuses to start
+/// with an error that points at the runbook, and the cluster keeps serving.
+#[test]
+fn a_node_restarted_on_a_wiped_data_dir_refuses_to_take_part() {
+    let mut cluster = TestCluster::launch(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(set_via_leader(&cluster, "a", "1"), "OK");
+    let victim = cluster.other_than(&leader);
+    cluster.kill(&victim);
+    std::fs::remove_dir_all(&cluster.node(&victim).data_dir).unwrap();
+    cluster.start(&victim);
+    let code = cluster.wait_exit(&victim, Duration::from_secs(10));
+    assert!(matches!(code, Some(c) if c != 0), "exit code {code:?}");
+    let log = std::fs::read_to_string(&cluster.node(&victim).log_path).unwrap();
+    assert!(log.contains("Replace a dead node"), "{log}");
+    assert_eq!(set_via_leader(&cluster, "b", "2"), "OK");
+}
