@@ -234,12 +234,12 @@ impl StateMachine {
                 }
             }
             None => {
-                let image: LegacyImage<ClusterConfig, MapIn> = types::decode(data)?;
+                let image: LegacyImage<types::LegacyClusterConfig, MapIn> = types::decode(data)?;
                 StateMachine {
                     map: image.map.0,
                     applied_index: image.applied_index,
                     applied_term: image.applied_term,
-                    config: image.config,
+                    config: image.config.into(),
                     cluster_id: None,
                 }
             }

@@ -73,11 +73,37 @@ pub struct MemberAddr {
     pub client_addr: String,
 }
 
-/// The voting members of the cluster. Lives in the log and in snapshots, so
-/// that runtime membership change can be added without a format change.
+/// The members of the cluster: voters, and learners (which receive the log
+/// but never vote or count for commit). Lives in the log (config entries)
+/// and in snapshots.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     pub voters: BTreeMap<NodeId, MemberAddr>,
+    pub learners: BTreeMap<NodeId, MemberAddr>,
+}
+
+/// Release 1's configuration: voters only (snapshot files and images of
+/// release 1 hold it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyClusterConfig {
+    pub voters: BTreeMap<NodeId, MemberAddr>,
+}
+
+impl From<LegacyClusterConfig> for ClusterConfig {
+    fn from(legacy: LegacyClusterConfig) -> ClusterConfig {
+        ClusterConfig {
+            voters: legacy.voters,
+            learners: BTreeMap::new(),
+        }
+    }
+}
+
+/// One membership change (single-server changes; see `raft/membership.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfChange {
+    AddLearner { id: NodeId, addr: MemberAddr },
+    Promote { id: NodeId },
+    Remove { id: NodeId },
 }
 
 impl ClusterConfig {
@@ -86,9 +112,61 @@ impl ClusterConfig {
         self.voters.contains_key(id)
     }
 
+    /// Whether `id` is a learner.
+    pub fn is_learner(&self, id: &str) -> bool {
+        self.learners.contains_key(id)
+    }
+
+    /// Whether `id` is a voter or a learner.
+    pub fn is_member(&self, id: &str) -> bool {
+        self.is_voter(id) || self.is_learner(id)
+    }
+
+    /// Where member `id` can be reached.
+    pub fn addr(&self, id: &str) -> Option<&MemberAddr> {
+        self.voters.get(id).or_else(|| self.learners.get(id))
+    }
+
+    /// Every member, voters first.
+    pub fn members(&self) -> impl Iterator<Item = (&NodeId, &MemberAddr, bool)> {
+        self.voters
+            .iter()
+            .map(|(id, a)| (id, a, true))
+            .chain(self.learners.iter().map(|(id, a)| (id, a, false)))
+    }
+
     /// Number of votes that form a strict majority.
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
+    }
+}
+
+/// Release 1's snapshot, as its snapshot files hold it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LegacySnapshot {
+    pub meta: LegacySnapshotMeta,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Release 1's snapshot metadata.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LegacySnapshotMeta {
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    pub config: LegacyClusterConfig,
+}
+
+impl From<LegacySnapshot> for Snapshot {
+    fn from(legacy: LegacySnapshot) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                last_index: legacy.meta.last_index,
+                last_term: legacy.meta.last_term,
+                config: legacy.meta.config.into(),
+            },
+            data: legacy.data,
+        }
     }
 }
 

@@ -91,6 +91,7 @@ fn append_entries_never_clears_the_vote() {
                 last_log_index: 10,
                 last_log_term: 4,
                 pre_vote: false,
+                transfer: false,
             },
         )
     };
@@ -188,6 +189,7 @@ fn follower_truncates_conflicts_but_keeps_matching_entries() {
             last_log_index: 4,
             last_log_term: 2,
             pre_vote: false,
+            transfer: false,
         },
     ));
     let rd = n3.ready();

@@ -32,14 +32,15 @@ fn wire_entry() -> impl Strategy<Value = Entry> {
 
 fn body() -> impl Strategy<Value = MessageBody> {
     prop_oneof![
-        (num(), num(), num(), any::<bool>()).prop_map(|(term, i, t, pre_vote)| {
-            MessageBody::RequestVote {
+        (num(), num(), num(), any::<bool>(), any::<bool>()).prop_map(
+            |(term, i, t, pre_vote, transfer)| MessageBody::RequestVote {
                 term,
                 last_log_index: i,
                 last_log_term: t,
                 pre_vote,
+                transfer,
             }
-        }),
+        ),
         (num(), any::<bool>(), any::<bool>()).prop_map(|(term, granted, pre_vote)| {
             MessageBody::RequestVoteReply {
                 term,

@@ -132,7 +132,10 @@ impl NodeConfig {
                 },
             );
         }
-        ClusterConfig { voters }
+        ClusterConfig {
+            voters,
+            learners: BTreeMap::new(),
+        }
     }
 }
 

@@ -65,7 +65,7 @@ impl RaftNode {
         *waited += 1;
         let ask = (*waited - 1).is_multiple_of(self.cfg.heartbeat_ticks);
         if ask {
-            for peer in self.peers() {
+            for peer in self.voter_peers() {
                 self.send(
                     peer,
                     MessageBody::Hello {
@@ -82,7 +82,7 @@ impl RaftNode {
         let Gate::Closed { confirmed, waited } = &self.gate else {
             return;
         };
-        let others = self.peers();
+        let others = self.voter_peers();
         let count = 1 + others.iter().filter(|p| confirmed.contains(*p)).count();
         let all = count == others.len() + 1;
         let grace_over = *waited >= self.cfg.bootstrap_grace_ticks;

@@ -53,6 +53,7 @@ impl RaftNode {
             }
         }
         self.tick_progress();
+        self.tick_transfer();
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.bcast_heartbeat();
@@ -94,6 +95,7 @@ impl RaftNode {
         if self.role == Role::Leader {
             self.fail_leader_reads();
             self.progress.clear();
+            self.transfer = None;
         }
         // A reply from the old term would be dropped: fail such reads now
         // rather than at their deadline (also when the same node leads again).
@@ -142,13 +144,20 @@ impl RaftNode {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote: true,
+            transfer: false,
         };
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send(peer, body.clone());
         }
     }
 
     pub(super) fn become_candidate(&mut self) {
+        self.become_candidate_with(false);
+    }
+
+    /// Starts a real election; `transfer` when a leader handed over (its vote
+    /// requests are granted even inside a peer's leader lease).
+    pub(super) fn become_candidate_with(&mut self, transfer: bool) {
         if self.role == Role::Leader {
             return;
         }
@@ -172,9 +181,10 @@ impl RaftNode {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote: false,
+            transfer,
         };
         // Our own vote must be durable before anyone grants theirs.
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send_persisted(peer, body.clone());
         }
     }

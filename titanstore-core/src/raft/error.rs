@@ -34,6 +34,12 @@ pub enum ProposeError {
     /// Only the leader accepts proposals; `leader` is the one we know of.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
+    /// A leadership transfer is under way: writes wait for the new leader.
+    #[error("leadership is being transferred to {target}")]
+    Transferring { target: NodeId },
+    /// A membership change that cannot be made (now or ever).
+    #[error("{0}")]
+    BadChange(String),
 }
 
 /// Why a linearizable read could not be started.

@@ -220,6 +220,29 @@ impl RaftLog {
         true
     }
 
+    /// The latest config in the log and the index of its entry (the
+    /// snapshot's config and index when the log holds no config entry).
+    pub(crate) fn latest_config(&self) -> (crate::types::ClusterConfig, LogIndex) {
+        self.config_before(self.last_index())
+    }
+
+    /// The config in effect at `index` (>= the snapshot index).
+    pub(crate) fn config_at(&self, index: LogIndex) -> crate::types::ClusterConfig {
+        self.config_before(index).0
+    }
+
+    fn config_before(&self, index: LogIndex) -> (crate::types::ClusterConfig, LogIndex) {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|e| e.index <= index)
+            .find_map(|e| match &e.payload {
+                crate::types::EntryPayload::Config(c) => Some((c.clone(), e.index)),
+                _ => None,
+            })
+            .unwrap_or_else(|| (self.snapshot.config.clone(), self.snapshot.last_index))
+    }
+
     pub(crate) fn has_unhanded(&self) -> bool {
         self.last_index() > self.handed_out
     }

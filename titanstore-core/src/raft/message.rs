@@ -20,6 +20,9 @@ pub enum MessageBody {
         last_log_term: Term,
         /// A pre-vote changes no one's term or vote.
         pre_vote: bool,
+        /// Sent by the target of a leadership transfer: granted even by peers
+        /// inside their leader lease.
+        transfer: bool,
     },
     RequestVoteReply {
         term: Term,

@@ -10,6 +10,7 @@
 //! - `election.rs`: pre-vote, votes, role changes, ticks, check-quorum.
 //! - `replication.rs`: AppendEntries / InstallSnapshot on both sides, commit.
 //! - `read_index.rs`: linearizable reads (ReadIndex), leader and follower side.
+//! - `membership.rs`: single-server membership changes, learners, leadership transfer.
 //! - `log.rs`: the in-memory log since the snapshot; `progress.rs`: per-follower state.
 //! - `ready.rs`: the data handed to the runtime; `error.rs`: typed errors.
 //! - `message.rs`: the messages between cores.
@@ -18,6 +19,7 @@ mod bootstrap;
 mod election;
 mod error;
 mod log;
+mod membership;
 pub mod message;
 mod node;
 mod progress;
@@ -26,6 +28,7 @@ mod ready;
 mod replication;
 
 pub use error::{ProposeError, RaftError, ReadError};
+pub use membership::apply_change;
 pub use message::{Message, MessageBody};
 pub use node::RaftNode;
 pub use ready::{ReadState, Ready, Role, SoftState, Status};

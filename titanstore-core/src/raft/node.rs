@@ -58,10 +58,14 @@ pub struct RaftNode {
     prev_hard: (Term, Option<NodeId>),
     /// Proposals since the last `ready()` not yet broadcast: they go out
     /// together, one AppendEntries per follower, when `ready()` is called.
-    append_pending: bool,
+    pub(super) append_pending: bool,
     pub(super) gate: Gate,
     /// Cleared by the runtime while its disk is stalled: no campaigning.
     pub(super) may_campaign: bool,
+    /// Index of the entry holding the current config (the snapshot index
+    /// when it comes from the snapshot).
+    pub(super) conf_index: LogIndex,
+    pub(super) transfer: Option<super::membership::Transfer>,
 }
 
 impl RaftNode {
@@ -97,9 +101,9 @@ impl RaftNode {
             expected += 1;
             previous = e.term;
         }
-        if cluster.voters.is_empty() {
-            return Err(RaftError::EmptyClusterConfig);
-        }
+        // An empty config is a node that joins an existing cluster: it never
+        // campaigns and waits for the leader to send it the log.
+        let _ = cluster;
         let last = expected - 1;
         if applied < snapshot.last_index || applied > last {
             return Err(RaftError::AppliedOutOfRange {
@@ -148,9 +152,12 @@ impl RaftNode {
             append_pending: false,
             gate: Gate::Open,
             may_campaign: true,
+            conf_index: 0,
+            transfer: None,
             cfg: config,
         };
-        node.gate = Gate::initial(node.cfg.fresh, !node.peers().is_empty());
+        node.refresh_config();
+        node.gate = Gate::initial(node.cfg.fresh, !node.voter_peers().is_empty());
         node.reset_election_timer();
         tracing::info!(
             id = %node.id, term, last_index = node.log.last_index(),
@@ -176,7 +183,17 @@ impl RaftNode {
     /// non-members or with stale terms are dropped (stale requests get a
     /// reply carrying our term so the sender can catch up).
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.id || msg.from == self.id || !self.cluster.is_voter(&msg.from) {
+        // A node outside its own config (joining, or removed and re-added)
+        // takes the log from whoever leads; everyone else hears only members.
+        let outsider = !self.cluster.is_member(&self.id)
+            && matches!(
+                msg.body,
+                MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+            );
+        if msg.to != self.id
+            || msg.from == self.id
+            || !(self.cluster.is_member(&msg.from) || outsider)
+        {
             tracing::debug!(from = %msg.from, to = %msg.to, "dropping misaddressed message");
             return;
         }
@@ -196,10 +213,12 @@ impl RaftNode {
         let mterm = msg.body.term();
         if mterm > self.term {
             match &msg.body {
-                MessageBody::RequestVote { pre_vote, .. } => {
+                MessageBody::RequestVote {
+                    pre_vote, transfer, ..
+                } => {
                     if *pre_vote {
                         // A pre-vote never changes our term; handled below.
-                    } else if self.cfg.check_quorum && self.in_lease() {
+                    } else if self.cfg.check_quorum && self.in_lease() && !*transfer {
                         tracing::debug!(from = %msg.from, mterm, "ignoring vote request: leader lease");
                         return;
                     } else {
@@ -227,6 +246,7 @@ impl RaftNode {
                 last_log_index,
                 last_log_term,
                 pre_vote,
+                ..
             } => self.handle_vote_request(from, term, last_log_index, last_log_term, pre_vote),
             MessageBody::RequestVoteReply {
                 term,
@@ -296,7 +316,7 @@ impl RaftNode {
                     && self.may_campaign
                 {
                     tracing::info!(id = %self.id, "leadership transfer: campaigning now");
-                    self.become_candidate();
+                    self.become_candidate_with(true);
                 }
             }
         }
@@ -316,6 +336,11 @@ impl RaftNode {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),
+            });
+        }
+        if let Some(t) = &self.transfer {
+            return Err(ProposeError::Transferring {
+                target: t.target.clone(),
             });
         }
         let index = self.log.append(self.term, payload);
@@ -442,6 +467,9 @@ impl RaftNode {
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index(),
             bootstrapping: matches!(self.gate, Gate::Closed { .. }),
+            voters: self.cluster.voters.len(),
+            learners: self.cluster.learners.len(),
+            removed: !self.cluster.voters.is_empty() && !self.cluster.is_member(&self.id),
             refused: match &self.gate {
                 Gate::Refused(reason) => Some(reason.clone()),
                 _ => None,
@@ -474,8 +502,19 @@ impl RaftNode {
         self.cluster.is_voter(&self.id)
     }
 
-    /// Other voters, in id order.
+    /// Every other member (voters and learners), in id order: who gets the log.
     pub(super) fn peers(&self) -> Vec<NodeId> {
+        self.cluster
+            .voters
+            .keys()
+            .chain(self.cluster.learners.keys())
+            .filter(|v| **v != self.id)
+            .cloned()
+            .collect()
+    }
+
+    /// Other voters, in id order: who votes.
+    pub(super) fn voter_peers(&self) -> Vec<NodeId> {
         self.cluster
             .voters
             .keys()

@@ -101,4 +101,8 @@ pub struct Status {
     pub bootstrapping: bool,
     /// Why the node refuses to take part (a peer already belongs to a cluster).
     pub refused: Option<String>,
+    pub voters: usize,
+    pub learners: usize,
+    /// Its latest config does not include it.
+    pub removed: bool,
 }

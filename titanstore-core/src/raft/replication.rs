@@ -207,7 +207,11 @@ impl RaftNode {
         if committed_may_move {
             self.maybe_commit();
         }
+        if self.role != super::Role::Leader {
+            return;
+        }
         if success {
+            self.maybe_send_timeout_now(&from);
             while self.send_append(&from, false) {}
         } else {
             self.send_append(&from, true);
@@ -257,6 +261,10 @@ impl RaftNode {
         self.log.commit_to(candidate);
         tracing::debug!(id = %self.id, commit = candidate, "commit advanced");
         self.on_commit_advanced();
+        self.maybe_step_down_removed();
+        if self.role != super::Role::Leader {
+            return;
+        }
         // Tell followers about the new commit index.
         for peer in self.peers() {
             if !self.send_append(&peer, false) {
@@ -326,7 +334,14 @@ impl RaftNode {
         };
         if let Some(pos) = self.log.find_conflict(entries) {
             // Only the conflicting suffix goes; matching entries stay.
+            let cuts_config = self.conf_index >= entries[pos].index;
             self.log.truncate_and_append(&entries[pos..]);
+            let has_config = entries[pos..]
+                .iter()
+                .any(|e| matches!(e.payload, crate::types::EntryPayload::Config(_)));
+            if cuts_config || has_config {
+                self.refresh_config();
+            }
         }
         self.log.commit_to(leader_commit.min(last_new));
         self.reply_append(leader, true, last_new, read_round);
@@ -376,9 +391,7 @@ impl RaftNode {
         tracing::info!(id = %self.id, index, "installing snapshot from leader");
         self.log.restore(meta.clone());
         self.apply_cursor = index;
-        if !meta.config.voters.is_empty() {
-            self.cluster = meta.config.clone();
-        }
+        self.refresh_config();
         self.pending_snapshot = Some(Snapshot { meta, data });
         self.send_persisted(leader, reply(index));
     }

@@ -122,8 +122,13 @@ impl SnapshotStore {
                 "trailing bytes after the snapshot".into(),
             ));
         }
-        let snap = types::decode(frame.payload)
-            .map_err(|e| corrupt(0, format!("undecodable snapshot: {e}")))?;
+        let snap = match types::decode::<Snapshot>(frame.payload) {
+            Ok(snap) => snap,
+            // A release 1 file: its configuration has no learners.
+            Err(e) => types::decode::<types::LegacySnapshot>(frame.payload)
+                .map(Snapshot::from)
+                .map_err(|_| corrupt(0, format!("undecodable snapshot: {e}")))?,
+        };
         Ok(Some(snap))
     }
 }

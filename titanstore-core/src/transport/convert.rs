@@ -59,11 +59,13 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
             last_log_index,
             last_log_term,
             pre_vote,
+            transfer,
         } => Body::RequestVote(pb::RequestVote {
             term: *term,
             last_log_index: *last_log_index,
             last_log_term: *last_log_term,
             pre_vote: *pre_vote,
+            transfer: *transfer,
         }),
         MessageBody::RequestVoteReply {
             term,
@@ -167,6 +169,7 @@ pub fn from_wire(msg: pb::RaftMessage) -> Result<Message, ConvertError> {
             last_log_index: m.last_log_index,
             last_log_term: m.last_log_term,
             pre_vote: m.pre_vote,
+            transfer: m.transfer,
         },
         Body::RequestVoteReply(m) => MessageBody::RequestVoteReply {
             term: m.term,

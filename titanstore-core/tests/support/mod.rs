@@ -23,6 +23,7 @@ pub fn config_of(ids: &[&str]) -> ClusterConfig {
                 (id.to_string(), addr)
             })
             .collect(),
+        learners: Default::default(),
     }
 }
 
