@@ -48,6 +48,8 @@ pub struct TestNode {
     pub client_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Started with `--join <these client addrs>` instead of `--peers`.
+    pub join: Option<Vec<String>>,
     child: Option<Child>,
 }
 
@@ -76,6 +78,7 @@ impl TestCluster {
                 client_port: free_port(),
                 data_dir: dir.path().join(format!("node{i}")),
                 log_path: dir.path().join(format!("node{i}.log")),
+                join: None,
                 child: None,
             })
             .collect();
@@ -108,11 +111,48 @@ impl TestCluster {
         &self.nodes[self.index(id)]
     }
 
+    /// Starts a new node with `--join` (the client addresses of the nodes
+    /// running now) and returns its id; it is added to the cluster by itself.
+    pub fn add_joining(&mut self, id: &str) -> String {
+        let join: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.client_addr())
+            .collect();
+        let dir = self._dir.path();
+        self.nodes.push(TestNode {
+            id: id.to_string(),
+            raft_port: free_port(),
+            client_port: free_port(),
+            data_dir: dir.join(id),
+            log_path: dir.join(format!("{id}.log")),
+            join: Some(join),
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.start_node(i);
+        id.to_string()
+    }
+
+    /// The node starts again with `--join` (e.g. after its disk was replaced).
+    pub fn rejoin(&mut self, id: &str) {
+        let i = self.index(id);
+        let join: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running() && n.id != id)
+            .map(|n| n.client_addr())
+            .collect();
+        self.nodes[i].join = Some(join);
+        self.start_node(i);
+    }
+
     fn start_node(&mut self, i: usize) {
         let peers: Vec<String> = self
             .nodes
             .iter()
-            .filter(|n| n.id != self.nodes[i].id)
+            .filter(|n| n.id != self.nodes[i].id && n.join.is_none())
             .map(|n| format!("{}:127.0.0.1:{}:{}", n.id, n.raft_port, n.client_port))
             .collect();
         let node = &self.nodes[i];
@@ -137,7 +177,9 @@ impl TestCluster {
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log);
-        if !peers.is_empty() {
+        if let Some(join) = &node.join {
+            cmd.arg("--join").arg(join.join(","));
+        } else if !peers.is_empty() {
             cmd.arg("--peers").arg(peers.join(","));
         }
         let child = cmd.spawn().unwrap();
@@ -290,9 +332,18 @@ pub struct Status {
     pub commit: u64,
     pub applied: u64,
     pub snapshot_index: u64,
+    /// Every field, as sent.
+    pub line: String,
 }
 
 impl Status {
+    /// Any field by name.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let rest = self.line.strip_prefix("STATUS ")?;
+        rest.split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{name}=")).map(str::to_string))
+    }
+
     pub fn parse(line: &str) -> Option<Status> {
         let rest = line.strip_prefix("STATUS ")?;
         let get = |k: &str| {
@@ -307,6 +358,7 @@ impl Status {
             commit: get("commit")?.parse().ok()?,
             applied: get("applied")?.parse().ok()?,
             snapshot_index: get("snapshot_index")?.parse().ok()?,
+            line: line.to_string(),
         })
     }
 }

@@ -42,6 +42,11 @@ pub struct Args {
     /// Leave out for a single-node cluster.
     #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
     pub peers: Vec<Peer>,
+    /// Client addresses (host:port, comma-separated) of a running cluster to
+    /// join as a new member, instead of --peers. Needs an empty data dir;
+    /// ignored once the data dir holds state, so restarts need no change.
+    #[arg(long, value_delimiter = ',', conflicts_with = "peers")]
+    pub join: Vec<String>,
     /// Where the WAL and snapshots live [default: ./data/<id>].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -135,6 +140,7 @@ impl Args {
             .unwrap_or_else(|| PathBuf::from("data").join(&self.id));
         let mut config = NodeConfig::new(self.id.clone(), data_dir);
         config.peers = self.peers.clone();
+        config.join = self.join.clone();
         config.advertise_raft_addr = self
             .advertise_raft_addr
             .clone()

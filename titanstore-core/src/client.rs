@@ -41,7 +41,9 @@ pub fn validate(request: &Request) -> Result<(), ClientError> {
         Request::Get(Get { key, .. })
         | Request::Set(Set { key, .. })
         | Request::Delete(Delete { key }) => key,
-        Request::Ping(_) | Request::Status(_) => return Ok(()),
+        Request::Ping(_) | Request::Status(_) | Request::Member(_) | Request::Transfer(_) => {
+            return Ok(());
+        }
     };
     if key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace()) {
         return Err(ClientError::InvalidInput(

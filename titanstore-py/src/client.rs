@@ -149,6 +149,7 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
             return Ok(pyo3::types::PyBool::new(py, true).to_owned().into_any());
         }
         Reply::Status(fields) => return fields.into_pyobject(py).map(|v| v.into_any()),
+        Reply::Members(members) => return members.into_pyobject(py).map(|v| v.into_any()),
         Reply::NotLeader(addr) => ClientError::NotLeader { addr },
         Reply::NoLeader => ClientError::NoLeader,
         Reply::Dropped(reason) => ClientError::Server(reason),

@@ -16,7 +16,7 @@ use super::replica::{Effect, Replica, Token};
 use super::storage_thread::{StorageDone, StorageJob};
 use crate::protocol::Reply;
 use crate::raft::Message;
-use crate::transport::PeerSender;
+use crate::transport::{PeerSender, SnapshotSource};
 use crate::types::{NodeId, Snapshot};
 
 /// Most inputs of one kind folded into one pass before the effects are run.
@@ -26,6 +26,8 @@ pub(super) struct EventLoop {
     replica: Replica,
     tick: std::time::Duration,
     peers: HashMap<NodeId, PeerSender>,
+    /// Where new peers' senders read snapshot images from.
+    snapshots: std::sync::Arc<dyn SnapshotSource>,
     storage: Option<std_mpsc::Sender<StorageJob>>,
     snapshot_writer: Option<std_mpsc::Sender<Snapshot>>,
     waiting: HashMap<Token, oneshot::Sender<Reply>>,
@@ -38,6 +40,7 @@ impl EventLoop {
         replica: Replica,
         tick: std::time::Duration,
         peers: HashMap<NodeId, PeerSender>,
+        snapshots: std::sync::Arc<dyn SnapshotSource>,
         storage: std_mpsc::Sender<StorageJob>,
         snapshot_writer: std_mpsc::Sender<Snapshot>,
     ) -> EventLoop {
@@ -45,6 +48,7 @@ impl EventLoop {
             replica,
             tick,
             peers,
+            snapshots,
             storage: Some(storage),
             snapshot_writer: Some(snapshot_writer),
             waiting: HashMap::new(),
@@ -123,10 +127,21 @@ impl EventLoop {
     fn run_effects(&mut self) -> Result<(), NodeError> {
         for effect in std::mem::take(&mut self.effects) {
             match effect {
-                Effect::Send(msg) => match self.peers.get(&msg.to) {
-                    Some(peer) => peer.send(msg),
-                    None => tracing::debug!(to = %msg.to, "no route to node"),
-                },
+                Effect::Send(msg) => {
+                    if !self.peers.contains_key(&msg.to)
+                        && let Some(addr) = self.replica.raft_addr_of(&msg.to)
+                    {
+                        // A member added at runtime: open its stream now.
+                        tracing::info!(peer = %msg.to, %addr, "connecting to new member");
+                        let sender =
+                            PeerSender::spawn(addr, std::sync::Arc::clone(&self.snapshots));
+                        self.peers.insert(msg.to.clone(), sender);
+                    }
+                    match self.peers.get(&msg.to) {
+                        Some(peer) => peer.send(msg),
+                        None => tracing::debug!(to = %msg.to, "no route to node"),
+                    }
+                }
                 Effect::Persist(job) => {
                     let sent = self.storage.as_ref().is_some_and(|tx| tx.send(job).is_ok());
                     if !sent {

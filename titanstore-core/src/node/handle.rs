@@ -23,7 +23,10 @@ impl NodeHandle {
 
     /// Runs one request and waits for its reply.
     pub async fn call(&self, request: Request) -> Reply {
-        let is_write = matches!(request, Request::Set(_) | Request::Delete(_));
+        let is_write = matches!(
+            request,
+            Request::Set(_) | Request::Delete(_) | Request::Member(_) | Request::Transfer(_)
+        );
         let (reply, rx) = oneshot::channel();
         if self.tx.send(NodeRequest { request, reply }).await.is_err() {
             return Reply::Error("node is shutting down".into());

@@ -7,6 +7,7 @@
 
 mod event_loop;
 mod handle;
+mod join;
 pub mod replica;
 pub mod storage_thread;
 
@@ -59,6 +60,9 @@ pub struct NodeConfig {
     /// How long a client request may wait for commit or read confirmation.
     pub request_timeout: Duration,
     pub server: ServerConfig,
+    /// Client addresses of a running cluster to join (instead of `peers`);
+    /// used only when the data dir holds no state yet.
+    pub join: Vec<String>,
 }
 
 impl NodeConfig {
@@ -77,6 +81,7 @@ impl NodeConfig {
             snapshot_threshold: 100_000,
             request_timeout: Duration::from_secs(5),
             server: ServerConfig::default(),
+            join: Vec::new(),
         }
     }
 
@@ -163,6 +168,8 @@ pub enum NodeError {
     StorageFailed(String),
     #[error("refusing to take part in the cluster: {0}")]
     Refused(String),
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("the raft endpoint stopped receiving peer messages")]
     RaftEndpointStopped,
     #[error("raft endpoint failed: {0}")]
@@ -226,6 +233,27 @@ pub fn boot(
     Ok(Replica::new(replica_config, raft, kv, snapshot_meta))
 }
 
+/// How a joining node announces itself: `<id>:<host of the advertised
+/// client address>:<raft port>:<client port>`.
+fn own_spec(config: &NodeConfig) -> Result<crate::protocol::MemberSpec, NodeError> {
+    let port = |addr: &str| {
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| NodeError::Join(format!("'{addr}' has no port")))
+    };
+    let host = config
+        .advertise_client_addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .ok_or_else(|| NodeError::Join("the advertised client address has no host".into()))?;
+    Ok(crate::protocol::MemberSpec {
+        id: config.id.clone(),
+        host,
+        raft_port: port(&config.advertise_raft_addr)?,
+        client_port: port(&config.advertise_client_addr)?,
+    })
+}
+
 /// Runs a node until `shutdown` completes or storage fails.
 pub async fn run(
     config: NodeConfig,
@@ -233,14 +261,34 @@ pub async fn run(
     client_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
+    let mut config = config;
     let (storage, recovered) = Storage::open_real(&config.data_dir)?;
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(?torn, "cut off a torn record at the end of the WAL");
     }
+    let holds_state = recovered.hard_state != Default::default()
+        || recovered.snapshot.is_some()
+        || !recovered.entries.is_empty();
+    let joining = !config.join.is_empty() && !holds_state;
+    if !config.join.is_empty() && holds_state {
+        tracing::info!("the data dir holds state: --join is ignored");
+    }
+    let me = joining.then(|| own_spec(&config)).transpose()?;
+    let membership = if joining {
+        // Learn the members first, to answer the leader before the log says who they are.
+        let addrs = config.join.clone();
+        let id = config.id.clone();
+        config.peers = tokio::task::spawn_blocking(move || join::discover(&addrs, &id))
+            .await
+            .map_err(|e| NodeError::Join(e.to_string()))??;
+        ClusterConfig::default()
+    } else {
+        config.initial_membership()
+    };
     let replica = boot(
         config.raft_config(),
         config.replica_config(),
-        config.initial_membership(),
+        membership,
         recovered,
     )?;
     let (job_tx, job_rx) = std::sync::mpsc::channel();
@@ -288,10 +336,46 @@ pub async fn run(
         stopped(stop_rx.clone()),
     ));
 
-    let event_loop = event_loop::EventLoop::new(replica, config.tick, peers, job_tx, snapshot_tx);
+    // A join that can never succeed stops the node with its reason.
+    let (join_failed_tx, join_failed_rx) = tokio::sync::oneshot::channel::<NodeError>();
+    if let Some(me) = me {
+        let addrs = config.join.clone();
+        let timeout = config.request_timeout;
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = join::join(&addrs, &me, timeout) {
+                let _ = join_failed_tx.send(err);
+            }
+        });
+    }
+    let join_error = Arc::new(std::sync::Mutex::new(None));
+    let join_error_slot = Arc::clone(&join_error);
+    let shutdown = async move {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => {}
+            Ok(err) = join_failed_rx => {
+                tracing::error!(%err, "giving up");
+                if let Ok(mut slot) = join_error_slot.lock() {
+                    *slot = Some(err);
+                }
+            }
+        }
+    };
+    let event_loop = event_loop::EventLoop::new(
+        replica,
+        config.tick,
+        peers,
+        Arc::clone(&snapshots),
+        job_tx,
+        snapshot_tx,
+    );
     let result = event_loop
         .run(inbox_rx, request_rx, done_rx, shutdown)
         .await;
+    let result = match join_error.lock().ok().and_then(|mut slot| slot.take()) {
+        Some(err) => Err(err),
+        None => result,
+    };
 
     let _ = stop_tx.send(true);
     let _ = client_server.await;

@@ -25,10 +25,13 @@ use rand::{Rng, SeedableRng};
 
 use super::NodeError;
 use super::storage_thread::{StorageDone, StorageJob};
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Member, MemberSpec, Reply, Request};
 use crate::raft::{Message, MessageBody, ProposeError, RaftNode, Ready, Role, Status};
 use crate::state_machine::StateMachine;
-use crate::types::{Command, Entry, EntryPayload, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{
+    Command, ConfChange, Entry, EntryPayload, LogIndex, MemberAddr, NodeId, Snapshot, SnapshotMeta,
+    Term,
+};
 
 /// Names a client request; its reply comes back in [`Effect::Reply`].
 pub type Token = u64;
@@ -71,12 +74,67 @@ struct PendingWrite {
     term: Term,
     token: Token,
     deadline: u64,
+    then: AfterCommit,
 }
+
+/// What a committed entry's client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AfterCommit {
+    Ok,
+    /// `MEMBER ADD` of a voter: the learner is in; now wait until it caught up, then promote.
+    CatchUpThenPromote(NodeId),
+}
+
+/// A `MEMBER ADD` waiting for its learner to catch up.
+struct CatchUp {
+    token: Token,
+    id: NodeId,
+    deadline: u64,
+}
+
+/// A `TRANSFER` waiting for the target to lead.
+struct PendingTransfer {
+    token: Token,
+    target: NodeId,
+    deadline: u64,
+}
+
+/// A write that arrived during a leadership transfer.
+struct HeldWrite {
+    token: Token,
+    command: Command,
+    deadline: u64,
+}
+
+/// A learner within this many entries of the leader counts as caught up.
+const CATCH_UP_LAG: u64 = 64;
 
 struct PendingRead {
     key: Vec<u8>,
     token: Token,
     deadline: u64,
+}
+
+/// `MEMBERS` entries: `<id>:<host>:<raft_port>:<client_port>:<voter|learner>`.
+fn member_list(config: &crate::types::ClusterConfig) -> Vec<String> {
+    config
+        .members()
+        .map(|(id, addr, voter)| {
+            let (host, raft_port) = addr
+                .raft_addr
+                .rsplit_once(':')
+                .unwrap_or((&addr.raft_addr, ""));
+            let client_port = addr.client_addr.rsplit_once(':').map_or("", |(_, p)| p);
+            let role = if voter { "voter" } else { "learner" };
+            format!("{id}:{host}:{raft_port}:{client_port}:{role}")
+        })
+        .collect()
+}
+
+/// Parses one `MEMBERS` entry back (for clients).
+pub fn parse_member(entry: &str) -> Option<(MemberSpec, bool)> {
+    let (spec, role) = entry.rsplit_once(':')?;
+    Some((MemberSpec::parse(spec).ok()?, role == "voter"))
 }
 
 /// Ticks between sweeps of requests past their deadline.
@@ -108,6 +166,9 @@ pub struct Replica {
     bootstrap_proposed: Option<Term>,
     effects: Vec<Effect>,
     applied_log: Vec<Entry>,
+    catching_up: Vec<CatchUp>,
+    transfers: Vec<PendingTransfer>,
+    held_writes: Vec<HeldWrite>,
     /// Snapshot images refused because they failed their checksum or decode.
     pub bad_snapshots: u64,
 }
@@ -140,6 +201,9 @@ impl Replica {
             bootstrap_proposed: None,
             effects: Vec::new(),
             applied_log: Vec::new(),
+            catching_up: Vec::new(),
+            transfers: Vec::new(),
+            held_writes: Vec::new(),
             bad_snapshots: 0,
         }
     }
@@ -220,6 +284,8 @@ impl Replica {
                 let reply = self.status_reply();
                 self.reply(token, reply);
             }
+            Request::Member(member) => self.member(token, member, deadline),
+            Request::Transfer(t) => self.transfer(token, t.target, deadline),
         }
     }
 
@@ -267,9 +333,15 @@ impl Replica {
     /// Runs the core until it has nothing more to hand out and moves every
     /// effect into `out`. An error means the node must stop.
     pub fn poll(&mut self, out: &mut Vec<Effect>) -> Result<(), NodeError> {
-        while self.raft.has_ready() {
-            let ready = self.raft.ready();
-            self.on_ready(ready)?;
+        loop {
+            while self.raft.has_ready() {
+                let ready = self.raft.ready();
+                self.on_ready(ready)?;
+            }
+            self.advance_member_ops();
+            if !self.raft.has_ready() {
+                break;
+            }
         }
         out.append(&mut self.effects);
         if let Some(reason) = self.raft.status().refused {
@@ -285,6 +357,24 @@ impl Replica {
                 write.token,
                 Reply::Unknown("node stopped before the write was confirmed".into()),
             );
+        }
+        let tokens: Vec<Token> = std::mem::take(&mut self.catching_up)
+            .into_iter()
+            .map(|c| c.token)
+            .chain(
+                std::mem::take(&mut self.transfers)
+                    .into_iter()
+                    .map(|t| t.token),
+            )
+            .collect();
+        for token in tokens {
+            self.reply(
+                token,
+                Reply::Unknown("node stopped before the change finished".into()),
+            );
+        }
+        for held in std::mem::take(&mut self.held_writes) {
+            self.reply(held.token, Reply::Dropped("node stopped".into()));
         }
         let reads = std::mem::take(&mut self.reads).into_values();
         let waiting = std::mem::take(&mut self.reads_waiting_apply)
@@ -308,6 +398,11 @@ impl Replica {
 
     pub fn id(&self) -> &str {
         &self.cfg.id
+    }
+
+    /// The Raft address of member `id` in the latest config.
+    pub fn raft_addr_of(&self, id: &str) -> Option<String> {
+        self.raft.config().addr(id).map(|a| a.raft_addr.clone())
     }
 
     pub fn disk_stalled(&self) -> bool {
@@ -367,20 +462,192 @@ impl Replica {
             );
             return;
         }
-        match self.raft.propose(command) {
+        match self.raft.propose(command.clone()) {
             Ok((index, term)) => {
                 self.writes.entry(index).or_default().push(PendingWrite {
                     term,
                     token,
                     deadline,
+                    then: AfterCommit::Ok,
                 });
             }
             Err(ProposeError::NotLeader { leader }) => {
                 let reply = self.not_leader(leader);
                 self.reply(token, reply);
             }
-            #[allow(unreachable_patterns)]
+            // Held until the transfer ends: then proposed here, or redirected.
+            Err(ProposeError::Transferring { .. }) => self.held_writes.push(HeldWrite {
+                token,
+                command,
+                deadline,
+            }),
             Err(err) => self.reply(token, Reply::Dropped(err.to_string())),
+        }
+    }
+
+    fn member(&mut self, token: Token, member: Member, deadline: u64) {
+        let config = self.raft.config().clone();
+        let change = match member {
+            Member::List => {
+                let reply = Reply::Members(member_list(&config));
+                self.reply(token, reply);
+                return;
+            }
+            Member::Add { member, learner } => {
+                let addr = MemberAddr {
+                    raft_addr: member.raft_addr(),
+                    client_addr: member.client_addr(),
+                };
+                // A retried ADD (a joining node that lost the reply) continues.
+                if config.addr(&member.id) == Some(&addr) && self.is_leader() {
+                    if config.is_voter(&member.id) || learner {
+                        self.reply(token, Reply::Ok);
+                    } else {
+                        self.catching_up.push(CatchUp {
+                            token,
+                            id: member.id,
+                            deadline,
+                        });
+                    }
+                    return;
+                }
+                let then = if learner {
+                    AfterCommit::Ok
+                } else {
+                    AfterCommit::CatchUpThenPromote(member.id.clone())
+                };
+                (
+                    ConfChange::AddLearner {
+                        id: member.id,
+                        addr,
+                    },
+                    then,
+                )
+            }
+            Member::Promote { id } => {
+                if config.is_voter(&id) && self.is_leader() {
+                    self.reply(token, Reply::Ok);
+                    return;
+                }
+                (ConfChange::Promote { id }, AfterCommit::Ok)
+            }
+            Member::Remove { id } => (ConfChange::Remove { id }, AfterCommit::Ok),
+        };
+        self.propose_change(token, change.0, change.1, deadline);
+    }
+
+    fn propose_change(
+        &mut self,
+        token: Token,
+        change: ConfChange,
+        then: AfterCommit,
+        deadline: u64,
+    ) {
+        match self.raft.propose_conf_change(change) {
+            Ok((index, term)) => self.writes.entry(index).or_default().push(PendingWrite {
+                term,
+                token,
+                deadline,
+                then,
+            }),
+            Err(ProposeError::NotLeader { leader }) => {
+                let reply = self.not_leader(leader);
+                self.reply(token, reply);
+            }
+            Err(err) => self.reply(token, Reply::Error(err.to_string())),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.status().role == Role::Leader
+    }
+
+    fn transfer(&mut self, token: Token, target: Option<NodeId>, deadline: u64) {
+        let status = self.raft.status();
+        if status.role != Role::Leader {
+            let reply = match (&target, &status.leader) {
+                (Some(t), Some(l)) if t == l => Reply::Ok,
+                _ => self.not_leader(status.leader),
+            };
+            self.reply(token, reply);
+            return;
+        }
+        match self.raft.transfer_leader(target) {
+            Ok(t) if t == self.cfg.id => self.reply(token, Reply::Ok),
+            Ok(t) => self.transfers.push(PendingTransfer {
+                token,
+                target: t,
+                deadline,
+            }),
+            Err(err) => self.reply(token, Reply::Error(err.to_string())),
+        }
+    }
+
+    /// Moves multi-step membership requests on: learners that caught up get
+    /// promoted, transfers that ended are answered, held writes go out.
+    fn advance_member_ops(&mut self) {
+        let status = self.raft.status();
+        let leading = status.role == Role::Leader;
+        for c in std::mem::take(&mut self.catching_up) {
+            if !leading {
+                self.reply(
+                    c.token,
+                    Reply::Error(format!(
+                        "leadership changed while {} caught up; it stays a learner (MEMBER PROMOTE {})",
+                        c.id, c.id
+                    )),
+                );
+                continue;
+            }
+            let matched = self.raft.progress_matched(&c.id).unwrap_or(0);
+            if matched > 0 && matched + CATCH_UP_LAG >= status.last_index {
+                let id = c.id.clone();
+                match self.raft.propose_conf_change(ConfChange::Promote { id }) {
+                    Ok((index, term)) => self.writes.entry(index).or_default().push(PendingWrite {
+                        term,
+                        token: c.token,
+                        deadline: c.deadline,
+                        then: AfterCommit::Ok,
+                    }),
+                    // Another change is still committing: try again later.
+                    Err(ProposeError::BadChange(_)) | Err(ProposeError::Transferring { .. }) => {
+                        self.catching_up.push(c)
+                    }
+                    Err(err) => self.reply(c.token, Reply::Error(err.to_string())),
+                }
+            } else {
+                self.catching_up.push(c);
+            }
+        }
+        let transferring = self.raft.transferring_to().cloned();
+        for t in std::mem::take(&mut self.transfers) {
+            if status.leader.as_ref() == Some(&t.target) {
+                self.reply(t.token, Reply::Ok);
+            } else if leading && transferring.as_ref() != Some(&t.target) {
+                self.reply(
+                    t.token,
+                    Reply::Error(format!(
+                        "transfer to {} did not finish within an election timeout; {} still leads",
+                        t.target, self.cfg.id
+                    )),
+                );
+            } else if !leading && status.leader.is_some() {
+                self.reply(
+                    t.token,
+                    Reply::Error(format!(
+                        "leadership moved to {} instead of {}",
+                        status.leader.as_deref().unwrap_or("-"),
+                        t.target
+                    )),
+                );
+            } else {
+                self.transfers.push(t);
+            }
+        }
+        if transferring.is_none() && !self.held_writes.is_empty() {
+            for held in std::mem::take(&mut self.held_writes) {
+                self.propose(held.command, held.token, held.deadline);
+            }
         }
     }
 
@@ -409,6 +676,8 @@ impl Replica {
         let status = self.raft.status();
         let role = if status.refused.is_some() {
             "refused".to_string()
+        } else if status.removed {
+            "removed".to_string()
         } else {
             status.role.to_string()
         };
@@ -425,6 +694,8 @@ impl Replica {
             ("last_index", status.last_index.to_string()),
             ("snapshot_index", status.snapshot_index.to_string()),
             ("keys", self.kv.len().to_string()),
+            ("voters", status.voters.to_string()),
+            ("learners", status.learners.to_string()),
             ("client_addr", self.cfg.advertise_client_addr.clone()),
             (
                 "cluster_id",
@@ -574,12 +845,19 @@ impl Replica {
                 // Same index and term: the same entry (Log Matching). Any
                 // other term: a different entry is committed at the index,
                 // so this write can never apply.
-                let reply = if write.term == entry.term {
-                    Reply::Ok
-                } else {
-                    Reply::Dropped("another entry was committed at its index".into())
-                };
-                self.reply(write.token, reply);
+                if write.term != entry.term {
+                    let reply = Reply::Dropped("another entry was committed at its index".into());
+                    self.reply(write.token, reply);
+                    continue;
+                }
+                match write.then {
+                    AfterCommit::Ok => self.reply(write.token, Reply::Ok),
+                    AfterCommit::CatchUpThenPromote(id) => self.catching_up.push(CatchUp {
+                        token: write.token,
+                        id,
+                        deadline: write.deadline,
+                    }),
+                }
             }
             if self.cfg.record_applied {
                 self.applied_log.push(entry);
@@ -625,7 +903,7 @@ impl Replica {
             meta: SnapshotMeta {
                 last_index: applied,
                 last_term: self.kv.applied_term(),
-                config: self.raft.config().clone(),
+                config: self.raft.config_at(applied),
             },
             data,
         };
@@ -651,6 +929,38 @@ impl Replica {
             self.reply(
                 write.token,
                 Reply::Unknown("not committed within the request timeout; outcome unknown".into()),
+            );
+        }
+        let (late, keep): (Vec<CatchUp>, Vec<CatchUp>) = std::mem::take(&mut self.catching_up)
+            .into_iter()
+            .partition(|c| c.deadline <= now);
+        self.catching_up = keep;
+        for c in late {
+            let reply = Reply::Error(format!(
+                "timed out waiting for {} to catch up; it stays a learner until removed",
+                c.id
+            ));
+            self.reply(c.token, reply);
+        }
+        let (late, keep): (Vec<PendingTransfer>, Vec<PendingTransfer>) =
+            std::mem::take(&mut self.transfers)
+                .into_iter()
+                .partition(|t| t.deadline <= now);
+        self.transfers = keep;
+        for t in late {
+            self.reply(
+                t.token,
+                Reply::Error(format!("timed out transferring to {}", t.target)),
+            );
+        }
+        let (late, keep): (Vec<HeldWrite>, Vec<HeldWrite>) = std::mem::take(&mut self.held_writes)
+            .into_iter()
+            .partition(|w| w.deadline <= now);
+        self.held_writes = keep;
+        for w in late {
+            self.reply(
+                w.token,
+                Reply::Dropped("leadership transfer took too long".into()),
             );
         }
         let (late, keep): (BTreeMap<u64, PendingRead>, BTreeMap<u64, PendingRead>) =

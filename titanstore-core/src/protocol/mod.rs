@@ -7,18 +7,22 @@
 mod codec;
 mod delete;
 mod get;
+mod member;
 mod ping;
 mod reply;
 mod set;
 mod status;
+mod transfer;
 
 pub use codec::{LineCodec, LineError};
 pub use delete::Delete;
 pub use get::Get;
+pub use member::{Member, MemberSpec};
 pub use ping::Ping;
 pub use reply::Reply;
 pub use set::Set;
 pub use status::StatusCmd;
+pub use transfer::Transfer;
 
 /// A parsed client request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +32,8 @@ pub enum Request {
     Delete(Delete),
     Ping(Ping),
     Status(StatusCmd),
+    Member(Member),
+    Transfer(Transfer),
 }
 
 /// Why a line is not a valid request. Rendered as `ERR <reason>`.
@@ -41,6 +47,8 @@ pub enum ParseError {
     EmptyKey,
     #[error("key contains whitespace")]
     KeyWhitespace,
+    #[error("{0}")]
+    BadArg(String),
 }
 
 /// The words after the command name, split at single spaces.
@@ -122,6 +130,8 @@ impl Request {
             b"DELETE" | b"DEL" => Request::Delete(Delete::parse(&mut args)?),
             b"PING" => Request::Ping(Ping::parse(&mut args)?),
             b"STATUS" => Request::Status(StatusCmd::parse(&mut args)?),
+            b"MEMBER" => Request::Member(Member::parse(&mut args)?),
+            b"TRANSFER" => Request::Transfer(Transfer::parse(&mut args)?),
             _ => {
                 return Err(ParseError::UnknownCommand(
                     String::from_utf8_lossy(name).into_owned(),
@@ -139,6 +149,8 @@ impl Request {
             Request::Delete(delete) => delete.encode(out),
             Request::Ping(_) => out.extend_from_slice(b"PING"),
             Request::Status(_) => out.extend_from_slice(b"STATUS"),
+            Request::Member(member) => member.encode(out),
+            Request::Transfer(transfer) => transfer.encode(out),
         }
         out.push(b'\n');
     }

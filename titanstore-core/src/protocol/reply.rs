@@ -25,6 +25,8 @@ pub enum Reply {
     Unknown(String),
     /// `ERR <reason>`: a bad request or another failure.
     Error(String),
+    /// `MEMBERS <id>:<host>:<raft_port>:<client_port>:<voter|learner> ...`
+    Members(Vec<String>),
 }
 
 impl Reply {
@@ -64,6 +66,13 @@ impl Reply {
                 out.extend_from_slice(b"ERR ");
                 out.extend_from_slice(reason.as_bytes());
             }
+            Reply::Members(members) => {
+                out.extend_from_slice(b"MEMBERS");
+                for m in members {
+                    out.push(b' ');
+                    out.extend_from_slice(m.as_bytes());
+                }
+            }
         }
         out.push(b'\n');
     }
@@ -82,6 +91,13 @@ impl Reply {
             b"PONG" => return Ok(Reply::Pong),
             b"ERR NO_LEADER" => return Ok(Reply::NoLeader),
             _ => {}
+        }
+        if let Some(rest) = line.strip_prefix(b"MEMBERS") {
+            let members = String::from_utf8_lossy(rest)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            return Ok(Reply::Members(members));
         }
         if let Some(rest) = line.strip_prefix(b"STATUS") {
             let fields = String::from_utf8_lossy(rest)

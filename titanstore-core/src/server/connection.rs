@@ -13,7 +13,7 @@ use tokio_util::codec::FramedRead;
 
 use super::ServerConfig;
 use crate::node::NodeHandle;
-use crate::protocol::{LineCodec, LineError, Reply, Request};
+use crate::protocol::{LineCodec, LineError, Member, Reply, Request};
 
 type ReplyFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
 
@@ -107,8 +107,13 @@ enum Kind {
 impl Kind {
     fn of(request: &Request) -> Kind {
         match request {
-            Request::Set(_) | Request::Delete(_) => Kind::Write,
-            Request::Get(_) | Request::Status(_) => Kind::Read,
+            Request::Set(_)
+            | Request::Delete(_)
+            | Request::Transfer(_)
+            | Request::Member(
+                Member::Add { .. } | Member::Promote { .. } | Member::Remove { .. },
+            ) => Kind::Write,
+            Request::Get(_) | Request::Status(_) | Request::Member(Member::List) => Kind::Read,
             Request::Ping(_) => Kind::Neutral,
         }
     }

@@ -1,0 +1,183 @@
+//! Membership and leadership at runtime, on real processes: grow 3 -> 5
+//! while writing, replace a node whose disk is gone, remove the leader,
+//! transfer leadership, refuse a duplicate address.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{LineClient, TestCluster, set_via_leader, wait_for};
+
+const T: Duration = Duration::from_secs(20);
+
+/// Sends `line` to the leader, following redirects.
+fn via_leader(cluster: &TestCluster, line: &str) -> String {
+    let mut addr = cluster.node(&cluster.wait_for_leader(T)).client_addr();
+    for _ in 0..10 {
+        let reply = LineClient::connect(&addr).cmd(line);
+        match reply.strip_prefix("ERR NOT_LEADER ") {
+            Some(leader) => addr = leader.to_string(),
+            None => return reply,
+        }
+    }
+    panic!("no leader answered {line:?}");
+}
+
+fn members(cluster: &TestCluster, id: &str) -> String {
+    cluster.client(id).cmd("MEMBER LIST")
+}
+
+fn is_voter(list: &str, id: &str) -> bool {
+    list.split_whitespace()
+        .any(|m| m.starts_with(&format!("{id}:")) && m.ends_with(":voter"))
+}
+
+#[test]
+fn grow_three_to_five_while_writing_then_every_write_is_everywhere() {
+    let mut cluster = TestCluster::launch(3, &[]);
+    cluster.wait_for_leader(T);
+    let mut written = Vec::new();
+    for i in 0..50 {
+        assert_eq!(set_via_leader(&cluster, &format!("k{i}"), "before"), "OK");
+        written.push((format!("k{i}"), "before".to_string()));
+    }
+    for new in ["node4", "node5"] {
+        cluster.add_joining(new);
+        // Keep writing while the new node catches up and is promoted.
+        let mut n = 0;
+        wait_for("the new node to become a voter", T, || {
+            let key = format!("{new}-{n}");
+            if set_via_leader(&cluster, &key, "during") == "OK" {
+                written.push((key, "during".into()));
+            }
+            n += 1;
+            is_voter(&members(&cluster, "node1"), new).then_some(())
+        });
+    }
+    let list = members(&cluster, "node1");
+    for id in ["node1", "node2", "node3", "node4", "node5"] {
+        assert!(is_voter(&list, id), "{id} not a voter: {list}");
+    }
+    let status = cluster.status("node5").unwrap();
+    assert_eq!(status.field("voters").as_deref(), Some("5"));
+    // Every acknowledged write is readable on every member.
+    for node in ["node1", "node2", "node3", "node4", "node5"] {
+        let mut c = cluster.client(node);
+        for (k, v) in &written {
+            assert_eq!(c.cmd(&format!("GET {k}")), format!("VALUE {v}"), "{node}");
+        }
+    }
+    // A restart of a joined node needs no flag change (its --join is ignored).
+    cluster.kill("node4");
+    cluster.start("node4");
+    cluster.wait_for_leader(T);
+}
+
+#[test]
+fn replace_a_node_whose_data_dir_was_deleted() {
+    let mut cluster = TestCluster::launch(3, &[]);
+    let leader = cluster.wait_for_leader(T);
+    assert_eq!(set_via_leader(&cluster, "a", "1"), "OK");
+    let dead = cluster.other_than(&leader);
+    cluster.kill(&dead);
+    std::fs::remove_dir_all(&cluster.node(&dead).data_dir).unwrap();
+    assert_eq!(via_leader(&cluster, &format!("MEMBER REMOVE {dead}")), "OK");
+    cluster.rejoin(&dead);
+    wait_for("the replacement to become a voter", T, || {
+        is_voter(&members(&cluster, &leader), &dead).then_some(())
+    });
+    assert_eq!(set_via_leader(&cluster, "b", "2"), "OK");
+    let mut c = cluster.client(&dead);
+    assert_eq!(c.cmd("GET a"), "VALUE 1");
+    assert_eq!(c.cmd("GET b"), "VALUE 2");
+}
+
+#[test]
+fn the_leader_removes_itself_and_stays_out() {
+    let mut cluster = TestCluster::launch(3, &[]);
+    let leader = cluster.wait_for_leader(T);
+    assert_eq!(set_via_leader(&cluster, "a", "1"), "OK");
+    assert_eq!(
+        cluster
+            .client(&leader)
+            .cmd(&format!("MEMBER REMOVE {leader}")),
+        "OK"
+    );
+    let status = wait_for("the removed leader to say so", T, || {
+        cluster.status(&leader).filter(|s| s.role == "removed")
+    });
+    assert_eq!(status.role, "removed");
+    let rest: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.id != leader)
+        .map(|n| n.id.clone())
+        .collect();
+    let new_leader = wait_for("a new leader among the rest", T, || {
+        rest.iter()
+            .find(|id| cluster.status(id).is_some_and(|s| s.role == "leader"))
+            .cloned()
+    });
+    let mut c = cluster.client(&new_leader);
+    assert_eq!(c.cmd("SET b 2"), "OK");
+    assert_eq!(c.cmd("GET a"), "VALUE 1");
+    // Restarted from its old data dir, the removed node stays out.
+    cluster.kill(&leader);
+    cluster.start(&leader);
+    // For several election timeouts, watch that nothing changes.
+    let until = std::time::Instant::now() + Duration::from_millis(1200);
+    while std::time::Instant::now() < until {
+        if let Some(s) = cluster.status(&leader) {
+            assert_eq!(s.role, "removed", "{s:?}");
+        }
+        let after = cluster.status(&new_leader).unwrap();
+        assert_eq!(
+            after.role, "leader",
+            "the removed node disrupted the cluster"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!is_voter(&members(&cluster, &new_leader), &leader));
+}
+
+#[test]
+fn transfer_leadership_to_a_named_node() {
+    let cluster = TestCluster::launch(3, &[]);
+    let leader = cluster.wait_for_leader(T);
+    assert_eq!(set_via_leader(&cluster, "a", "1"), "OK");
+    let target = cluster.other_than(&leader);
+    assert_eq!(
+        cluster.client(&leader).cmd(&format!("TRANSFER {target}")),
+        "OK"
+    );
+    assert_eq!(cluster.wait_for_leader(T), target);
+    // Without a target, the most caught-up voter takes over.
+    assert_eq!(cluster.client(&target).cmd("TRANSFER"), "OK");
+    // Transfer to the leader itself is OK at once.
+    let now = cluster.wait_for_leader(T);
+    assert_eq!(cluster.client(&now).cmd(&format!("TRANSFER {now}")), "OK");
+    assert_eq!(set_via_leader(&cluster, "b", "2"), "OK");
+}
+
+#[test]
+fn a_join_with_a_duplicate_address_is_refused_clearly() {
+    let mut cluster = TestCluster::launch(3, &[]);
+    let leader = cluster.wait_for_leader(T);
+    let n2 = cluster.node("node2").client_port;
+    let reply = cluster
+        .client(&leader)
+        .cmd(&format!("MEMBER ADD node9:127.0.0.1:1:{n2}"));
+    assert!(reply.starts_with("ERR duplicate address"), "{reply}");
+    let reply = cluster
+        .client(&leader)
+        .cmd("MEMBER ADD node2:127.0.0.1:2:3");
+    assert!(reply.starts_with("ERR duplicate id"), "{reply}");
+    assert_eq!(
+        cluster.client(&leader).cmd("MEMBER BOGUS"),
+        "ERR unknown MEMBER subcommand 'BOGUS' (LIST, ADD, PROMOTE, REMOVE)"
+    );
+    let reply = cluster.client(&leader).cmd("MEMBER REMOVE nobody");
+    assert!(reply.starts_with("ERR unknown member"), "{reply}");
+    let _ = &mut cluster;
+}
