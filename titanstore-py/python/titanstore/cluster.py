@@ -5,7 +5,7 @@ native ``titanstore-server`` binary) on 127.0.0.1 with its own data dir and log
 file. Nodes reach each other only through proxies the harness places on every
 ordered pair of nodes, so network faults (:meth:`Cluster.cut`,
 :meth:`Cluster.partition`, :meth:`Cluster.isolate`, latency) happen outside
-the nodes, which carry no test-only code.
+the nodes, which carry no test-only code (see ``faults``).
 
 Nothing outlives the harness: :meth:`Cluster.close` (also on exceptions and at
 interpreter exit) kills every node and proxy, and nodes are forked by one
@@ -14,7 +14,8 @@ even a SIGKILLed harness leaves none behind, whichever thread started them.
 
 Every fault is recorded in :attr:`Cluster.timeline` and in the affected
 nodes' logs; a node that dies without a harness call is reported in later
-:class:`HarnessError` messages, in :meth:`Cluster.statuses` and there.
+:class:`HarnessError` messages, in :meth:`Cluster.statuses` and in the
+pytest plugin's failure report.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import time
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Collection, Dict, Iterable, List, Optional, Set, Tuple, Type, TypeVar, Union
+from typing import Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 from . import _process
+from .faults import NetworkFaults
 from ._titanstore import Proxy
 from .client import DEFAULT_MAX_LINE_BYTES, Client, NodeStatus
 from .exceptions import HarnessError, TitanStoreError
@@ -82,7 +84,6 @@ def _free_port() -> int:
 _HARNESS_FLAGS = frozenset(
     {"id", "port", "client-port", "advertise-client-addr", "advertise-raft-addr", "data-dir", "peers", "bind"}
 )
-_MODES = ("reset", "blackhole")
 _MAX_MESSAGE = 300
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -215,7 +216,7 @@ class Statuses(Dict[str, Optional[NodeStatus]]):
         return f"{base} (died unexpectedly: {', '.join(self.unexpected_exits)})"
 
 
-class Cluster(_process._Watched):
+class Cluster(NetworkFaults, _process._Watched):
     """A local cluster of real TitanStore nodes, as a context manager.
 
     >>> with Cluster(nodes=3) as cluster:
@@ -601,110 +602,6 @@ class Cluster(_process._Watched):
             if time.monotonic() > deadline:
                 raise self._error(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.05)
-
-    # ----- network faults --------------------------------------------------
-
-    def _check_mode(self, mode: str) -> None:
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {', '.join(map(repr, _MODES))}, not {mode!r}")
-
-    def _pair(self, a: str, b: str) -> None:
-        self._check_open()
-        self.node(a), self.node(b)
-        if a == b:
-            raise ValueError(f"a link joins two different nodes; got {a!r} twice")
-
-    def _set_link(self, a: str, b: str, mode: str) -> None:
-        self._proxies[(a, b)].mode = mode
-        self._proxies[(b, a)].mode = mode
-
-    def cut(self, a: str, b: str, mode: str = "reset") -> None:
-        """Cuts traffic between ``a`` and ``b`` both ways, closing open connections.
-
-        ``mode="blackhole"`` swallows traffic instead of refusing it.
-        """
-        self._pair(a, b)
-        self._check_mode(mode)
-        self._fault("cut", (a, b), f"mode={mode}")
-        self._set_link(a, b, mode)
-
-    def connect(self, a: str, b: str) -> None:
-        """Restores the link between ``a`` and ``b``."""
-        self._pair(a, b)
-        self._fault("connect", (a, b))
-        self._set_link(a, b, "pass")
-
-    def isolate(self, node_id: str, mode: str = "reset") -> None:
-        """Cuts ``node_id`` off from every other node (clients still reach it)."""
-        self._check_open()
-        self.node(node_id)
-        self._check_mode(mode)
-        self._fault("isolate", (node_id,), f"mode={mode}")
-        for other in self._nodes:
-            if other != node_id:
-                self._set_link(node_id, other, mode)
-
-    def partition(self, *groups: Collection[str], mode: str = "reset") -> None:
-        """Splits the cluster: nodes talk only within their group.
-
-        Each group is a collection of node ids (``{"node1"}``, not ``"node1"``);
-        no node may be in two groups. Nodes named in no group form one more
-        group together.
-        """
-        self._check_open()
-        self._check_mode(mode)
-        if not groups:
-            raise ValueError("partition needs at least one group of node ids")
-        sets: List[Set[str]] = []
-        seen: Dict[str, int] = {}
-        for i, group in enumerate(groups):
-            if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
-                raise TypeError(
-                    f"partition: group {i + 1} must be a collection of node ids such as {{'node1'}}, "
-                    f"not {type(group).__name__} {group!r}"
-                )
-            members = set(group)
-            for node_id in members:
-                self.node(node_id)
-                if node_id in seen:
-                    raise ValueError(f"partition: {node_id!r} is in group {seen[node_id] + 1} and group {i + 1}")
-                seen[node_id] = i
-            sets.append(members)
-        rest = set(self._nodes) - set(seen)
-        if rest:
-            sets.append(rest)
-        shown = " | ".join("{" + ",".join(sorted(g)) + "}" for g in sets)
-        self._fault("partition", tuple(self._nodes), f"{shown} mode={mode}")
-        group_of = {n: i for i, g in enumerate(sets) for n in g}
-        for a, b in itertools.combinations(self._nodes, 2):
-            self._set_link(a, b, "pass" if group_of[a] == group_of[b] else mode)
-
-    def heal(self) -> None:
-        """Restores every link and removes added latency."""
-        self._check_open()
-        self._fault("heal", tuple(self._nodes))
-        for proxy in self._proxies.values():
-            proxy.mode = "pass"
-            proxy.latency_ms = 0
-
-    def set_latency(self, ms: int, a: Optional[str] = None, b: Optional[str] = None) -> None:
-        """Delays traffic by ``ms`` on the link a<->b (both given), or on every link."""
-        self._check_open()
-        if not _is_int(ms):
-            raise TypeError(f"set_latency(ms=...) must be an int, not {type(ms).__name__}")
-        if ms < 0:
-            raise ValueError(f"set_latency(ms=...) must be >= 0, not {ms}")
-        if (a is None) != (b is None):
-            raise ValueError("set_latency needs both ends of a link (a and b), or neither for every link")
-        if a is not None and b is not None:
-            self._pair(a, b)
-            affected: Tuple[str, ...] = (a, b)
-        else:
-            affected = tuple(self._nodes)
-        self._fault("latency", affected, f"ms={ms}")
-        for (x, y), proxy in self._proxies.items():
-            if a is None or {x, y} == {a, b}:
-                proxy.latency_ms = ms
 
     # ----- diagnostics -----------------------------------------------------
 
