@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 from . import _process
-from .faults import NetworkFaults
+from .faults import NetworkFaults, _is_int
 from ._titanstore import Proxy
 from .client import DEFAULT_MAX_LINE_BYTES, Client, NodeStatus
 from .exceptions import HarnessError, TitanStoreError
@@ -99,10 +99,6 @@ def _flag_args(flags: Dict[str, FlagValue]) -> List[str]:
         else:
             args += [flag, str(value)]
     return args
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
