@@ -60,7 +60,7 @@ def test_killed_harness_leaves_no_node_behind(tmp_path: Path) -> None:
     script.write_text(
         "import os, signal\n"
         "from titanstore import Cluster\n"
-        "c = Cluster(nodes=2)\n"
+        f"c = Cluster(nodes=2, data_dir={str(tmp_path / 'data')!r})\n"
         "c.start()\n"
         f"open({str(pidfile)!r}, 'w').write(' '.join(str(n.pid) for n in c.nodes))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
