@@ -7,8 +7,9 @@ injects faults (kill, pause, partitions) for scripts and chaos tests;
 
 from .chaos import CheckResult, History, Operation, check_operations
 from .client import Client, NodeStatus, Pipeline
-from .cluster import Cluster, ClusterNode
+from .cluster import Cluster, ClusterNode, Statuses
 from .exceptions import (
+    DataError,
     HarnessError,
     IndeterminateError,
     NoLeaderError,
@@ -19,6 +20,7 @@ from .exceptions import (
     TitanStoreError,
     TitanStoreTimeoutError,
 )
+from .timeline import Event, Timeline
 
 __all__ = [
     "CheckResult",
@@ -28,8 +30,12 @@ __all__ = [
     "Client",
     "Cluster",
     "ClusterNode",
+    "Statuses",
+    "Event",
+    "Timeline",
     "NodeStatus",
     "Pipeline",
+    "DataError",
     "HarnessError",
     "IndeterminateError",
     "NoLeaderError",

@@ -1,7 +1,7 @@
 """Recording client histories and checking them for linearizability.
 
-A :class:`History` wraps a :class:`~titanstore.Client`; its ``set``, ``get``
-and ``delete`` run the real operation, note when it was called and when it
+A :class:`History` wraps a :class:`~titanstore.Client`; its ``set``, ``get``,
+``get_bytes`` and ``delete`` return what the client's do and run the real operation, note when it was called and when it
 returned (``time.monotonic()``), and classify how it ended:
 
 * ``"ok"``: the operation completed;
@@ -41,7 +41,7 @@ __all__ = ["CheckResult", "History", "Operation", "check_operations"]
 #: gives up with these after every attempt was refused or never sent.
 _WRITE_NOT_APPLIED = (NotLeaderError, NoLeaderError, ServerError, TitanStoreConnectionError, ValueError, TypeError)
 
-_Action = Callable[[], None]
+_Action = Callable[[], object]
 
 
 @dataclass(frozen=True)
@@ -125,17 +125,24 @@ class History:
 
     # ----- operations ------------------------------------------------------
 
-    def set(self, key: Key, value: Value) -> None:
-        """``client.set`` recorded as a write."""
+    def set(self, key: Key, value: Value) -> bool:
+        """``client.set`` recorded as a write; returns True as the client does."""
         data = _bytes(value)
         self._run("write", key, data, lambda: self.client.set(key, data))
+        return True
 
-    def delete(self, key: Key) -> None:
-        """``client.delete`` recorded as a write of "missing"."""
+    def delete(self, key: Key) -> bool:
+        """``client.delete`` recorded as a write of "missing"; returns True."""
         self._run("delete", key, None, lambda: self.client.delete(key))
+        return True
 
-    def get(self, key: Key) -> Optional[bytes]:
-        """``client.get_bytes`` recorded as a read; returns the raw bytes."""
+    def get(self, key: Key) -> Optional[str]:
+        """``client.get`` recorded as a read: the value as ``str``, like :meth:`Client.get`."""
+        value = self.get_bytes(key)
+        return None if value is None else value.decode("utf-8", "surrogateescape")
+
+    def get_bytes(self, key: Key) -> Optional[bytes]:
+        """``client.get_bytes`` recorded as a read; the raw bytes (what the checker compares)."""
         result: List[Optional[bytes]] = []
 
         def read() -> None:

@@ -4,6 +4,11 @@ Keys and values may be ``str`` or ``bytes``. ``str`` is encoded as UTF-8 and
 values come back as ``str`` from :meth:`Client.get` (bytes that are not UTF-8
 survive the round trip through ``surrogateescape``); use
 :meth:`Client.get_bytes` for raw bytes.
+
+The protocol is line-based: a key is one token without whitespace, a value
+cannot contain ``\\n`` or ``\\r``, and a request line must fit the server's
+``--max-line-bytes``. Anything else is refused here with a
+:class:`~titanstore.DataError` before it reaches the wire.
 """
 
 from __future__ import annotations
@@ -13,11 +18,18 @@ from types import TracebackType
 from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from ._titanstore import NativeClient
+from .exceptions import DataError, NoLeaderError, NotLeaderError
 
-__all__ = ["Client", "Pipeline", "NodeStatus", "Key", "Value"]
+__all__ = ["Client", "Pipeline", "NodeStatus", "Key", "Value", "DEFAULT_MAX_LINE_BYTES"]
 
 Key = Union[str, bytes]
 Value = Union[str, bytes]
+
+#: The server's default ``--max-line-bytes``.
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+
+# What Rust's `u8::is_ascii_whitespace` (the server's key rule) counts.
+_WHITESPACE = frozenset(b" \t\n\x0c\r")
 
 
 def _to_bytes(data: Union[str, bytes], what: str) -> bytes:
@@ -30,6 +42,31 @@ def _to_bytes(data: Union[str, bytes], what: str) -> bytes:
 
 def _to_str(data: Optional[bytes]) -> Optional[str]:
     return None if data is None else data.decode("utf-8", "surrogateescape")
+
+
+def _key(key: Key) -> bytes:
+    data = _to_bytes(key, "key")
+    if not data or any(b in _WHITESPACE for b in data):
+        raise DataError(f"a key must be non-empty and contain no whitespace, got {key!r:.60}")
+    return data
+
+
+def _value(value: Value) -> bytes:
+    data = _to_bytes(value, "value")
+    if b"\n" in data or b"\r" in data:
+        raise DataError("a value cannot contain \\n or \\r (the protocol is line-based)")
+    return data
+
+
+def _parse_addr(addr: object) -> str:
+    if not isinstance(addr, str):
+        raise TypeError(f"Client(addrs=...) takes 'host:port' or a list of them, not {type(addr).__name__} {addr!r}")
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"Client(addrs=...): {addr!r} is not host:port (e.g. '127.0.0.1:6001')")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"Client(addrs=...): {addr!r} has no valid port (1-65535)")
+    return addr
 
 
 @dataclass(frozen=True)
@@ -77,11 +114,13 @@ class Client:
     """A connection to a TitanStore cluster.
 
     ``Client("127.0.0.1:6001")`` or ``Client(["127.0.0.1:6001", "127.0.0.1:6002"])``.
-    Writes follow ``NOT_LEADER`` redirects; missing leaders, dropped writes
-    and failed connections are retried until ``retry_timeout`` seconds have
-    passed (``retry_timeout=0`` turns retries off). ``timeout`` bounds each
-    network wait. The connection is reused; the network is waited on with the
-    GIL released, so threads may each hold a client.
+    Writes and pipelines follow ``NOT_LEADER`` redirects; missing leaders,
+    dropped writes and failed connections are retried until ``retry_timeout``
+    seconds have passed (``retry_timeout=0`` turns retries off). ``timeout``
+    bounds each network wait. ``max_line_bytes`` is the server's
+    ``--max-line-bytes``: longer requests fail here with a ``DataError``.
+    The connection is reused; the network is waited on with the GIL
+    released, so threads may each hold a client.
     """
 
     def __init__(
@@ -90,36 +129,68 @@ class Client:
         timeout: float = 5.0,
         retry_timeout: float = 10.0,
         follow_redirects: bool = True,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
-        addr_list = [addrs] if isinstance(addrs, str) else list(addrs)
+        if isinstance(addrs, str):
+            addr_list = [_parse_addr(addrs)]
+        elif isinstance(addrs, (list, tuple)):
+            addr_list = [_parse_addr(a) for a in addrs]
+        else:
+            raise TypeError(
+                f"Client(addrs=...) takes 'host:port' or a list of them, not {type(addrs).__name__} {addrs!r}"
+            )
         if not addr_list:
-            raise ValueError("Client needs at least one address")
-        self._native = NativeClient(addr_list, timeout, retry_timeout, follow_redirects)
+            raise ValueError("Client(addrs=...) needs at least one address")
+        for name, number in (("timeout", timeout), ("retry_timeout", retry_timeout)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise TypeError(f"Client({name}=...) must be a number of seconds, not {type(number).__name__}")
+        if isinstance(max_line_bytes, bool) or not isinstance(max_line_bytes, int) or max_line_bytes < 1:
+            raise ValueError(f"Client(max_line_bytes=...) must be an int >= 1, not {max_line_bytes!r}")
+        self.follow_redirects = bool(follow_redirects)
+        self.max_line_bytes = max_line_bytes
+        self._native = NativeClient(addr_list, float(timeout), float(retry_timeout), self.follow_redirects)
 
     @property
     def addr(self) -> str:
         """The node address the client talks to now."""
         return self._native.current_addr
 
+    def _fits(self, command: str, key: bytes, value: Optional[bytes] = None) -> None:
+        length = len(command) + 1 + len(key) + (1 + len(value) if value is not None else 0)
+        if length > self.max_line_bytes:
+            raise DataError(
+                f"the {command} request line would be {length} bytes, over the server's limit of "
+                f"{self.max_line_bytes} bytes (node flag --max-line-bytes; tell the client with max_line_bytes=)"
+            )
+
+    def _read_key(self, command: str, key: Key) -> bytes:
+        data = _key(key)
+        self._fits(command, data)
+        return data
+
     def get(self, key: Key) -> Optional[str]:
         """Linearizable read: the value as ``str``, or None when missing."""
-        return _to_str(self._native.get(_to_bytes(key, "key")))
+        return _to_str(self._native.get(self._read_key("GET", key)))
 
     def get_bytes(self, key: Key) -> Optional[bytes]:
         """Linearizable read of the raw bytes, or None when missing."""
-        return self._native.get(_to_bytes(key, "key"))
+        return self._native.get(self._read_key("GET", key))
 
     def sget(self, key: Key) -> Optional[str]:
         """Stale read from the contacted node's local state (no leader round trip)."""
-        return _to_str(self._native.sget(_to_bytes(key, "key")))
+        return _to_str(self._native.sget(self._read_key("SGET", key)))
 
-    def set(self, key: Key, value: Value) -> None:
-        """Writes ``key``; returns once a majority has it on disk."""
-        self._native.set(_to_bytes(key, "key"), _to_bytes(value, "value"))
+    def set(self, key: Key, value: Value) -> bool:
+        """Writes ``key``; returns True once a majority has it on disk (as redis-py does)."""
+        key_data, value_data = _key(key), _value(value)
+        self._fits("SET", key_data, value_data)
+        self._native.set(key_data, value_data)
+        return True
 
-    def delete(self, key: Key) -> None:
-        """Removes ``key`` (no error when it is missing)."""
-        self._native.delete(_to_bytes(key, "key"))
+    def delete(self, key: Key) -> bool:
+        """Removes ``key`` (no error when it is missing); returns True like a pipeline does."""
+        self._native.delete(self._read_key("DELETE", key))
+        return True
 
     def ping(self) -> bool:
         """True when the node answers ``PONG``."""
@@ -156,45 +227,53 @@ class Client:
 PipelineResult = Union[None, bool, str, BaseException]
 
 
+_Command = Tuple[str, bytes, Optional[bytes]]
+_Raw = Union[None, bool, bytes, List[Tuple[str, str]], BaseException]
+
+
 class Pipeline:
     """Commands sent in one write and answered in order.
 
-    No redirects are followed inside a pipeline: send it to the leader. Each
-    result is the command's value (``str``/None for reads, True for writes);
+    Each result is the command's value (``str``/None for reads, True for
+    writes). When the contacted node is not the leader (or knows none), the
+    commands from the first ``NOT_LEADER`` (``NO_LEADER``) on are sent again,
+    to the leader, with the retries single commands get (nothing from there
+    on was applied); a client made with ``follow_redirects=False`` gets the
+    ``NotLeaderError`` instead.
     :meth:`execute` raises the first error unless ``raise_on_error=False``,
     in which case failed commands hold their exception instead.
     """
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._commands: List[Tuple[str, bytes, Optional[bytes]]] = []
+        self._commands: List[_Command] = []
+
+    def _read(self, command: str, key: Key) -> "Pipeline":
+        self._commands.append((command, self._client._read_key(command, key), None))
+        return self
 
     def get(self, key: Key) -> "Pipeline":
-        self._commands.append(("GET", _to_bytes(key, "key"), None))
-        return self
+        return self._read("GET", key)
 
     def sget(self, key: Key) -> "Pipeline":
-        self._commands.append(("SGET", _to_bytes(key, "key"), None))
-        return self
+        return self._read("SGET", key)
 
     def set(self, key: Key, value: Value) -> "Pipeline":
-        self._commands.append(("SET", _to_bytes(key, "key"), _to_bytes(value, "value")))
+        key_data, value_data = _key(key), _value(value)
+        self._client._fits("SET", key_data, value_data)
+        self._commands.append(("SET", key_data, value_data))
         return self
 
     def delete(self, key: Key) -> "Pipeline":
-        self._commands.append(("DELETE", _to_bytes(key, "key"), None))
-        return self
+        return self._read("DELETE", key)
 
     def __len__(self) -> int:
         return len(self._commands)
 
     def execute(self, raise_on_error: bool = True) -> List[PipelineResult]:
         commands, self._commands = self._commands, []
-        if not commands:
-            return []
-        raw = self._client._native.pipeline(commands)
         results: List[PipelineResult] = []
-        for item in raw:
+        for item in self._send(commands):
             if isinstance(item, BaseException):
                 if raise_on_error:
                     raise item
@@ -206,3 +285,45 @@ class Pipeline:
             else:
                 raise TypeError(f"unexpected pipeline result {item!r}")
         return results
+
+    def _send(self, commands: List[_Command]) -> List[_Raw]:
+        native = self._client._native
+        done: List[_Raw] = []
+        while commands:
+            raw = native.pipeline(commands)
+            first = next((i for i, r in enumerate(raw) if self._retriable(r)), None)
+            if first is None:
+                return done + raw
+            # A write after the refusal that was applied (leadership came back
+            # mid-pipeline) must not run twice: then the results stand as they are.
+            if any(commands[i][0] in ("SET", "DELETE") and r is True for i, r in enumerate(raw) if i > first):
+                return done + raw
+            done += raw[:first]
+            # The single-command path follows the redirect (the client then
+            # talks to the leader) and retries; the rest go there as a pipeline.
+            done.append(self._one(commands[first]))
+            commands = commands[first + 1 :]
+        return done
+
+    def _retriable(self, result: _Raw) -> bool:
+        """A refusal the single-command path would retry (nothing was applied)."""
+        if isinstance(result, NotLeaderError):
+            return self._client.follow_redirects
+        return isinstance(result, NoLeaderError)
+
+    def _one(self, command: _Command) -> _Raw:
+        native = self._client._native
+        name, key, value = command
+        try:
+            if name == "GET":
+                return native.get(key)
+            if name == "SGET":
+                return native.sget(key)
+            if name == "SET":
+                assert value is not None
+                native.set(key, value)
+            else:
+                native.delete(key)
+            return True
+        except Exception as err:  # noqa: BLE001 - a pipeline result, like the others
+            return err

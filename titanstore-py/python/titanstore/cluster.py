@@ -5,36 +5,47 @@ native ``titanstore-server`` binary) on 127.0.0.1 with its own data dir and log
 file. Nodes reach each other only through proxies the harness places on every
 ordered pair of nodes, so network faults (:meth:`Cluster.cut`,
 :meth:`Cluster.partition`, :meth:`Cluster.isolate`, latency) happen outside
-the nodes, which carry no test-only code.
+the nodes, which carry no test-only code (see ``faults``).
 
 Nothing outlives the harness: :meth:`Cluster.close` (also on exceptions and at
-interpreter exit) kills every node and proxy, and nodes are started with a
-parent-death signal, so even a SIGKILLed harness leaves none behind.
+interpreter exit) kills every node and proxy, and nodes are forked by one
+long-lived spawner thread with a parent-death signal (see ``_process``), so
+even a SIGKILLed harness leaves none behind, whichever thread started them.
+
+Every fault is recorded in :attr:`Cluster.timeline` and in the affected
+nodes' logs; a node that dies without a harness call is reported in later
+:class:`HarnessError` messages, in :meth:`Cluster.statuses` and in the
+pytest plugin's failure report.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
+import difflib
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Type, TypeVar, Union
+from typing import Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
+from . import _process
+from .faults import NetworkFaults, _is_int
 from ._titanstore import Proxy
-from .client import Client, NodeStatus
+from .client import DEFAULT_MAX_LINE_BYTES, Client, NodeStatus
 from .exceptions import HarnessError, TitanStoreError
+from .timeline import Timeline
 
-__all__ = ["Cluster", "ClusterNode"]
+__all__ = ["Cluster", "ClusterNode", "Statuses"]
 
 T = TypeVar("T")
 FlagValue = Union[str, int, float, bool]
@@ -48,18 +59,9 @@ def _reap_all() -> None:
         cluster.close()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the node gets SIGKILL when the process that started it dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        pass
-
-
 _PORT_RANGE = (20_000, 32_000)
 _next_port = itertools.count((os.getpid() * 37) % (_PORT_RANGE[1] - _PORT_RANGE[0]))
+_port_lock = threading.Lock()
 
 
 def _free_port() -> int:
@@ -67,7 +69,8 @@ def _free_port() -> int:
     outgoing connection cannot take it before the node binds it."""
     low, high = _PORT_RANGE
     for _ in range(high - low):
-        port = low + next(_next_port) % (high - low)
+        with _port_lock:
+            port = low + next(_next_port) % (high - low)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -75,6 +78,14 @@ def _free_port() -> int:
                 continue
             return port
     raise HarnessError(f"no free port in {low}-{high - 1}")
+
+
+#: Flags the harness sets itself for every node.
+_HARNESS_FLAGS = frozenset(
+    {"id", "port", "client-port", "advertise-client-addr", "advertise-raft-addr", "data-dir", "peers", "bind"}
+)
+_MAX_MESSAGE = 300
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _flag_args(flags: Dict[str, FlagValue]) -> List[str]:
@@ -90,17 +101,42 @@ def _flag_args(flags: Dict[str, FlagValue]) -> List[str]:
     return args
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ClusterNode:
     """One node of a :class:`Cluster`: its addresses, data dir, log and process."""
 
-    def __init__(self, node_id: str, raft_port: int, client_port: int, data_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        raft_port: int,
+        client_port: int,
+        data_dir: Path,
+        log_path: Path,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
         self.id = node_id
         self.raft_port = raft_port
         self.client_port = client_port
         self.data_dir = data_dir
         self.log_path = log_path
+        self.max_line_bytes = max_line_bytes
         self.process: Optional["subprocess.Popen[bytes]"] = None
         self.paused = False
+        # Set before the harness ends the process, so its exit is not "unexpected".
+        self.exit_expected = False
+        # The process whose exit was already reported (once per process).
+        self.exit_reported: Optional["subprocess.Popen[bytes]"] = None
+        # Between spawn and ready (or failed start).
+        self.starting = False
+        # Where this run's output starts in the log.
+        self.log_offset = 0
 
     @property
     def client_addr(self) -> str:
@@ -122,7 +158,13 @@ class ClusterNode:
 
     def client(self, timeout: float = 5.0, retry_timeout: float = 0.0, follow_redirects: bool = False) -> Client:
         """A client bound to this node only (no redirects, no retries by default)."""
-        return Client(self.client_addr, timeout=timeout, retry_timeout=retry_timeout, follow_redirects=follow_redirects)
+        return Client(
+            self.client_addr,
+            timeout=timeout,
+            retry_timeout=retry_timeout,
+            follow_redirects=follow_redirects,
+            max_line_bytes=self.max_line_bytes,
+        )
 
     def status(self, timeout: float = 1.0) -> Optional[NodeStatus]:
         """The node's STATUS, or None when it does not answer in time."""
@@ -139,14 +181,38 @@ class ClusterNode:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(_ANSI.sub("", line) for line in text.splitlines()[-lines:])
+
+    def log_of_this_run(self) -> str:
+        """What the current (or last) process wrote to the log."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return _ANSI.sub("", log.read().decode("utf-8", "replace"))
+        except OSError:
+            return ""
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("running" if self.is_running else "stopped")
         return f"<ClusterNode {self.id} client={self.client_addr} {state}>"
 
 
-class Cluster:
+class Statuses(Dict[str, Optional[NodeStatus]]):
+    """:meth:`Cluster.statuses`: node id -> STATUS (None when down, paused or
+    silent), plus ``unexpected_exits``: nodes that died without a harness call."""
+
+    def __init__(self, statuses: Dict[str, Optional[NodeStatus]], unexpected_exits: List[str]) -> None:
+        super().__init__(statuses)
+        self.unexpected_exits = unexpected_exits
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        if not self.unexpected_exits:
+            return base
+        return f"{base} (died unexpectedly: {', '.join(self.unexpected_exits)})"
+
+
+class Cluster(NetworkFaults, _process._Watched):
     """A local cluster of real TitanStore nodes, as a context manager.
 
     >>> with Cluster(nodes=3) as cluster:
@@ -158,7 +224,8 @@ class Cluster:
     ``base_port + i`` and client ports ``base_port + 100 + i`` (default: free
     ports). ``binary``: a native ``titanstore-server`` to run instead of
     ``python -m titanstore.node``. Other keyword arguments become node flags:
-    ``snapshot_threshold=50`` is ``--snapshot-threshold 50``.
+    ``snapshot_threshold=50`` is ``--snapshot-threshold 50``; they are checked
+    against the server's ``--help`` here, so a misspelt flag fails at once.
     """
 
     def __init__(
@@ -171,22 +238,46 @@ class Cluster:
         startup_timeout: float = 15.0,
         **node_flags: FlagValue,
     ) -> None:
+        # Everything is checked before a temp dir or proxy exists.
+        if not _is_int(nodes):
+            raise TypeError(f"Cluster(nodes=...) must be an int, not {type(nodes).__name__}")
         if nodes < 1:
-            raise ValueError("a cluster needs at least one node")
+            raise ValueError(f"Cluster(nodes=...) must be at least 1, not {nodes}")
+        if base_port is not None:
+            if not _is_int(base_port):
+                raise TypeError(f"Cluster(base_port=...) must be an int, not {type(base_port).__name__}")
+            if not 1 <= base_port <= 65535 - 100 - nodes:
+                raise ValueError(f"Cluster(base_port=...) must be in 1..{65535 - 100 - nodes}, not {base_port}")
+        if not _is_number(startup_timeout) or startup_timeout <= 0:
+            raise ValueError(f"Cluster(startup_timeout=...) must be a number > 0, not {startup_timeout!r}")
+        if binary is not None and not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+            raise ValueError(f"Cluster(binary=...): {str(binary)!r} is not an executable file")
+        self.binary = str(binary) if binary is not None else None
+        self.node_flags = dict(node_flags)
+        self._check_node_flags()
+        max_line_bytes = self.node_flags.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES)
+        self._max_line_bytes = int(max_line_bytes)
+
         self._owns_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="titanstore-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.keep_data = keep_data
-        self.binary = str(binary) if binary is not None else None
-        self.startup_timeout = startup_timeout
-        self.node_flags = dict(node_flags)
+        self.startup_timeout = float(startup_timeout)
+        self.timeline = Timeline()
+        self._lock = threading.RLock()
+        self._unexpected: List[str] = []
         self._nodes: Dict[str, ClusterNode] = {}
         for i in range(nodes):
             node_id = f"node{i + 1}"
             raft_port = base_port + i if base_port is not None else _free_port()
             client_port = base_port + 100 + i if base_port is not None else _free_port()
             self._nodes[node_id] = ClusterNode(
-                node_id, raft_port, client_port, self.data_dir / node_id, self.data_dir / f"{node_id}.log"
+                node_id,
+                raft_port,
+                client_port,
+                self.data_dir / node_id,
+                self.data_dir / f"{node_id}.log",
+                self._max_line_bytes,
             )
         self._proxies: Dict[Tuple[str, str], Proxy] = {}
         self._closed = False
@@ -197,6 +288,34 @@ class Cluster:
         except BaseException:
             self.close()
             raise
+        _process.watch(self)
+
+    def _server_command(self) -> List[str]:
+        if self.binary is not None:
+            return [self.binary]
+        return [sys.executable, "-m", "titanstore.node"]
+
+    def _check_node_flags(self) -> None:
+        if not self.node_flags:
+            return
+        known = _process.server_flags(self._server_command())
+        settable = sorted(known - _HARNESS_FLAGS - {"help", "version"})
+        for name, value in self.node_flags.items():
+            flag = name.replace("_", "-")
+            if flag in _HARNESS_FLAGS:
+                raise ValueError(f"Cluster({name}=...): --{flag} is set by the harness for each node")
+            if flag not in known:
+                close = difflib.get_close_matches(flag, settable, n=1)
+                hint = f"; did you mean {close[0].replace('-', '_')}?" if close else ""
+                raise TypeError(
+                    f"Cluster() got an unknown node flag {name!r} (--{flag}){hint} "
+                    f"Node flags: {', '.join(f.replace('-', '_') for f in settable)}"
+                )
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise TypeError(f"Cluster({name}=...) must be a str, int, float or bool, not {type(value).__name__}")
+        limit = self.node_flags.get("max_line_bytes")
+        if limit is not None and (not _is_int(limit) or int(limit) < 1):
+            raise ValueError(f"Cluster(max_line_bytes=...) must be an int >= 1, not {limit!r}")
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -217,13 +336,23 @@ class Cluster:
         self.close()
 
     def start(self, node_id: Optional[str] = None) -> None:
-        """Starts one stopped node on its old data dir, or every stopped node."""
+        """Starts one stopped node on its old data dir, or every stopped node.
+
+        Returns once each started node is alive, bound its own ports and
+        answers ``STATUS`` with its id; a node that exits first fails the
+        start with a :class:`HarnessError` naming it and its exit code.
+        """
+        self._check_open()
         targets = [self.node(node_id)] if node_id is not None else list(self._nodes.values())
-        for node in targets:
-            if not node.is_running:
-                self._spawn(node)
-        for node in targets:
-            self._wait_accepting(node)
+        started = [node for node in targets if not node.is_running]
+        for node in started:
+            self._spawn(node)
+        try:
+            for node in started:
+                self._wait_ready(node)
+        finally:
+            for node in started:
+                node.starting = False
 
     def restart(self, node_id: str, graceful: bool = True) -> None:
         """Stops (SIGTERM, or SIGKILL when not graceful) and starts a node."""
@@ -235,9 +364,12 @@ class Cluster:
 
     def close(self) -> None:
         """Kills every node and proxy; removes the temp data dir unless kept."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for node in self._nodes.values():
+                node.exit_expected = True
         for node in self._nodes.values():
             if node.process is not None and node.process.poll() is None:
                 node.process.kill()
@@ -252,6 +384,14 @@ class Cluster:
         if self._owns_dir and not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HarnessError("cluster is closed")
+
     # ----- nodes -----------------------------------------------------------
 
     @property
@@ -263,6 +403,8 @@ class Cluster:
         return list(self._nodes)
 
     def node(self, node_id: str) -> ClusterNode:
+        if not isinstance(node_id, str):
+            raise TypeError(f"a node id must be a str such as 'node1', not {type(node_id).__name__}")
         try:
             return self._nodes[node_id]
         except KeyError:
@@ -270,7 +412,13 @@ class Cluster:
 
     def client(self, timeout: float = 5.0, retry_timeout: float = 10.0) -> Client:
         """A client that knows every node and follows redirects."""
-        return Client([n.client_addr for n in self._nodes.values()], timeout=timeout, retry_timeout=retry_timeout)
+        self._check_open()
+        return Client(
+            [n.client_addr for n in self._nodes.values()],
+            timeout=timeout,
+            retry_timeout=retry_timeout,
+            max_line_bytes=self._max_line_bytes,
+        )
 
     def _command(self, node: ClusterNode) -> List[str]:
         peers = ",".join(
@@ -285,91 +433,143 @@ class Cluster:
             "--advertise-client-addr", node.client_addr,
             "--advertise-raft-addr", node.raft_addr,
             "--data-dir", str(node.data_dir),
-        ]
+        ]  # fmt: skip
         if peers:
             args += ["--peers", peers]
         args += _flag_args(self.node_flags)
-        if self.binary is not None:
-            return [self.binary, *args]
-        return [sys.executable, "-m", "titanstore.node", *args]
+        return [*self._server_command(), *args]
 
     def _spawn(self, node: ClusterNode) -> None:
-        log = open(node.log_path, "ab")
-        try:
-            log.write(f"\n--- harness: starting {node.id} at {time.strftime('%H:%M:%S')} ---\n".encode())
-            log.flush()
-            node.process = subprocess.Popen(
-                self._command(node),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        finally:
-            log.close()
-        node.paused = False
+        self._fault("start", (node.id,))
+        with self._lock:
+            node.starting = True  # a death now is reported by the start itself
+        # Not under the lock: the spawner thread takes it to poll for exits.
+        with open(node.log_path, "ab") as log:
+            node.log_offset = log.tell()
+            process = _process.spawn(self._command(node), log)
+        with self._lock:
+            node.process = process
+            node.exit_expected = False
+            node.paused = False
 
-    def _wait_accepting(self, node: ClusterNode) -> None:
+    def _wait_ready(self, node: ClusterNode) -> None:
         deadline = time.monotonic() + self.startup_timeout
+        listening = f"titanstore node {node.id} listening "
+        bound = False
         while True:
-            if node.process is None or node.process.poll() is not None:
-                code = node.process.returncode if node.process is not None else None
-                raise self._error(f"{node.id} exited during start-up (exit code {code})")
-            try:
-                with socket.create_connection(("127.0.0.1", node.client_port), timeout=0.5):
+            process = node.process
+            assert process is not None
+            code = process.poll()
+            if code is not None:
+                with self._lock:
+                    node.exit_reported = process
+                    node.starting = False
+                output = node.log_of_this_run().splitlines()
+                lines = [line for line in output if line.strip() and not line.startswith("--- harness ")]
+                last = _shorten(lines[-1].strip(), 160) if lines else "(no output)"
+                self._fault("died", (node.id,), f"exit code {code} during start-up")
+                raise self._error(f"{node.id} exited during start-up with exit code {code}: {last}")
+            # The log proves this process bound the ports; STATUS that it answers there.
+            bound = bound or listening in node.log_of_this_run()
+            if bound:
+                status = node.status(timeout=0.5)
+                if status is not None and status.id == node.id:
                     return
-            except OSError:
-                pass
             if time.monotonic() > deadline:
-                raise self._error(f"{node.id} did not accept clients within {self.startup_timeout} s")
+                raise self._error(f"{node.id} did not answer STATUS within {self.startup_timeout} s")
             time.sleep(0.02)
 
     def kill(self, node_id: str) -> None:
         """SIGKILL: the node gets no chance to flush or say goodbye."""
+        self._check_open()
         node = self.node(node_id)
-        if node.process is not None and node.process.poll() is None:
-            node.process.kill()
-            node.process.wait()
+        with self._lock:
+            self.poll_exits()  # a death before this call stays reported
+            process = node.process if node.is_running else None
+            node.exit_expected = True
+        if process is not None:
+            self._fault("kill", (node_id,))
+            process.kill()
+            process.wait()
         node.paused = False
 
     def stop(self, node_id: str, timeout: float = 10.0) -> Optional[int]:
         """SIGTERM and wait for a clean exit; returns the exit code."""
+        self._check_open()
         node = self.node(node_id)
-        if node.process is None or node.process.poll() is not None:
-            return node.process.returncode if node.process is not None else None
+        with self._lock:
+            self.poll_exits()
+            process = node.process
+            if process is None or process.poll() is not None:
+                return process.returncode if process is not None else None
+            node.exit_expected = True
+        self._fault("stop", (node_id,))
         if node.paused:
-            self.resume(node_id)
-        node.process.terminate()
+            os.kill(process.pid, signal.SIGCONT)
+            node.paused = False
+        process.terminate()
         try:
-            return node.process.wait(timeout=timeout)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            node.process.kill()
-            node.process.wait()
+            process.kill()
+            process.wait()
             raise self._error(f"{node_id} did not stop within {timeout} s of SIGTERM") from None
 
     def pause(self, node_id: str) -> None:
         """SIGSTOP: the node freezes mid-flight, as in a long GC pause or VM stall."""
         node = self._running(node_id)
+        self._fault("pause", (node_id,))
         os.kill(node.process.pid, signal.SIGSTOP)  # type: ignore[union-attr]
         node.paused = True
 
     def resume(self, node_id: str) -> None:
         """SIGCONT after :meth:`pause`."""
         node = self._running(node_id)
+        self._fault("resume", (node_id,))
         os.kill(node.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
         node.paused = False
 
     def _running(self, node_id: str) -> ClusterNode:
+        self._check_open()
         node = self.node(node_id)
         if not node.is_running:
             raise self._error(f"{node_id} is not running")
         return node
 
+    # ----- unexpected exits ------------------------------------------------
+
+    def poll_exits(self) -> None:
+        """Records nodes that exited without a harness call (the spawner thread
+        calls this every 50 ms; harness errors and :meth:`statuses` too)."""
+        with self._lock:
+            if self._closed:
+                return
+            for node in self._nodes.values():
+                process = node.process
+                if process is None or node.exit_expected or node.starting or node.exit_reported is process:
+                    continue
+                code = process.poll()
+                if code is None:
+                    continue
+                node.exit_reported = process
+                self._unexpected.append(f"{node.id} (exit code {code})")
+                self._fault("died", (node.id,), f"exit code {code}, not by a harness call")
+
+    @property
+    def unexpected_exits(self) -> List[str]:
+        """Nodes that died without a harness call, as ``"node2 (exit code -9)"``."""
+        self.poll_exits()
+        with self._lock:
+            return list(self._unexpected)
+
     # ----- leadership ------------------------------------------------------
 
-    def statuses(self) -> Dict[str, Optional[NodeStatus]]:
-        """Every node's STATUS (None for nodes that are down, paused or silent)."""
-        return {node.id: node.status() for node in self._nodes.values()}
+    def statuses(self) -> Statuses:
+        """Every node's STATUS (None for nodes that are down, paused or silent);
+        ``.unexpected_exits`` lists nodes that died without a harness call."""
+        self._check_open()
+        statuses = {node.id: node.status() for node in self._nodes.values()}
+        return Statuses(statuses, self.unexpected_exits)
 
     def leader(self) -> Optional[str]:
         """The leader a majority of the cluster currently follows, if any."""
@@ -389,6 +589,7 @@ class Cluster:
 
     def wait_until(self, probe: Callable[[], Optional[T]], timeout: float, what: str) -> T:
         """Polls ``probe`` until it returns something other than None/False."""
+        self._check_open()
         deadline = time.monotonic() + timeout
         while True:
             value = probe()
@@ -398,69 +599,30 @@ class Cluster:
                 raise self._error(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.05)
 
-    # ----- network faults --------------------------------------------------
-
-    def _set_link(self, a: str, b: str, mode: str) -> None:
-        self.node(a), self.node(b)
-        if a == b:
-            return
-        self._proxies[(a, b)].mode = mode
-        self._proxies[(b, a)].mode = mode
-
-    def cut(self, a: str, b: str, mode: str = "reset") -> None:
-        """Cuts traffic between ``a`` and ``b`` both ways, closing open connections.
-
-        ``mode="blackhole"`` swallows traffic instead of refusing it.
-        """
-        self._set_link(a, b, mode)
-
-    def connect(self, a: str, b: str) -> None:
-        """Restores the link between ``a`` and ``b``."""
-        self._set_link(a, b, "pass")
-
-    def isolate(self, node_id: str, mode: str = "reset") -> None:
-        """Cuts ``node_id`` off from every other node (clients still reach it)."""
-        for other in self._nodes:
-            if other != node_id:
-                self._set_link(node_id, other, mode)
-
-    def partition(self, *groups: Iterable[str], mode: str = "reset") -> None:
-        """Splits the cluster: nodes talk only within their group.
-
-        Nodes named in no group form one more group together.
-        """
-        sets: List[Set[str]] = [set(g) for g in groups]
-        for group in sets:
-            for node_id in group:
-                self.node(node_id)
-        named = set().union(*sets) if sets else set()
-        rest = set(self._nodes) - named
-        if rest:
-            sets.append(rest)
-        group_of = {n: i for i, g in enumerate(sets) for n in g}
-        for a, b in itertools.combinations(self._nodes, 2):
-            self._set_link(a, b, "pass" if group_of[a] == group_of[b] else mode)
-
-    def heal(self) -> None:
-        """Restores every link and removes added latency."""
-        for proxy in self._proxies.values():
-            proxy.mode = "pass"
-            proxy.latency_ms = 0
-
-    def set_latency(self, ms: int, a: Optional[str] = None, b: Optional[str] = None) -> None:
-        """Delays traffic by ``ms`` on the link a<->b, or on every link."""
-        for (x, y), proxy in self._proxies.items():
-            if a is None or {x, y} == {a, b}:
-                proxy.latency_ms = ms
-
     # ----- diagnostics -----------------------------------------------------
+
+    def _fault(self, kind: str, nodes: Tuple[str, ...], detail: str = "") -> None:
+        """Records a harness action in the timeline and in the affected nodes' logs."""
+        event = self.timeline.add(kind, nodes, detail)
+        line = f"--- harness {event.utc} (monotonic {event.t:.6f}): {kind} {','.join(nodes)} {detail}".rstrip()
+        data = f"{line} ---\n".encode()
+        for node_id in nodes:
+            try:
+                with open(self._nodes[node_id].log_path, "ab") as log:
+                    log.write(data)
+            except OSError:
+                pass
 
     def logs(self, lines: int = 40) -> str:
         """The last ``lines`` of every node's log."""
         return "\n".join(f"--- {n.id} ({n.log_path}) ---\n{n.log_tail(lines)}" for n in self._nodes.values())
 
     def _error(self, message: str) -> HarnessError:
-        return HarnessError(f"{message}\n{self.logs()}")
+        exits = self.unexpected_exits
+        if exits:
+            message = f"{message}; died unexpectedly: {', '.join(exits)}"
+        return HarnessError(_shorten(message, _MAX_MESSAGE), logs=self.logs(), unexpected_exits=exits)
 
     def __repr__(self) -> str:
-        return f"<Cluster {len(self._nodes)} nodes at {self.data_dir}>"
+        state = " closed" if self._closed else ""
+        return f"<Cluster {len(self._nodes)} nodes at {self.data_dir}{state}>"

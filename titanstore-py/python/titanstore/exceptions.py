@@ -1,11 +1,14 @@
 """Exceptions raised by the TitanStore client and cluster harness.
 
 Every exception derives from :class:`TitanStoreError`. Connection and timeout
-failures also derive from the matching builtin (``ConnectionError``,
-``TimeoutError``), so generic handlers keep working.
+failures, and keys or values the protocol cannot carry, also derive from the
+matching builtin (``ConnectionError``, ``TimeoutError``, ``ValueError``), so
+generic handlers keep working.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 __all__ = [
     "TitanStoreError",
@@ -16,6 +19,7 @@ __all__ = [
     "TitanStoreConnectionError",
     "TitanStoreTimeoutError",
     "IndeterminateError",
+    "DataError",
     "HarnessError",
 ]
 
@@ -65,5 +69,28 @@ class IndeterminateError(TitanStoreError):
     """
 
 
+class DataError(TitanStoreError, ValueError):
+    """A key or value the protocol cannot carry; nothing was sent.
+
+    Keys must be non-empty and free of whitespace, values free of line
+    breaks, and a whole request line within the server's ``--max-line-bytes``.
+    """
+
+
 class HarnessError(TitanStoreError):
-    """A cluster-harness operation failed; the message ends with the node logs."""
+    """A cluster-harness operation failed.
+
+    The message is one short sentence. ``logs`` holds the tail of every
+    node's log (also attached as a PEP 678 note, so tracebacks show it once);
+    ``unexpected_exits`` names the nodes that died without a harness call.
+    """
+
+    def __init__(self, message: str, logs: str = "", unexpected_exits: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.logs = logs
+        self.unexpected_exits = list(unexpected_exits)
+        if logs:
+            if hasattr(self, "add_note"):
+                self.add_note(logs)
+            else:  # Python < 3.11: the attribute PEP 678 defines
+                self.__notes__ = [logs]
