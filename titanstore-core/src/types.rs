@@ -80,6 +80,11 @@ pub struct MemberAddr {
 pub struct ClusterConfig {
     pub voters: BTreeMap<NodeId, MemberAddr>,
     pub learners: BTreeMap<NodeId, MemberAddr>,
+    /// For members that joined at runtime: the incarnation (a random number
+    /// the joining node chose on its empty data dir) this membership is for.
+    /// A node votes only when its config names its own incarnation, so a
+    /// re-added id never votes on the strength of its previous life's config.
+    pub incarnations: BTreeMap<NodeId, u64>,
 }
 
 /// Release 1's configuration: voters only (snapshot files and images of
@@ -94,6 +99,7 @@ impl From<LegacyClusterConfig> for ClusterConfig {
         ClusterConfig {
             voters: legacy.voters,
             learners: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
         }
     }
 }
@@ -101,9 +107,17 @@ impl From<LegacyClusterConfig> for ClusterConfig {
 /// One membership change (single-server changes; see `raft/membership.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfChange {
-    AddLearner { id: NodeId, addr: MemberAddr },
-    Promote { id: NodeId },
-    Remove { id: NodeId },
+    AddLearner {
+        id: NodeId,
+        addr: MemberAddr,
+        incarnation: Option<u64>,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Remove {
+        id: NodeId,
+    },
 }
 
 impl ClusterConfig {

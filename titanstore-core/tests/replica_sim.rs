@@ -42,7 +42,7 @@ fn elect(sim: &mut Sim, i: usize) {
         sim.until(400, |s| s.nodes.iter().all(|n| n
             .up
             .as_ref()
-            .is_some_and(|u| !u.replica.raft_status().bootstrapping))),
+            .is_none_or(|u| !u.replica.raft_status().bootstrapping))),
         "bootstrap never finished"
     );
     for _ in 0..20 {
@@ -230,5 +230,73 @@ fn a_damaged_snapshot_image_is_refused() {
         "the damaged image stopped the node"
     );
     sim.set_chaos(false);
+    sim.finish().unwrap();
+}
+
+#[test]
+fn sim_membership_changes() {
+    run_seeds("sim_membership_changes", 2_000_001, 300, |seed| {
+        let nodes = 3 + (seed % 3) as usize;
+        Options {
+            spares: 7 - nodes,
+            membership_pm: 8,
+            ..Options::shape(nodes, seed)
+        }
+    });
+}
+
+/// The classic single-server membership bug (Ongaro, raft-dev 2015): a new
+/// leader that proposes a change before committing an entry of its own term
+/// can have a committed change overwritten by a leader of the other config.
+/// Four voters a..d and a learner e. a promotes e (only a and e get it);
+/// b wins term 2 with c and d and at once proposes to remove a; a then wins
+/// with d and e under its own config. The rule "commit in your term first"
+/// refuses b's change.
+#[test]
+fn a_new_leader_changes_membership_only_after_committing_in_its_term() {
+    use titanstore_core::protocol::{Member, MemberSpec, Request};
+    let (a, b, c, d, e) = (0, 1, 2, 3, 4);
+    let mut opts = Options::shape(4, 21);
+    opts.spares = 1;
+    opts.chaos_ticks = 0;
+    let mut sim = Sim::new(21, opts).unwrap();
+    sim.set_chaos(false);
+    elect(&mut sim, a);
+    sim.ticks(20);
+    sim.make_joining(e);
+    let add = sim.admin(
+        a,
+        Request::Member(Member::Add {
+            member: MemberSpec::parse("n5:n5:1:2").unwrap(),
+            learner: true,
+            incarnation: sim.nodes[e].incarnation,
+        }),
+    );
+    assert!(sim.until(300, |s| s.admin_reply(add).is_some()));
+    assert_eq!(sim.admin_reply(add), Some("OK"));
+    sim.ticks(20);
+    sim.links(&[(a, e)]);
+    let promote = sim.admin(a, Request::Member(Member::Promote { id: "n5".into() }));
+    sim.ticks(10);
+    sim.links(&[(b, c), (b, d)]);
+    win(&mut sim, b);
+    // b's no-op reaches c only: it is not committed when b proposes.
+    sim.links(&[(b, c)]);
+    let remove = sim.admin(b, Request::Member(Member::Remove { id: "n1".into() }));
+    sim.ticks(2);
+    let reply = sim.admin_reply(remove).map(str::to_string);
+    assert!(
+        reply
+            .as_deref()
+            .is_some_and(|r| r.contains("has not committed an entry of its term")),
+        "b changed membership before committing in its term: {reply:?}"
+    );
+    sim.ticks(20);
+    sim.links(&[(a, d), (a, e)]);
+    for _ in 0..5 {
+        sim.campaign(a);
+        sim.ticks(15);
+    }
+    let _ = promote;
     sim.finish().unwrap();
 }

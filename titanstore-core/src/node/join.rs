@@ -6,6 +6,11 @@
 //! through the leader (following redirects): the leader adds it as a learner,
 //! waits until it caught up, and promotes it. A refusal that cannot succeed
 //! on retry (a duplicate id or address) stops the node with the reason.
+//!
+//! The node's incarnation (a random number chosen on its empty data dir and
+//! kept in `<data dir>/incarnation`) goes with the request: the node votes
+//! only as a member of that incarnation, never on the strength of configs
+//! from an earlier life of its id that it replays while catching up.
 
 use std::time::{Duration, Instant};
 
@@ -60,11 +65,13 @@ pub(super) fn discover(addrs: &[String], me: &str) -> Result<Vec<Peer>, NodeErro
 pub(super) fn join(
     addrs: &[String],
     me: &MemberSpec,
+    incarnation: u64,
     request_timeout: Duration,
 ) -> Result<(), NodeError> {
     let request = Request::Member(Member::Add {
         member: me.clone(),
         learner: false,
+        incarnation: Some(incarnation),
     });
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
@@ -92,5 +99,36 @@ pub(super) fn join(
             )));
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Name of the file holding a joined node's incarnation.
+const INCARNATION_FILE: &str = "incarnation";
+
+/// Reads this node's incarnation, or (`create`) chooses and durably stores one.
+pub(super) fn incarnation(dir: &std::path::Path, create: bool) -> Result<Option<u64>, NodeError> {
+    let path = dir.join(INCARNATION_FILE);
+    let io = |e: std::io::Error| NodeError::Join(format!("{}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16)
+            .map(Some)
+            .map_err(|_| NodeError::Join(format!("{} is damaged", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let inc = super::seed_from_clock("incarnation") | 1;
+            let tmp = dir.join("incarnation.tmp");
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).map_err(io)?;
+                f.write_all(format!("{inc:x}\n").as_bytes()).map_err(io)?;
+                f.sync_all().map_err(io)?;
+            }
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+            Ok(Some(inc))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(e)),
     }
 }

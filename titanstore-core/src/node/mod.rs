@@ -140,6 +140,7 @@ impl NodeConfig {
         ClusterConfig {
             voters,
             learners: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
         }
     }
 }
@@ -274,6 +275,8 @@ pub async fn run(
         tracing::info!("the data dir holds state: --join is ignored");
     }
     let me = joining.then(|| own_spec(&config)).transpose()?;
+    // A node that joined keeps its incarnation for good (see `join.rs`).
+    let incarnation = join::incarnation(&config.data_dir, joining)?;
     let membership = if joining {
         // Learn the members first, to answer the leader before the log says who they are.
         let addrs = config.join.clone();
@@ -285,12 +288,9 @@ pub async fn run(
     } else {
         config.initial_membership()
     };
-    let replica = boot(
-        config.raft_config(),
-        config.replica_config(),
-        membership,
-        recovered,
-    )?;
+    let mut raft_config = config.raft_config();
+    raft_config.member_incarnation = incarnation;
+    let replica = boot(raft_config, config.replica_config(), membership, recovered)?;
     let (job_tx, job_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
@@ -338,11 +338,11 @@ pub async fn run(
 
     // A join that can never succeed stops the node with its reason.
     let (join_failed_tx, join_failed_rx) = tokio::sync::oneshot::channel::<NodeError>();
-    if let Some(me) = me {
+    if let (Some(me), Some(inc)) = (me, incarnation) {
         let addrs = config.join.clone();
         let timeout = config.request_timeout;
         tokio::task::spawn_blocking(move || {
-            if let Err(err) = join::join(&addrs, &me, timeout) {
+            if let Err(err) = join::join(&addrs, &me, inc, timeout) {
                 let _ = join_failed_tx.send(err);
             }
         });

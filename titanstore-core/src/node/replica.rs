@@ -392,6 +392,11 @@ impl Replica {
         self.raft.status()
     }
 
+    /// The latest configuration in this node's log.
+    pub fn config(&self) -> crate::types::ClusterConfig {
+        self.raft.config().clone()
+    }
+
     pub fn kv(&self) -> &StateMachine {
         &self.kv
     }
@@ -493,13 +498,18 @@ impl Replica {
                 self.reply(token, reply);
                 return;
             }
-            Member::Add { member, learner } => {
+            Member::Add {
+                member,
+                learner,
+                incarnation,
+            } => {
                 let addr = MemberAddr {
                     raft_addr: member.raft_addr(),
                     client_addr: member.client_addr(),
                 };
                 // A retried ADD (a joining node that lost the reply) continues.
-                if config.addr(&member.id) == Some(&addr) && self.is_leader() {
+                let same_life = config.incarnations.get(&member.id) == incarnation.as_ref();
+                if config.addr(&member.id) == Some(&addr) && same_life && self.is_leader() {
                     if config.is_voter(&member.id) || learner {
                         self.reply(token, Reply::Ok);
                     } else {
@@ -520,16 +530,29 @@ impl Replica {
                     ConfChange::AddLearner {
                         id: member.id,
                         addr,
+                        incarnation,
                     },
                     then,
                 )
             }
             Member::Promote { id } => {
-                if config.is_voter(&id) && self.is_leader() {
+                if !self.is_leader() {
+                    let reply = self.not_leader(self.raft.status().leader);
+                    self.reply(token, reply);
+                } else if config.is_voter(&id) {
                     self.reply(token, Reply::Ok);
-                    return;
+                } else if !config.is_learner(&id) {
+                    self.reply(token, Reply::Error(format!("unknown learner {id}")));
+                } else {
+                    // A learner is promoted only once it holds the log up to
+                    // its own admission: a voter must be able to vote.
+                    self.catching_up.push(CatchUp {
+                        token,
+                        id,
+                        deadline,
+                    });
                 }
-                (ConfChange::Promote { id }, AfterCommit::Ok)
+                return;
             }
             Member::Remove { id } => (ConfChange::Remove { id }, AfterCommit::Ok),
         };
@@ -600,7 +623,8 @@ impl Replica {
                 continue;
             }
             let matched = self.raft.progress_matched(&c.id).unwrap_or(0);
-            if matched > 0 && matched + CATCH_UP_LAG >= status.last_index {
+            let holds_admission = matched >= self.raft.conf_index() && matched > 0;
+            if holds_admission && matched + CATCH_UP_LAG >= status.last_index {
                 let id = c.id.clone();
                 match self.raft.propose_conf_change(ConfChange::Promote { id }) {
                     Ok((index, term)) => self.writes.entry(index).or_default().push(PendingWrite {

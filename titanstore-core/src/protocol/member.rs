@@ -59,9 +59,19 @@ impl std::fmt::Display for MemberSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Member {
     List,
-    Add { member: MemberSpec, learner: bool },
-    Promote { id: String },
-    Remove { id: String },
+    /// `incarnation` (`incarnation=<hex>`, sent by `--join`) names the
+    /// joining node's life, so that it votes only as this membership.
+    Add {
+        member: MemberSpec,
+        learner: bool,
+        incarnation: Option<u64>,
+    },
+    Promote {
+        id: String,
+    },
+    Remove {
+        id: String,
+    },
 }
 
 fn word<'a>(args: &mut Args<'a>) -> Option<&'a str> {
@@ -76,16 +86,26 @@ impl Member {
             "ADD" => {
                 let spec = word(args).ok_or(ParseError::WrongArgs("MEMBER ADD"))?;
                 let member = MemberSpec::parse(spec)?;
-                let learner = match word(args) {
-                    None => false,
-                    Some(w) if w.eq_ignore_ascii_case("learner") => true,
-                    Some(w) => {
+                let (mut learner, mut incarnation) = (false, None);
+                while let Some(w) = word(args) {
+                    if w.eq_ignore_ascii_case("learner") {
+                        learner = true;
+                    } else if let Some(hex) = w.strip_prefix("incarnation=") {
+                        let inc = u64::from_str_radix(hex, 16).map_err(|_| {
+                            ParseError::BadArg(format!("incarnation '{hex}' is not hexadecimal"))
+                        })?;
+                        incarnation = Some(inc);
+                    } else {
                         return Err(ParseError::BadArg(format!(
                             "expected 'learner' after the member, got '{w}'"
                         )));
                     }
-                };
-                Member::Add { member, learner }
+                }
+                Member::Add {
+                    member,
+                    learner,
+                    incarnation,
+                }
             }
             "PROMOTE" => Member::Promote {
                 id: word(args)
@@ -110,11 +130,19 @@ impl Member {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let line = match self {
             Member::List => "MEMBER LIST".to_string(),
-            Member::Add { member, learner } => {
-                format!(
-                    "MEMBER ADD {member}{}",
-                    if *learner { " learner" } else { "" }
-                )
+            Member::Add {
+                member,
+                learner,
+                incarnation,
+            } => {
+                let mut line = format!("MEMBER ADD {member}");
+                if *learner {
+                    line.push_str(" learner");
+                }
+                if let Some(inc) = incarnation {
+                    line.push_str(&format!(" incarnation={inc:x}"));
+                }
+                line
             }
             Member::Promote { id } => format!("MEMBER PROMOTE {id}"),
             Member::Remove { id } => format!("MEMBER REMOVE {id}"),

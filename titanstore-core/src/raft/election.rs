@@ -35,7 +35,7 @@ impl RaftNode {
 
     pub(super) fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_timeout && self.is_voter() {
+        if self.election_elapsed >= self.randomized_timeout && self.promotable() {
             tracing::debug!(id = %self.id, term = self.term, "election timeout");
             self.hup();
         }
@@ -74,7 +74,7 @@ impl RaftNode {
 
     /// Election timeout (or `campaign`): pre-vote first if enabled.
     pub(super) fn hup(&mut self) {
-        if self.role == Role::Leader || !self.is_voter() || !self.may_campaign {
+        if self.role == Role::Leader || !self.promotable() || !self.may_campaign {
             return;
         }
         if self.cfg.pre_vote {
@@ -211,8 +211,13 @@ impl RaftNode {
 
     /// Some(true): a majority granted; Some(false): a majority refused.
     fn tally(&self) -> Option<bool> {
-        let granted = self.votes.values().filter(|g| **g).count();
-        let refused = self.votes.len() - granted;
+        // Only votes of voters in the current config count.
+        let voters = self
+            .votes
+            .iter()
+            .filter(|(id, _)| self.cluster.is_voter(id));
+        let granted = voters.clone().filter(|(_, g)| **g).count();
+        let refused = voters.count() - granted;
         let quorum = self.cluster.quorum();
         if granted >= quorum {
             Some(true)
@@ -231,7 +236,11 @@ impl RaftNode {
         last_log_term: Term,
         pre_vote: bool,
     ) {
-        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term)
+            // A node that joined at runtime votes only once its log names
+            // this life of it: replaying configs of an earlier life of its id,
+            // it must not vote on their strength.
+            && self.votes_in_this_life();
         if pre_vote {
             // Granted only for a future term, to an up-to-date log, when we
             // have not heard from a live leader within the minimum timeout.

@@ -61,7 +61,11 @@ fn clashes(a: &MemberAddr, b: &MemberAddr) -> bool {
 pub fn apply_change(config: &ClusterConfig, change: &ConfChange) -> Result<ClusterConfig, String> {
     let mut next = config.clone();
     match change {
-        ConfChange::AddLearner { id, addr } => {
+        ConfChange::AddLearner {
+            id,
+            addr,
+            incarnation,
+        } => {
             if config.is_member(id) {
                 return Err(format!("duplicate id: {id} is already a member"));
             }
@@ -72,6 +76,9 @@ pub fn apply_change(config: &ClusterConfig, change: &ConfChange) -> Result<Clust
                 ));
             }
             next.learners.insert(id.clone(), addr.clone());
+            if let Some(inc) = incarnation {
+                next.incarnations.insert(id.clone(), *inc);
+            }
         }
         ConfChange::Promote { id } => {
             let Some(addr) = next.learners.remove(id) else {
@@ -84,6 +91,7 @@ pub fn apply_change(config: &ClusterConfig, change: &ConfChange) -> Result<Clust
             next.voters.insert(id.clone(), addr);
         }
         ConfChange::Remove { id } => {
+            next.incarnations.remove(id);
             if next.learners.remove(id).is_none() {
                 if !config.is_voter(id) {
                     return Err(format!("unknown member {id}"));
@@ -179,6 +187,12 @@ impl RaftNode {
                 "this node's removal is committed: stepping down");
             self.become_follower(self.term, None);
         }
+    }
+
+    /// Index of the entry holding the current config (the snapshot index if
+    /// the config comes from the snapshot).
+    pub fn conf_index(&self) -> LogIndex {
+        self.conf_index
     }
 
     /// How far member `id`'s log is known to match the leader's (leader only).

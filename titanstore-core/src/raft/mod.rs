@@ -61,6 +61,9 @@ pub struct RaftConfig {
     /// Ticks a fresh node waits for every configured member to confirm that
     /// it is new; after that a majority of confirmations is enough.
     pub bootstrap_grace_ticks: u64,
+    /// Set on a node that joined at runtime: its own incarnation. It counts
+    /// as a voter only where its config names this incarnation.
+    pub member_incarnation: Option<u64>,
 }
 
 impl RaftConfig {
@@ -85,6 +88,7 @@ impl RaftConfig {
             incarnation: seed,
             fresh: false,
             bootstrap_grace_ticks: 300,
+            member_incarnation: None,
         }
     }
 

@@ -183,17 +183,15 @@ impl RaftNode {
     /// non-members or with stale terms are dropped (stale requests get a
     /// reply carrying our term so the sender can catch up).
     pub fn step(&mut self, msg: Message) {
-        // A node outside its own config (joining, or removed and re-added)
-        // takes the log from whoever leads; everyone else hears only members.
-        let outsider = !self.cluster.is_member(&self.id)
-            && matches!(
-                msg.body,
-                MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
-            );
-        if msg.to != self.id
-            || msg.from == self.id
-            || !(self.cluster.is_member(&msg.from) || outsider)
-        {
+        // Messages are processed whoever sends them, member of our config or
+        // not (Raft §4.1): a lagging node learns of newer members only from
+        // them, and a joining node knows no one. Votes are counted only from
+        // voters of the candidate's config, and pre-vote with the leader
+        // lease keeps a removed node from disrupting. Only the bootstrap
+        // handshake is heard from configured members alone.
+        let hello_from_stranger =
+            matches!(msg.body, MessageBody::Hello { .. }) && !self.cluster.is_member(&msg.from);
+        if msg.to != self.id || msg.from == self.id || hello_from_stranger {
             tracing::debug!(from = %msg.from, to = %msg.to, "dropping misaddressed message");
             return;
         }
@@ -312,7 +310,7 @@ impl RaftNode {
             MessageBody::Hello { .. } => {}
             MessageBody::TimeoutNow { .. } => {
                 if self.leader.as_deref() == Some(from.as_str())
-                    && self.is_voter()
+                    && self.promotable()
                     && self.may_campaign
                 {
                     tracing::info!(id = %self.id, "leadership transfer: campaigning now");
@@ -499,7 +497,39 @@ impl RaftNode {
     }
 
     pub(super) fn is_voter(&self) -> bool {
-        self.cluster.is_voter(&self.id)
+        self.counts_in(&self.cluster)
+    }
+
+    /// Whether this node is a voter of `config`, in this life.
+    pub(super) fn counts_in(&self, config: &ClusterConfig) -> bool {
+        config.is_voter(&self.id)
+            && match self.cfg.member_incarnation {
+                None => true,
+                Some(mine) => config.incarnations.get(&self.id) == Some(&mine),
+            }
+    }
+
+    /// Whether this node's vote is its own promise: always for a founding
+    /// member; for one that joined, once its config names its incarnation.
+    /// (Votes of members who do not know yet that they were promoted are
+    /// needed for progress, so this does not ask for voter status.)
+    pub(super) fn votes_in_this_life(&self) -> bool {
+        match self.cfg.member_incarnation {
+            None => true,
+            Some(mine) => self.cluster.incarnations.get(&self.id) == Some(&mine),
+        }
+    }
+
+    /// Whether this node may campaign: a voter in its latest config, or, while
+    /// that config is uncommitted, in the committed one. Otherwise a leader
+    /// that lost leadership with its own removal uncommitted (it takes effect
+    /// on append) would never campaign again, and the others may refuse their
+    /// votes to each other for lacking that entry: no leader ever again. The
+    /// votes it collects are still counted in its latest config.
+    pub(super) fn promotable(&self) -> bool {
+        self.is_voter()
+            || (self.conf_index > self.log.committed()
+                && self.counts_in(&self.log.config_at(self.log.committed())))
     }
 
     /// Every other member (voters and learners), in id order: who gets the log.

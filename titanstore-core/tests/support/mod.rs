@@ -24,6 +24,7 @@ pub fn config_of(ids: &[&str]) -> ClusterConfig {
             })
             .collect(),
         learners: Default::default(),
+        incarnations: Default::default(),
     }
 }
 

@@ -25,7 +25,9 @@ use rand::{Rng, SeedableRng};
 use titanstore_core::checker::{self, Kind, Op, Outcome, Verdict};
 use titanstore_core::node::storage_thread::{StorageDone, StorageJob, write_batch};
 use titanstore_core::node::{Effect, Replica, ReplicaConfig, Token, boot};
-use titanstore_core::protocol::{Delete, Get, Reply, Request, Set, StatusCmd};
+use titanstore_core::protocol::{
+    Delete, Get, Member, MemberSpec, Reply, Request, Set, StatusCmd, Transfer,
+};
 use titanstore_core::raft::{Message, MessageBody, RaftConfig, Role};
 use titanstore_core::storage::{SimFs, SnapshotWriter, Storage, StorageOptions};
 use titanstore_core::types::{ClusterConfig, Command, Entry, EntryPayload, LogIndex, NodeId, Term};
@@ -55,6 +57,10 @@ pub struct Options {
     /// Per tick: a node's storage worker runs its queued jobs.
     pub persist_pm: u32,
     pub snapshot_threshold: u64,
+    /// Machines beyond `nodes` that membership changes may add.
+    pub spares: usize,
+    /// Per tick: a membership change or leadership transfer is asked for.
+    pub membership_pm: u32,
 }
 
 impl Options {
@@ -75,6 +81,8 @@ impl Options {
             corrupt_snapshot_pm: 100,
             persist_pm: 300 + (seed % 5) as u32 * 120,
             snapshot_threshold: 15 + seed % 30,
+            spares: 0,
+            membership_pm: 0,
         }
     }
 }
@@ -103,6 +111,7 @@ pub struct Stats {
     pub reads_ok: u64,
     pub leaders: u64,
     pub refused: u64,
+    pub membership_changes: u64,
     pub max_commit: LogIndex,
 }
 
@@ -123,6 +132,7 @@ impl Stats {
         self.reads_ok += o.reads_ok;
         self.leaders += o.leaders;
         self.refused += o.refused;
+        self.membership_changes += o.membership_changes;
         self.max_commit = self.max_commit.max(o.max_commit);
     }
 }
@@ -146,6 +156,12 @@ pub struct Node {
     /// Crash during the next storage batch: (operations allowed, power loss?).
     crash_in_batch: Option<(u64, bool)>,
     pub refused: Option<String>,
+    /// Not started unless a membership change adds it.
+    pub spare: bool,
+    /// Boots with no configuration and waits for the leader (a new member).
+    joining: bool,
+    /// A joined node's incarnation (as `<data dir>/incarnation` keeps it).
+    pub incarnation: Option<u64>,
 }
 
 struct InFlight {
@@ -187,6 +203,7 @@ pub struct Sim {
     leaders: BTreeMap<Term, NodeId>,
     /// Disk stalls apply even outside the chaos phase (scripted stalls).
     chaos_disk: bool,
+    admin_replies: HashMap<Token, Option<String>>,
     pub stats: Stats,
 }
 
@@ -209,17 +226,21 @@ impl Sim {
     pub fn new(seed: u64, opts: Options) -> Result<Sim, String> {
         let rng = SmallRng::seed_from_u64(seed);
         let membership = membership(opts.nodes);
-        let nodes = membership
-            .voters
-            .keys()
-            .map(|id| Node {
-                id: id.clone(),
-                fs: SimFs::new(),
-                dir: PathBuf::from(format!("/data/{id}")),
-                up: None,
-                stalled_until: 0,
-                crash_in_batch: None,
-                refused: None,
+        let nodes = (1..=opts.nodes + opts.spares)
+            .map(|i| {
+                let id = format!("n{i}");
+                Node {
+                    dir: PathBuf::from(format!("/data/{id}")),
+                    id,
+                    fs: SimFs::new(),
+                    up: None,
+                    stalled_until: 0,
+                    crash_in_batch: None,
+                    refused: None,
+                    spare: i > opts.nodes,
+                    joining: false,
+                    incarnation: None,
+                }
             })
             .collect();
         let clients = opts.clients;
@@ -241,10 +262,13 @@ impl Sim {
             committed: BTreeMap::new(),
             leaders: BTreeMap::new(),
             chaos_disk: false,
+            admin_replies: HashMap::new(),
             stats: Stats::default(),
         };
         for i in 0..sim.nodes.len() {
-            sim.start(i)?;
+            if !sim.nodes[i].spare {
+                sim.start(i)?;
+            }
         }
         Ok(sim)
     }
@@ -271,6 +295,7 @@ impl Sim {
         raft.seed = self.rng.random();
         raft.incarnation = self.rng.random();
         raft.bootstrap_grace_ticks = 100;
+        raft.member_incarnation = node.incarnation;
         let replica = ReplicaConfig {
             id: node.id.clone(),
             advertise_client_addr: format!("{}:2", node.id),
@@ -280,7 +305,12 @@ impl Sim {
             record_applied: true,
             seed: self.rng.random(),
         };
-        let replica = boot(raft, replica, self.membership.clone(), recovered)
+        let membership = if node.joining {
+            ClusterConfig::default()
+        } else {
+            self.membership.clone()
+        };
+        let replica = boot(raft, replica, membership, recovered)
             .map_err(|e| format!("{}: boot failed: {e}", node.id))?;
         let writer = storage.snapshot_writer();
         node.up = Some(Up {
@@ -335,6 +365,17 @@ impl Sim {
         let n = self.nodes.len();
         if self.pm(self.opts.kill_pm + self.opts.power_pm) {
             let i = self.rng.random_range(0..n);
+            // With membership changes the cluster may shrink to two voters:
+            // a node that loses everything before it ever stored a term is
+            // (rightly) refused forever, and then no quorum is left to
+            // replace it. Those runs keep new nodes alive until they hold state.
+            let fresh = self.nodes[i]
+                .up
+                .as_ref()
+                .is_some_and(|u| u.replica.raft_status().term == 0);
+            if self.opts.membership_pm > 0 && fresh {
+                return;
+            }
             let power = self
                 .rng
                 .random_range(0..self.opts.kill_pm + self.opts.power_pm)
@@ -347,8 +388,11 @@ impl Sim {
                 self.crash(i, power);
             }
         }
+        if self.pm(self.opts.membership_pm) {
+            self.membership_event();
+        }
         for i in 0..n {
-            if self.nodes[i].up.is_none() && self.pm(30) {
+            if self.nodes[i].up.is_none() && !self.nodes[i].spare && self.pm(30) {
                 // A failed boot is a finding: recovery must always work.
                 if let Err(e) = self.start(i) {
                     panic!("{e}");
@@ -649,6 +693,12 @@ impl Sim {
     }
 
     fn on_reply(&mut self, token: Token, reply: Reply) {
+        if let Some(slot) = self.admin_replies.get_mut(&token) {
+            let mut wire = Vec::new();
+            reply.encode(&mut wire);
+            *slot = Some(String::from_utf8_lossy(&wire).trim().to_string());
+            return;
+        }
         let Some(h) = self.by_token.remove(&token) else {
             return;
         };
@@ -734,6 +784,12 @@ impl Sim {
     /// Every node applies the same entry at each index.
     fn check_applied(&mut self, i: usize, applied: Vec<Entry>) -> Result<(), String> {
         for e in applied {
+            if std::env::var("SIM_TRACE").is_ok() && e.index < 12 {
+                eprintln!(
+                    "t={} {} applies {} t{} {:?}",
+                    self.now, self.nodes[i].id, e.index, e.term, e.payload
+                );
+            }
             self.stats.max_commit = self.stats.max_commit.max(e.index);
             match self.committed.get(&e.index) {
                 Some(c) if *c != e => {
@@ -767,6 +823,16 @@ impl Sim {
                 }
                 Some(_) => {}
                 None => {
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        eprintln!(
+                            "t={} leader {} term {} config {:?} last {}",
+                            self.now,
+                            node.id,
+                            s.term,
+                            up.replica.config().voters.keys().collect::<Vec<_>>(),
+                            s.last_index
+                        );
+                    }
                     self.leaders.insert(s.term, node.id.clone());
                     self.stats.leaders += 1;
                 }
@@ -783,7 +849,9 @@ impl Sim {
         for i in 0..self.nodes.len() {
             self.nodes[i].stalled_until = 0;
             self.nodes[i].crash_in_batch = None;
-            self.start(i)?;
+            if !self.nodes[i].spare {
+                self.start(i)?;
+            }
         }
         let up: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].up.is_some())
@@ -803,6 +871,17 @@ impl Sim {
             match marker {
                 Some(h) if self.history[h].done && self.history[h].op.outcome == Outcome::Ok => {
                     let last = self.committed.keys().last().copied().unwrap_or(0);
+                    // The members now: removed nodes stay out of it.
+                    let up: Vec<usize> = match self.leader() {
+                        Some(l) => {
+                            let config = self.nodes[l].up.as_ref().unwrap().replica.config();
+                            up.iter()
+                                .copied()
+                                .filter(|&i| config.is_member(&self.nodes[i].id))
+                                .collect()
+                        }
+                        None => continue,
+                    };
                     let all = up.iter().all(|&i| {
                         self.nodes[i]
                             .up
@@ -830,7 +909,15 @@ impl Sim {
                     .map(|u| format!("{:?}", u.replica.raft_status()))
             })
             .collect();
-        Err(format!("no convergence after healing: {states:#?}"))
+        let others: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.up.is_none())
+            .map(|n| format!("{} spare={} refused={}", n.id, n.spare, n.refused.is_some()))
+            .collect();
+        Err(format!(
+            "no convergence after healing: {states:#?}\ndown: {others:?}"
+        ))
     }
 
     fn final_reads(&mut self, up: &[usize]) -> Result<(), String> {
@@ -924,6 +1011,79 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// One random membership change or transfer, asked of the leader.
+    fn membership_event(&mut self) {
+        let Some(l) = self.leader() else { return };
+        let config = self.nodes[l].up.as_ref().unwrap().replica.config();
+        let request = match self.rng.random_range(0..4) {
+            0 => {
+                let outside: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| !config.is_member(&self.nodes[i].id))
+                    .collect();
+                if outside.is_empty() {
+                    return;
+                }
+                let i = outside[self.rng.random_range(0..outside.len())];
+                // A new member starts on an empty disk (a removed id comes
+                // back only that way).
+                self.make_joining(i);
+                let id = self.nodes[i].id.clone();
+                let member = MemberSpec::parse(&format!("{id}:{id}:1:2")).unwrap();
+                Request::Member(Member::Add {
+                    member,
+                    learner: self.rng.random_bool(0.3),
+                    incarnation: self.nodes[i].incarnation,
+                })
+            }
+            1 => {
+                let learners: Vec<String> = config.learners.keys().cloned().collect();
+                if learners.is_empty() {
+                    return;
+                }
+                let id = learners[self.rng.random_range(0..learners.len())].clone();
+                Request::Member(Member::Promote { id })
+            }
+            2 => {
+                let members: Vec<String> = config.members().map(|(id, _, _)| id.clone()).collect();
+                if members.len() <= 2 {
+                    return;
+                }
+                let id = members[self.rng.random_range(0..members.len())].clone();
+                Request::Member(Member::Remove { id })
+            }
+            _ => {
+                let voters: Vec<String> = config.voters.keys().cloned().collect();
+                let target = self
+                    .rng
+                    .random_bool(0.7)
+                    .then(|| voters[self.rng.random_range(0..voters.len())].clone());
+                Request::Transfer(Transfer { target })
+            }
+        };
+        self.stats.membership_changes += 1;
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("t={} admin to {}: {request:?}", self.now, self.nodes[l].id);
+        }
+        self.admin(l, request);
+    }
+
+    /// Sends an admin request (membership, transfer) outside the history.
+    pub fn admin(&mut self, i: usize, request: Request) -> Token {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.admin_replies.insert(token, None);
+        if let Some(up) = self.nodes[i].up.as_mut() {
+            up.replica.request(token, request);
+        }
+        let _ = self.poll_all();
+        token
+    }
+
+    /// The reply to an admin request, once it came.
+    pub fn admin_reply(&self, token: Token) -> Option<&str> {
+        self.admin_replies.get(&token).and_then(|r| r.as_deref())
     }
 
     // ----- scripted scenarios -----
@@ -1062,6 +1222,16 @@ impl Sim {
         self.committed.values().any(|e| {
             matches!(&e.payload, EntryPayload::Command(Command::Set { value: v, .. }) if v == value.as_bytes())
         })
+    }
+
+    /// Starts spare machine `i` as a new, empty node waiting to be added.
+    pub fn make_joining(&mut self, i: usize) {
+        self.wipe(i);
+        self.nodes[i].spare = false;
+        self.nodes[i].joining = true;
+        self.nodes[i].refused = None;
+        self.nodes[i].incarnation = Some(self.rng.random::<u64>() | 1);
+        self.start(i).unwrap();
     }
 
     /// The machine's disk is replaced by an empty one (node down first).
