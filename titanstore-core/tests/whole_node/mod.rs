@@ -331,6 +331,9 @@ impl Sim {
             return;
         }
         node.crash_in_batch = None;
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("t={} crash {} power={power}", self.now, node.id);
+        }
         if power {
             node.fs.crash(seed);
             self.stats.power_losses += 1;
@@ -363,6 +366,12 @@ impl Sim {
 
     fn chaos_events(&mut self) {
         let n = self.nodes.len();
+        // Runs with membership changes let the bootstrap finish in peace: a
+        // founder cut off for the whole grace period is (rightly) refused
+        // for good, and membership changes can then leave no quorum.
+        if self.opts.membership_pm > 0 && self.calm() {
+            return;
+        }
         if self.pm(self.opts.kill_pm + self.opts.power_pm) {
             let i = self.rng.random_range(0..n);
             // With membership changes the cluster may shrink to two voters:
@@ -372,7 +381,7 @@ impl Sim {
             let fresh = self.nodes[i]
                 .up
                 .as_ref()
-                .is_some_and(|u| u.replica.raft_status().term == 0);
+                .is_some_and(|u| u.storage.hard_state().term == 0);
             if self.opts.membership_pm > 0 && fresh {
                 return;
             }
@@ -433,6 +442,14 @@ impl Sim {
             self.nodes[i].stalled_until = self.now + len;
             self.stats.stalls += 1;
         }
+    }
+
+    /// Whether some founding node has not finished its bootstrap yet.
+    fn calm(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            n.up.as_ref()
+                .is_some_and(|u| u.replica.raft_status().bootstrapping)
+        })
     }
 
     /// Index of a node that is up and leads (the highest term wins).
@@ -655,6 +672,9 @@ impl Sim {
                 if let Err(e) = polled {
                     let msg = e.to_string();
                     if msg.contains("refusing to take part") {
+                        if std::env::var("SIM_TRACE").is_ok() {
+                            eprintln!("t={} {} refused: {msg}", self.now, self.nodes[i].id);
+                        }
                         self.stats.refused += 1;
                         self.nodes[i].refused = Some(msg);
                         self.crash(i, false);
@@ -764,7 +784,8 @@ impl Sim {
                 self.stats.snapshots_corrupted += 1;
             }
         }
-        if self.cut.contains(&(from, to)) || self.chaos && self.pm(self.opts.drop_pm) {
+        let calm = self.opts.membership_pm > 0 && self.calm();
+        if self.cut.contains(&(from, to)) || self.chaos && !calm && self.pm(self.opts.drop_pm) {
             return;
         }
         let copies = if self.chaos && self.pm(self.opts.dup_pm) {
