@@ -10,7 +10,9 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Delete, Get, Ping, Reply, Request, Set, StatusCmd};
+use crate::protocol::{
+    Cad, Cas, Delete, Get, GetRev, MAX_CLIENT_ID, Ping, Reply, Request, Scan, Set, StatusCmd, Watch,
+};
 
 /// What can go wrong talking to a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,20 +39,36 @@ pub enum ClientError {
 /// token without whitespace, a value must not hold a line break (it would be
 /// read as a second command).
 pub fn validate(request: &Request) -> Result<(), ClientError> {
-    let key = match request {
+    let bad_key = |key: &[u8]| key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace());
+    let (keys, value): (Vec<&[u8]>, Option<&[u8]>) = match request {
         Request::Get(Get { key, .. })
-        | Request::Set(Set { key, .. })
-        | Request::Delete(Delete { key }) => key,
+        | Request::GetRev(GetRev { key })
+        | Request::Delete(Delete { key })
+        | Request::Cad(Cad { key, .. }) => (vec![key], None),
+        Request::Set(Set { key, value }) | Request::Cas(Cas { key, value, .. }) => {
+            (vec![key], Some(value))
+        }
+        Request::Scan(Scan { prefix, after, .. }) => (
+            prefix.iter().chain(after).map(Vec::as_slice).collect(),
+            None,
+        ),
+        Request::Watch(Watch { prefix, .. }) => (prefix.iter().map(Vec::as_slice).collect(), None),
+        Request::Req(req) => {
+            if bad_key(&req.client) || req.client.len() > MAX_CLIENT_ID {
+                return Err(ClientError::InvalidInput(
+                    "a client id must be 1 to 64 bytes without whitespace".into(),
+                ));
+            }
+            return validate(&req.write);
+        }
         Request::Ping(_) | Request::Status(_) => return Ok(()),
     };
-    if key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace()) {
+    if keys.into_iter().any(bad_key) {
         return Err(ClientError::InvalidInput(
             "a key must be non-empty and contain no whitespace".into(),
         ));
     }
-    if let Request::Set(Set { value, .. }) = request
-        && value.iter().any(|b| *b == b'\n' || *b == b'\r')
-    {
+    if value.is_some_and(|value| value.iter().any(|b| *b == b'\n' || *b == b'\r')) {
         return Err(ClientError::InvalidInput(
             "a value cannot contain a line break".into(),
         ));

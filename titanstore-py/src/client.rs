@@ -154,6 +154,7 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
         Reply::Dropped(reason) => ClientError::Server(reason),
         Reply::Unknown(reason) => ClientError::Indeterminate(reason),
         Reply::Error(reason) => ClientError::Server(reason),
+        other => ClientError::Protocol(format!("unexpected pipeline reply {other:?}")),
     };
     Ok(client_error(py, error)
         .into_value(py)

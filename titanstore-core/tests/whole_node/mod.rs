@@ -16,6 +16,8 @@
 //! state; and the history is linearizable (the project's checker).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+mod api;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,12 +26,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use titanstore_core::checker::{self, Kind, Op, Outcome, Verdict};
 use titanstore_core::node::storage_thread::{StorageDone, StorageJob, write_batch};
-use titanstore_core::node::{Effect, Replica, ReplicaConfig, Token, boot};
+use titanstore_core::node::{ApiConfig, Effect, Replica, ReplicaConfig, Token, boot};
 use titanstore_core::protocol::{Delete, Get, Reply, Request, Set, StatusCmd};
 use titanstore_core::raft::{Message, MessageBody, RaftConfig, Role};
 use titanstore_core::storage::{SimFs, SnapshotWriter, Storage, StorageOptions};
 use titanstore_core::types::{ClusterConfig, Command, Entry, EntryPayload, LogIndex, NodeId, Term};
 
+pub use api::{ApiClients, COUNTER};
 pub use titanstore_core::checker::Outcome as OpOutcome;
 
 /// Knobs of one run. Chances are per mille.
@@ -188,6 +191,8 @@ pub struct Sim {
     /// Disk stalls apply even outside the chaos phase (scripted stalls).
     chaos_disk: bool,
     pub stats: Stats,
+    /// Release 2 clients (counters over REQ + CAS, watchers).
+    pub api: ApiClients,
 }
 
 fn membership(n: usize) -> ClusterConfig {
@@ -242,6 +247,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             chaos_disk: false,
             stats: Stats::default(),
+            api: ApiClients::default(),
         };
         for i in 0..sim.nodes.len() {
             sim.start(i)?;
@@ -279,6 +285,12 @@ impl Sim {
             disk_stall_ticks: 120,
             record_applied: true,
             seed: self.rng.random(),
+            api: ApiConfig {
+                watch_progress_ticks: 50,
+                watch_history: 400,
+                watch_catch_up_per_tick: 64,
+                ..ApiConfig::default()
+            },
         };
         let replica = boot(raft, replica, self.membership.clone(), recovered)
             .map_err(|e| format!("{}: boot failed: {e}", node.id))?;
@@ -308,6 +320,7 @@ impl Sim {
             node.fs.kill_process();
             self.stats.kills += 1;
         }
+        self.api.on_crash(i);
         // Whatever the clients of this node were waiting for is now unknown.
         for h in self.history.iter_mut().filter(|h| h.node == i && !h.done) {
             h.done = true;
@@ -414,6 +427,8 @@ impl Sim {
             if let Some(up) = self.nodes[i].up.as_mut()
                 && !skip
             {
+                // A wall clock of 10 ms per tick, for session expiry.
+                up.replica.set_wall_clock(self.now * 10);
                 up.replica.tick();
             }
         }
@@ -421,6 +436,7 @@ impl Sim {
         self.deliver()?;
         self.run_storage()?;
         self.run_clients()?;
+        self.run_api_clients();
         self.poll_all()?;
         self.check_leaders()
     }
@@ -644,7 +660,11 @@ impl Sim {
                     up.saves.push_back(snap);
                 }
             }
+            Effect::Reply { token, reply } if self.api.owns(token) => {
+                self.api.on_reply(token, reply)
+            }
             Effect::Reply { token, reply } => self.on_reply(token, reply),
+            Effect::Watch { token, event } => self.api.on_watch_event(token, event),
         }
     }
 
