@@ -7,8 +7,10 @@ injects faults (kill, pause, partitions) for scripts and chaos tests;
 
 from .chaos import CheckResult, History, Operation, check_operations
 from .client import Client, NodeStatus, Pipeline
+from .state_store import ScanItem, WatchEvent
 from .cluster import Cluster, ClusterNode
 from .exceptions import (
+    ConflictError,
     HarnessError,
     IndeterminateError,
     NoLeaderError,
@@ -30,6 +32,9 @@ __all__ = [
     "ClusterNode",
     "NodeStatus",
     "Pipeline",
+    "ScanItem",
+    "WatchEvent",
+    "ConflictError",
     "HarnessError",
     "IndeterminateError",
     "NoLeaderError",

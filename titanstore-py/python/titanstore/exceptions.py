@@ -17,6 +17,7 @@ __all__ = [
     "TitanStoreTimeoutError",
     "IndeterminateError",
     "HarnessError",
+    "ConflictError",
 ]
 
 
@@ -67,3 +68,15 @@ class IndeterminateError(TitanStoreError):
 
 class HarnessError(TitanStoreError):
     """A cluster-harness operation failed; the message ends with the node logs."""
+
+
+class ConflictError(TitanStoreError):
+    """A compare-and-set or compare-and-delete found the key at another revision.
+
+    ``current_rev`` is the key's revision when the write was applied (0: the
+    key was absent). Nothing was changed.
+    """
+
+    def __init__(self, message: str, current_rev: int) -> None:
+        super().__init__(message)
+        self.current_rev = current_rev
