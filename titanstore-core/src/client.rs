@@ -381,6 +381,7 @@ impl Client {
         let mut backoff = Duration::from_millis(10);
         let mut redirects = 0usize;
         let mut unsure = false;
+        let mut saw_no_leader = false;
         loop {
             // A REQ whose answer was lost counts as possibly applied (it is
             // reported as indeterminate below and resent).
@@ -393,9 +394,13 @@ impl Client {
                 Attempt::Done(result) => return result,
                 Attempt::Retry(error) => error,
             };
+            saw_no_leader |= error == ClientError::NoLeader;
             if Instant::now() + backoff >= deadline {
                 return Err(match error {
                     ClientError::Indeterminate(_) => error,
+                    // Some node answered: the cluster has no leader (the
+                    // others may simply be down).
+                    ClientError::Connection(_) if saw_no_leader && !unsure => ClientError::NoLeader,
                     error if unsure && idempotent_write => {
                         ClientError::Indeterminate(format!("no answer in time: {error}"))
                     }

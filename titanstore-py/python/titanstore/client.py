@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 from ._titanstore import NativeClient
 from .state_store import ScanItem, WatchEvent
@@ -175,7 +175,9 @@ class Client:
                 return
             after = entries[-1][0]
 
-    def watch(self, prefix: Optional[Key] = None, start_rev: int = 0) -> Iterator[WatchEvent]:
+    def watch(
+        self, prefix: Optional[Key] = None, start_rev: int = 0
+    ) -> Generator[WatchEvent, None, None]:
         """Every change to keys starting with ``prefix`` from ``start_rev``
         (0: from now), in revision order. After a node failure it resumes on
         another node with no gap and no repeat; ``progress`` events say how
