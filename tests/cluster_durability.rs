@@ -79,7 +79,7 @@ fn a_node_restarted_on_a_wiped_data_dir_refuses_to_take_part() {
     let victim = cluster.other_than(&leader);
     cluster.kill(&victim);
     std::fs::remove_dir_all(&cluster.node(&victim).data_dir).unwrap();
-    cluster.start(&victim);
+    cluster.start_expecting_exit(&victim);
     let code = cluster.wait_exit(&victim, Duration::from_secs(10));
     assert!(matches!(code, Some(c) if c != 0), "exit code {code:?}");
     let log = std::fs::read_to_string(&cluster.node(&victim).log_path).unwrap();

@@ -109,3 +109,105 @@ fn last_line_without_newline_is_answered() {
     c.writer_shutdown();
     assert_eq!(c.read_line().unwrap(), b"PONG");
 }
+
+/// Release 2 rows: revisions, compare-and-set, scans, exactly-once writes,
+/// and each one's bad input, over a real socket.
+#[test]
+fn revisions_cas_scan_and_req() {
+    let (_cluster, mut c) = single_node();
+    assert_eq!(c.cmd("GETREV k"), "NOT_FOUND");
+    let ok_rev = |reply: String| -> u64 {
+        let rev = reply
+            .strip_prefix("OK ")
+            .unwrap_or_else(|| panic!("{reply}"));
+        rev.parse().unwrap()
+    };
+    let r1 = ok_rev(c.cmd("CAS k 0 first value"));
+    assert_eq!(c.cmd("GETREV k"), format!("VALUE {r1} first value"));
+    assert_eq!(c.cmd("CAS k 0 again"), format!("ERR CONFLICT {r1}"));
+    let r2 = ok_rev(c.cmd(&format!("CAS k {r1} second")));
+    assert!(r2 > r1);
+    assert_eq!(c.cmd(&format!("CAD k {r1}")), format!("ERR CONFLICT {r2}"));
+    assert_eq!(c.cmd("CAD missing 5"), "ERR CONFLICT 0");
+    assert!(ok_rev(c.cmd(&format!("CAD k {r2}"))) > r2);
+    assert_eq!(c.cmd("GETREV k"), "NOT_FOUND");
+    // SET and DELETE still answer plain OK.
+    for k in ["d/a", "d/b", "d/c", "e"] {
+        assert_eq!(c.cmd(&format!("SET {k} v {k}")), "OK");
+    }
+    let header = c.cmd("SCAN 2 d/");
+    let words: Vec<&str> = header.split(' ').collect();
+    assert_eq!(
+        (words[0], words[1], words[3]),
+        ("KEYS", "2", "1"),
+        "{header}"
+    );
+    let first = String::from_utf8(c.read_line().unwrap()).unwrap();
+    assert!(
+        first.starts_with("d/a ") && first.ends_with(" v d/a"),
+        "{first}"
+    );
+    let second = String::from_utf8(c.read_line().unwrap()).unwrap();
+    assert!(second.starts_with("d/b "), "{second}");
+    let header = c.cmd("SCAN 10 * d/b");
+    assert!(
+        header.starts_with("KEYS 2 ") && header.ends_with(" 0"),
+        "{header}"
+    );
+    assert!(c.read_line().unwrap().starts_with(b"d/c "));
+    assert!(c.read_line().unwrap().starts_with(b"e "));
+    // Exactly once: the retry gets the first answer and changes nothing.
+    let r = ok_rev(c.cmd("REQ app-1 1 CAS n 0 1"));
+    assert_eq!(c.cmd("REQ app-1 1 CAS n 0 1"), format!("OK {r}"));
+    assert_eq!(c.cmd("CAS n 0 1"), format!("ERR CONFLICT {r}"));
+    assert_eq!(c.cmd("REQ app-1 2 SET n 2"), "OK");
+    assert_eq!(c.cmd("REQ app-1 2 SET n 3"), "OK");
+    assert_eq!(c.cmd("GET n"), "VALUE 2");
+    assert_eq!(c.cmd("REQ fresh 5000 SET n 4"), "ERR SESSION_EXPIRED");
+    for (line, reason) in [
+        ("CAS k x v", "ERR invalid revision 'x'"),
+        (
+            "CAD k 0",
+            "ERR CAD needs the key's current revision (0 is never one)",
+        ),
+        ("SCAN 0", "ERR limit must be between 1 and 10000"),
+        ("SCAN 20000 a", "ERR limit must be between 1 and 10000"),
+        ("SCAN x", "ERR invalid limit 'x'"),
+        ("WATCH abc", "ERR invalid revision 'abc'"),
+        ("REQ c 1 GET k", "ERR unknown REQ subcommand 'GET'"),
+        ("GETREV", "ERR wrong number of arguments for 'GETREV'"),
+    ] {
+        assert_eq!(c.cmd(line), reason, "{line}");
+    }
+    assert_eq!(c.cmd("PING"), "PONG", "the connection stays usable");
+}
+
+/// `WATCH` turns a connection into a stream: history first, then live
+/// changes, `PROGRESS` when idle.
+#[test]
+fn watch_streams_history_then_live_changes() {
+    let (cluster, mut c) = single_node();
+    assert_eq!(c.cmd("SET w/a 1"), "OK");
+    assert_eq!(c.cmd("SET other x"), "OK");
+    assert_eq!(c.cmd("DELETE w/a"), "OK");
+    let mut w = cluster.client("node1");
+    let watching = w.cmd("WATCH 1 w/");
+    assert_eq!(watching, "WATCHING 1");
+    let line = |w: &mut harness::LineClient| String::from_utf8(w.read_line().unwrap()).unwrap();
+    let set = line(&mut w);
+    assert!(
+        set.starts_with("EVENT ") && set.ends_with(" SET w/a 1"),
+        "{set}"
+    );
+    let del = line(&mut w);
+    assert!(del.ends_with(" DEL w/a"), "{del}");
+    assert_eq!(c.cmd("SET w/b two words"), "OK");
+    let live = line(&mut w);
+    assert!(live.ends_with(" SET w/b two words"), "{live}");
+    // Idle: progress within about a second.
+    let progress = line(&mut w);
+    assert!(progress.starts_with("PROGRESS "), "{progress}");
+    // A node that never compacted holds everything; rev 0 means from now.
+    let mut now = cluster.client("node1");
+    assert!(now.cmd("WATCH 0").starts_with("WATCHING "));
+}

@@ -65,6 +65,7 @@ impl TestNode {
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     pub extra_args: Vec<String>,
+    expect_exit: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -85,6 +86,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             nodes,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            expect_exit: false,
             _dir: dir,
         };
         for i in 0..n {
@@ -184,10 +186,20 @@ impl TestCluster {
         }
         let child = cmd.spawn().unwrap();
         self.nodes[i].child = Some(child);
-        let addr = self.nodes[i].client_addr();
-        wait_for("node to accept clients", Duration::from_secs(10), || {
-            TcpStream::connect(&addr).ok()
-        });
+        if !self.expect_exit {
+            let addr = self.nodes[i].client_addr();
+            wait_for("node to accept clients", Duration::from_secs(10), || {
+                TcpStream::connect(&addr).ok()
+            });
+        }
+    }
+
+    /// Starts `id` without waiting for it to serve: it is expected to exit.
+    pub fn start_expecting_exit(&mut self, id: &str) {
+        let i = self.index(id);
+        self.expect_exit = true;
+        self.start_node(i);
+        self.expect_exit = false;
     }
 
     pub fn start(&mut self, id: &str) {

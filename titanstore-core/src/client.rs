@@ -1,16 +1,25 @@
 //! A blocking client for the plaintext protocol, reusing the server's codec
 //! ([`Request::encode`], [`Reply::parse`]). The Python package wraps it.
 //!
-//! It follows `ERR NOT_LEADER` redirects, retries `ERR NO_LEADER`, dropped
-//! writes and connection failures until a retry deadline, and never retries
-//! a write whose outcome is unknown: that is reported as
-//! [`ClientError::Indeterminate`], which a linearizability checker needs.
+//! It follows `ERR NOT_LEADER` redirects (backing off when they loop), tries
+//! the other addresses on `ERR NO_LEADER` and failed connections, until a
+//! retry deadline. Every write goes out as `REQ <client_id> <seq> <write>`
+//! (exactly-once), so a write whose reply was lost is resent with the same
+//! seq until the deadline; [`ClientError::Indeterminate`] (which a
+//! linearizability checker needs) only means no answer came in time.
+//! [`Client::scan`] pages by itself; [`Client::watch`] gives a [`WatchStream`]
+//! that resumes on another node after a failure, with no gap and no repeat.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Delete, Get, Ping, Reply, Request, Set, StatusCmd};
+use crate::protocol::{
+    Cad, Cas, Delete, Get, GetRev, MAX_CLIENT_ID, Ping, Reply, Req, Request, Scan, ScanPage, Set,
+    StatusCmd, Watch, WatchEnd, WatchEvent,
+};
+use crate::state_machine::ScanItem;
+use crate::types::LogIndex;
 
 /// What can go wrong talking to a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,28 +40,47 @@ pub enum ClientError {
     Indeterminate(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A CAS or CAD whose expected revision was not the key's.
+    #[error("revision conflict: the key is at revision {current_rev}")]
+    Conflict { current_rev: LogIndex },
 }
 
 /// Rejects what the line protocol cannot carry: a key must be one non-empty
 /// token without whitespace, a value must not hold a line break (it would be
 /// read as a second command).
 pub fn validate(request: &Request) -> Result<(), ClientError> {
-    let key = match request {
+    let bad_key = |key: &[u8]| key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace());
+    let (keys, value): (Vec<&[u8]>, Option<&[u8]>) = match request {
         Request::Get(Get { key, .. })
-        | Request::Set(Set { key, .. })
-        | Request::Delete(Delete { key }) => key,
+        | Request::GetRev(GetRev { key })
+        | Request::Delete(Delete { key })
+        | Request::Cad(Cad { key, .. }) => (vec![key], None),
+        Request::Set(Set { key, value }) | Request::Cas(Cas { key, value, .. }) => {
+            (vec![key], Some(value))
+        }
+        Request::Scan(Scan { prefix, after, .. }) => (
+            prefix.iter().chain(after).map(Vec::as_slice).collect(),
+            None,
+        ),
+        Request::Watch(Watch { prefix, .. }) => (prefix.iter().map(Vec::as_slice).collect(), None),
+        Request::Req(req) => {
+            if bad_key(&req.client) || req.client.len() > MAX_CLIENT_ID {
+                return Err(ClientError::InvalidInput(
+                    "a client id must be 1 to 64 bytes without whitespace".into(),
+                ));
+            }
+            return validate(&req.write);
+        }
         Request::Ping(_) | Request::Status(_) | Request::Member(_) | Request::Transfer(_) => {
             return Ok(());
         }
     };
-    if key.is_empty() || key.iter().any(|b| b.is_ascii_whitespace()) {
+    if keys.into_iter().any(bad_key) {
         return Err(ClientError::InvalidInput(
             "a key must be non-empty and contain no whitespace".into(),
         ));
     }
-    if let Request::Set(Set { value, .. }) = request
-        && value.iter().any(|b| *b == b'\n' || *b == b'\r')
-    {
+    if value.is_some_and(|value| value.iter().any(|b| *b == b'\n' || *b == b'\r')) {
         return Err(ClientError::InvalidInput(
             "a value cannot contain a line break".into(),
         ));
@@ -95,6 +123,21 @@ pub struct Client {
     current: usize,
     options: ClientOptions,
     conn: Option<Conn>,
+    /// Exactly-once identity: every write is `REQ <client_id> <seq> ...`.
+    client_id: String,
+    next_seq: u64,
+}
+
+/// A client id unique enough across processes and clients of one process.
+fn new_client_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("c{:x}-{:x}-{n:x}", nanos, std::process::id())
 }
 
 /// How a failed attempt may be retried.
@@ -115,6 +158,8 @@ impl Client {
             current: 0,
             options,
             conn: None,
+            client_id: new_client_id(),
+            next_seq: 1,
         })
     }
 
@@ -158,12 +203,130 @@ impl Client {
             key: key.to_vec(),
             value: value.to_vec(),
         });
-        expect_ok(self.execute(&request)?)
+        expect_ok(self.write(request)?)
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<(), ClientError> {
         let request = Request::Delete(Delete { key: key.to_vec() });
-        expect_ok(self.execute(&request)?)
+        expect_ok(self.write(request)?)
+    }
+
+    /// The value of `key` and the revision that last wrote it (linearizable).
+    pub fn get_rev(&mut self, key: &[u8]) -> Result<Option<(LogIndex, Vec<u8>)>, ClientError> {
+        let request = Request::GetRev(GetRev { key: key.to_vec() });
+        match self.execute(&request)? {
+            Reply::Value(raw) => Reply::split_rev(&raw)
+                .map(Some)
+                .ok_or_else(|| ClientError::Protocol("GETREV reply without a revision".into())),
+            Reply::ValueRev(rev, value) => Ok(Some((rev, value))),
+            Reply::NotFound => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes `value` if the key is at `expected_rev` (0: only if absent);
+    /// returns the new revision, or [`ClientError::Conflict`].
+    pub fn cas(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expected_rev: LogIndex,
+    ) -> Result<LogIndex, ClientError> {
+        let request = Request::Cas(Cas {
+            key: key.to_vec(),
+            expected: expected_rev,
+            value: value.to_vec(),
+        });
+        expect_rev(self.write(request)?)
+    }
+
+    /// Deletes the key if it is at `expected_rev`; returns the revision of the delete.
+    pub fn cad(&mut self, key: &[u8], expected_rev: LogIndex) -> Result<LogIndex, ClientError> {
+        if expected_rev == 0 {
+            return Err(ClientError::InvalidInput(
+                "CAD needs the key's current revision (0 is never one)".into(),
+            ));
+        }
+        let request = Request::Cad(Cad {
+            key: key.to_vec(),
+            expected: expected_rev,
+        });
+        expect_rev(self.write(request)?)
+    }
+
+    /// One page of a scan (see [`Client::scan`] for all of them).
+    pub fn scan_page(
+        &mut self,
+        prefix: Option<&[u8]>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage, ClientError> {
+        let request = Request::Scan(Scan {
+            limit,
+            prefix: prefix.map(<[u8]>::to_vec),
+            after: after.map(<[u8]>::to_vec),
+        });
+        match self.execute(&request)? {
+            Reply::Keys(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every key with `prefix` (all keys when `None`), in byte order, paging
+    /// `page` keys at a time (each page is its own linearizable read).
+    pub fn scan(
+        &mut self,
+        prefix: Option<&[u8]>,
+        page: usize,
+    ) -> Result<Vec<ScanItem>, ClientError> {
+        let mut all = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let got = self.scan_page(prefix, after.as_deref(), page)?;
+            after = got.entries.last().map(|e| e.0.clone());
+            all.extend(got.entries);
+            if !got.more || after.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Follows every change to keys with `prefix` from `start_rev` (0: from
+    /// now), resuming on another address after a failure.
+    pub fn watch(&self, prefix: Option<&[u8]>, start_rev: LogIndex) -> WatchStream {
+        WatchStream {
+            addrs: self.addrs.clone(),
+            current: self.current,
+            options: self.options.clone(),
+            prefix: prefix.map(<[u8]>::to_vec),
+            start_rev,
+            next_rev: start_rev,
+            conn: None,
+        }
+    }
+
+    /// Runs a write exactly once: as `REQ <id> <seq> <write>`, resent with
+    /// the same seq after every lost or unknown answer until the deadline.
+    fn write(&mut self, write: Request) -> Result<Reply, ClientError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let request = Request::Req(Req {
+            client: self.client_id.clone().into_bytes(),
+            seq,
+            write: Box::new(write),
+        });
+        match self.execute(&request) {
+            Ok(Reply::SessionExpired) => {
+                // The write did not run under this seq; the session is gone,
+                // so a new identity serves later writes.
+                self.client_id = new_client_id();
+                self.next_seq = 1;
+                Err(ClientError::Indeterminate(
+                    "the exactly-once session expired before the write was confirmed".into(),
+                ))
+            }
+            other => other,
+        }
     }
 
     pub fn ping(&mut self) -> Result<(), ClientError> {
@@ -212,18 +375,45 @@ impl Client {
     /// Runs one request with redirects and retries.
     pub fn execute(&mut self, request: &Request) -> Result<Reply, ClientError> {
         validate(request)?;
-        let is_write = matches!(request, Request::Set(_) | Request::Delete(_));
+        // A plain write must not be resent after it may have arrived; a REQ
+        // may, any number of times (it runs once).
+        let is_write = request.is_write() && !matches!(request, Request::Req(_));
+        let idempotent_write = matches!(request, Request::Req(_));
         let deadline = Instant::now() + self.options.retry_timeout;
         let mut backoff = Duration::from_millis(10);
+        let mut redirects = 0usize;
+        let mut unsure = false;
+        let mut saw_no_leader = false;
         loop {
-            let error = match self.attempt(request, is_write) {
+            // A REQ whose answer was lost counts as possibly applied (it is
+            // reported as indeterminate below and resent).
+            let error = match self.attempt(request, is_write || idempotent_write) {
+                Attempt::Done(Err(ClientError::Indeterminate(reason))) if idempotent_write => {
+                    unsure = true;
+                    self.rotate();
+                    ClientError::Indeterminate(reason)
+                }
                 Attempt::Done(result) => return result,
                 Attempt::Retry(error) => error,
             };
+            saw_no_leader |= error == ClientError::NoLeader;
             if Instant::now() + backoff >= deadline {
-                return Err(error);
+                return Err(match error {
+                    ClientError::Indeterminate(_) => error,
+                    // Some node answered: the cluster has no leader (the
+                    // others may simply be down).
+                    ClientError::Connection(_) if saw_no_leader && !unsure => ClientError::NoLeader,
+                    error if unsure && idempotent_write => {
+                        ClientError::Indeterminate(format!("no answer in time: {error}"))
+                    }
+                    error => error,
+                });
             }
-            if !matches!(error, ClientError::NotLeader { .. }) {
+            // One redirect is followed at once; a second in a row means the
+            // nodes disagree about the leader (an election): back off.
+            let redirected = matches!(error, ClientError::NotLeader { .. });
+            redirects = if redirected { redirects + 1 } else { 0 };
+            if !redirected || redirects > 1 {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }
@@ -270,9 +460,16 @@ impl Client {
                 self.redirect(addr);
                 Attempt::Retry(error)
             }
-            Reply::NoLeader => Attempt::Retry(ClientError::NoLeader),
+            Reply::NoLeader => {
+                // This node may be cut off from a majority that has a leader.
+                self.rotate();
+                Attempt::Retry(ClientError::NoLeader)
+            }
             Reply::Dropped(reason) => Attempt::Retry(ClientError::Server(reason)),
             Reply::Unknown(reason) => Attempt::Done(Err(ClientError::Indeterminate(reason))),
+            Reply::Conflict(current_rev) => {
+                Attempt::Done(Err(ClientError::Conflict { current_rev }))
+            }
             Reply::Error(reason) if reason == "read timed out" => {
                 Attempt::Retry(ClientError::Timeout(reason))
             }
@@ -366,12 +563,150 @@ fn read_reply(conn: &mut Conn) -> Result<Reply, ClientError> {
         ))),
         Ok(_) => {
             line.pop();
+            if let Some((n, mut page)) = ScanPage::parse_header(&line) {
+                for _ in 0..n {
+                    let entry = read_line(conn)?;
+                    let item = ScanPage::parse_line(&entry)
+                        .ok_or_else(|| ClientError::Protocol("bad SCAN line".into()))?;
+                    page.entries.push(item);
+                }
+                return Ok(Reply::Keys(page));
+            }
             Reply::parse(&line).map_err(ClientError::Protocol)
         }
         Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
             ClientError::Timeout(format!("no reply from {} in time", conn.addr)),
         ),
         Err(err) => Err(ClientError::Connection(format!("{}: {err}", conn.addr))),
+    }
+}
+
+/// Reads one more line of a multi-line reply.
+fn read_line(conn: &mut Conn) -> Result<Vec<u8>, ClientError> {
+    let mut line = Vec::new();
+    match conn.reader.read_until(b'\n', &mut line) {
+        Ok(_) if line.last() == Some(&b'\n') => {
+            line.pop();
+            Ok(line)
+        }
+        Ok(_) => Err(ClientError::Connection(format!(
+            "{} closed the connection mid-reply",
+            conn.addr
+        ))),
+        Err(err) => Err(ClientError::Connection(format!("{}: {err}", conn.addr))),
+    }
+}
+
+fn expect_rev(reply: Reply) -> Result<LogIndex, ClientError> {
+    match reply {
+        Reply::OkRev(rev) => Ok(rev),
+        Reply::Conflict(current_rev) => Err(ClientError::Conflict { current_rev }),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A watch that survives node failures: after a broken stream it resumes on
+/// the next address at its last revision + 1, so the changes it yields have
+/// no gap and no repeat. Iterate with [`WatchStream::next_event`].
+pub struct WatchStream {
+    addrs: Vec<String>,
+    current: usize,
+    options: ClientOptions,
+    prefix: Option<Vec<u8>>,
+    start_rev: LogIndex,
+    /// The next revision wanted (0 until the first `WATCHING` when started "from now").
+    next_rev: LogIndex,
+    conn: Option<Conn>,
+}
+
+impl WatchStream {
+    /// The next change (or progress notice). Gives up with the last error
+    /// when no node could serve the watch within `retry_timeout`.
+    pub fn next_event(&mut self) -> Result<WatchEvent, ClientError> {
+        let deadline = Instant::now() + self.options.retry_timeout;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let error = match self.try_next() {
+                Ok(event) => return Ok(event),
+                Err(error) => error,
+            };
+            self.conn = None;
+            self.current = (self.current + 1) % self.addrs.len();
+            if matches!(error, ClientError::Conflict { .. }) || Instant::now() + backoff >= deadline
+            {
+                return Err(error);
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The revision the stream resumes at.
+    pub fn next_rev(&self) -> LogIndex {
+        self.next_rev
+    }
+
+    fn try_next(&mut self) -> Result<WatchEvent, ClientError> {
+        if self.conn.is_none() {
+            let addr = self.addrs[self.current].clone();
+            // Progress comes every second: wait a few for a line.
+            let stream = open(&addr, self.options.timeout.max(Duration::from_secs(3)))?;
+            let reader = stream
+                .try_clone()
+                .map_err(|err| ClientError::Connection(err.to_string()))?;
+            let mut conn = Conn {
+                addr,
+                reader: BufReader::new(reader),
+                writer: stream,
+            };
+            let mut line = Vec::new();
+            Request::Watch(Watch {
+                from_rev: self.next_rev,
+                prefix: self.prefix.clone(),
+            })
+            .encode(&mut line);
+            conn.writer
+                .write_all(&line)
+                .map_err(|err| ClientError::Connection(err.to_string()))?;
+            match read_reply(&mut conn)? {
+                Reply::Watching(rev) => self.next_rev = rev,
+                Reply::Compacted(oldest) => {
+                    return Err(ClientError::Server(format!(
+                        "history before revision {oldest} is compacted on {}",
+                        conn.addr
+                    )));
+                }
+                Reply::NotLeader(_) | Reply::NoLeader => {
+                    return Err(ClientError::NoLeader);
+                }
+                other => return Err(unexpected(other)),
+            }
+            self.conn = Some(conn);
+        }
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| ClientError::Connection("not connected".into()))?;
+        let line = read_line(conn)?;
+        match WatchEvent::parse(&line).map_err(ClientError::Protocol)? {
+            WatchEvent::Change { rev, key, value } => {
+                self.next_rev = rev + 1;
+                Ok(WatchEvent::Change { rev, key, value })
+            }
+            WatchEvent::Progress(rev) => {
+                self.next_rev = self.next_rev.max(rev + 1);
+                Ok(WatchEvent::Progress(rev))
+            }
+            WatchEvent::End(WatchEnd::Compacted(oldest)) => Err(ClientError::Server(format!(
+                "history before revision {oldest} is compacted"
+            ))),
+            WatchEvent::End(end) => Err(ClientError::Connection(format!("watch ended: {end:?}"))),
+        }
+    }
+
+    /// The revision the watch was asked to start at.
+    pub fn start_rev(&self) -> LogIndex {
+        self.start_rev
     }
 }
 

@@ -1,22 +1,83 @@
 //! The key-value state machine the Raft log is applied to: an ordered map of
-//! raw bytes, the applied index and the latest cluster configuration, plus the
-//! snapshot image of all three.
+//! raw bytes (each key with its `mod_rev`, the index of the entry that last
+//! wrote it), the applied index, the latest cluster configuration and the
+//! client-session table of exactly-once writes, plus the snapshot image of all.
+//!
+//! Compare-and-set, compare-and-delete and session checks are decided here,
+//! at apply time, from the entry and the state alone, so every node reaches
+//! the same result; [`StateMachine::apply_entry`] returns it for the replica
+//! to turn into the client's reply, and the change for watchers.
 //!
 //! Applying is idempotent by index (an entry at or below `applied` is skipped),
 //! so replaying a log over a restored snapshot is always safe. This is the one
 //! place new commands (compare-and-set, client sessions) get their effect.
 //! It does no I/O; the storage layer persists the images it produces.
 
+mod sessions;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use sessions::{Admission, REPLY_WINDOW, SavedReply, Sessions};
 
 use crate::types::{
     self, ClusterConfig, Command, Entry, EntryPayload, LogIndex, SnapshotMeta, Term,
 };
 
+/// A stored value and the revision that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stored {
+    mod_rev: LogIndex,
+    value: Box<[u8]>,
+}
+
 /// Keys to values. Boxed slices keep memory close to the raw bytes (no spare capacity).
-type KvMap = BTreeMap<Box<[u8]>, Box<[u8]>>;
+type KvMap = BTreeMap<Box<[u8]>, Stored>;
+
+/// What applying a command decided (the replica maps it to the reply).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteResult {
+    /// `OK`: a SET or DELETE.
+    Ok,
+    /// `OK <rev>`: a CAS or CAD that took effect at `rev`.
+    Rev(LogIndex),
+    /// `ERR CONFLICT <current_rev>` (0: absent).
+    Conflict(LogIndex),
+    /// `ERR SESSION_EXPIRED`.
+    SessionExpired,
+    /// A command no client can send (e.g. a session inside a session).
+    Invalid(&'static str),
+}
+
+impl From<SavedReply> for WriteResult {
+    fn from(saved: SavedReply) -> WriteResult {
+        match saved {
+            SavedReply::Ok => WriteResult::Ok,
+            SavedReply::Rev(rev) => WriteResult::Rev(rev),
+            SavedReply::Conflict(rev) => WriteResult::Conflict(rev),
+        }
+    }
+}
+
+/// A key changed by an applied entry: its new value, or `None` when deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The outcome of applying one entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// For client commands: what the client is told.
+    pub result: Option<WriteResult>,
+    /// The key it changed, if any (a failed CAS or a DELETE of a missing key changes none).
+    pub change: Option<Change>,
+}
+
+/// One entry of a scan: key, `mod_rev`, value.
+pub type ScanItem = (Vec<u8>, LogIndex, Vec<u8>);
 
 /// The replicated key-value map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,17 +87,32 @@ pub struct StateMachine {
     applied_term: Term,
     config: ClusterConfig,
     cluster_id: Option<String>,
+    sessions: Sessions,
 }
 
-/// First bytes of a snapshot image: format version 2, checksummed.
+/// First bytes of a snapshot image: format version 3, checksummed.
 /// An image is `IMAGE_MAGIC | crc32c(body) (u32 LE) | body`, the body being
-/// an [`Image`] in the fixed codec. Release 1 images (a bare [`LegacyImage`])
-/// are still read.
-pub const IMAGE_MAGIC: [u8; 4] = *b"TSS2";
+/// an [`Image`] in the fixed codec. Version 2 images ([`Image2`], same
+/// header, no revisions or sessions) and release 1 images (a bare
+/// [`LegacyImage`]) are still read.
+pub const IMAGE_MAGIC: [u8; 4] = *b"TSS3";
+const IMAGE2_MAGIC: [u8; 4] = *b"TSS2";
 
 /// The encoded form of a snapshot's `data` (after the header).
 #[derive(Serialize, Deserialize)]
-struct Image<C, M, I> {
+struct Image<C, M, I, S> {
+    applied_index: LogIndex,
+    applied_term: Term,
+    config: C,
+    cluster_id: I,
+    /// Key, mod_rev, value triples in key order.
+    map: M,
+    sessions: S,
+}
+
+/// Version 2's image: values without revisions, no sessions.
+#[derive(Deserialize)]
+struct Image2<C, M, I> {
     applied_index: LogIndex,
     applied_term: Term,
     config: C,
@@ -54,21 +130,72 @@ struct LegacyImage<C, M> {
 }
 
 /// Borrows the map for encoding: keys and values as byte strings (one length
-/// and one copy each, not one value per byte).
+/// and one copy each, not one value per byte), each with its revision.
 struct MapOut<'a>(&'a KvMap);
 
 impl Serialize for MapOut<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(
-            self.0
-                .iter()
-                .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))),
-        )
+        serializer.collect_seq(self.0.iter().map(|(k, v)| {
+            (
+                serde_bytes::Bytes::new(k),
+                v.mod_rev,
+                serde_bytes::Bytes::new(&v.value),
+            )
+        }))
     }
 }
 
-/// The decoded map, built in one pass from the (sorted) image.
-struct MapIn(KvMap);
+/// The decoded map of a version 3 image.
+struct RevMapIn(KvMap);
+
+impl<'de> Deserialize<'de> for RevMapIn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RevMapIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of (key, rev, value)")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<RevMapIn, A::Error> {
+                let mut pairs = Vec::with_capacity(access.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some((k, mod_rev, v)) =
+                    access
+                        .next_element::<(serde_bytes::ByteBuf, LogIndex, serde_bytes::ByteBuf)>()?
+                {
+                    let value = v.into_vec().into_boxed_slice();
+                    pairs.push((k.into_vec().into_boxed_slice(), Stored { mod_rev, value }));
+                }
+                Ok(RevMapIn(pairs.into_iter().collect()))
+            }
+        }
+        deserializer.deserialize_seq(Visit)
+    }
+}
+
+/// The decoded map of an older image (values without revisions).
+struct MapIn(BTreeMap<Box<[u8]>, Box<[u8]>>);
+
+impl MapIn {
+    /// Keys of an image without revisions get the image's index: no key
+    /// can have been written later than that.
+    fn with_rev(self, rev: LogIndex) -> KvMap {
+        self.0
+            .into_iter()
+            .map(|(k, value)| {
+                (
+                    k,
+                    Stored {
+                        mod_rev: rev,
+                        value,
+                    },
+                )
+            })
+            .collect()
+    }
+}
 
 impl<'de> Deserialize<'de> for MapIn {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -109,6 +236,15 @@ pub enum RestoreError {
     IndexMismatch { image: LogIndex, meta: LogIndex },
 }
 
+/// The body after an image's magic, once its checksum matches.
+fn checked_body(rest: &[u8]) -> Result<&[u8], RestoreError> {
+    let (crc, body) = rest.split_at_checked(4).ok_or(RestoreError::Checksum)?;
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err(RestoreError::Checksum);
+    }
+    Ok(body)
+}
+
 impl StateMachine {
     /// An empty map with nothing applied.
     pub fn new() -> Self {
@@ -117,9 +253,16 @@ impl StateMachine {
 
     /// Applies `entry` unless it was applied already. Returns whether it took effect.
     pub fn apply(&mut self, entry: &Entry) -> bool {
+        self.apply_entry(entry).is_some()
+    }
+
+    /// Applies `entry` unless it was applied already (`None`), and returns
+    /// what it decided and changed.
+    pub fn apply_entry(&mut self, entry: &Entry) -> Option<Applied> {
         if entry.index <= self.applied_index {
-            return false;
+            return None;
         }
+        let mut applied = Applied::default();
         match &entry.payload {
             EntryPayload::Noop => {}
             EntryPayload::Config(config) => self.config = config.clone(),
@@ -128,22 +271,146 @@ impl StateMachine {
                     self.cluster_id = Some(cluster_id.clone());
                 }
             }
-            EntryPayload::Command(Command::Set { key, value }) => {
-                self.map
-                    .insert(key.as_slice().into(), value.as_slice().into());
+            EntryPayload::Command(Command::Session {
+                client,
+                seq,
+                now_ms,
+                ttl_ms,
+                command,
+            }) => {
+                let result = match self.sessions.admit(client, *seq, *now_ms, *ttl_ms) {
+                    Admission::Duplicate(saved) => saved.into(),
+                    Admission::Expired => WriteResult::SessionExpired,
+                    Admission::Fresh => {
+                        let result = self.run(entry.index, command, &mut applied.change);
+                        let saved = match result {
+                            WriteResult::Ok => Some(SavedReply::Ok),
+                            WriteResult::Rev(rev) => Some(SavedReply::Rev(rev)),
+                            WriteResult::Conflict(rev) => Some(SavedReply::Conflict(rev)),
+                            WriteResult::SessionExpired | WriteResult::Invalid(_) => None,
+                        };
+                        if let Some(saved) = saved {
+                            self.sessions.record(client, *seq, saved);
+                        }
+                        result
+                    }
+                };
+                applied.result = Some(result);
             }
-            EntryPayload::Command(Command::Delete { key }) => {
-                self.map.remove(key.as_slice());
+            EntryPayload::Command(command) => {
+                applied.result = Some(self.run(entry.index, command, &mut applied.change));
             }
         }
         self.applied_index = entry.index;
         self.applied_term = entry.term;
-        true
+        Some(applied)
+    }
+
+    /// Runs one plain command at revision `rev`.
+    fn run(
+        &mut self,
+        rev: LogIndex,
+        command: &Command,
+        change: &mut Option<Change>,
+    ) -> WriteResult {
+        match command {
+            Command::Set { key, value } => {
+                self.put(rev, key, value, change);
+                WriteResult::Ok
+            }
+            Command::Delete { key } => {
+                self.remove(key, change);
+                WriteResult::Ok
+            }
+            Command::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.mod_rev(key);
+                if current != *expected {
+                    return WriteResult::Conflict(current);
+                }
+                self.put(rev, key, value, change);
+                WriteResult::Rev(rev)
+            }
+            Command::Cad { key, expected } => {
+                let current = self.mod_rev(key);
+                if current == 0 || current != *expected {
+                    return WriteResult::Conflict(current);
+                }
+                self.remove(key, change);
+                WriteResult::Rev(rev)
+            }
+            Command::Session { .. } => WriteResult::Invalid("a session cannot nest"),
+        }
+    }
+
+    fn put(&mut self, rev: LogIndex, key: &[u8], value: &[u8], change: &mut Option<Change>) {
+        self.map.insert(
+            key.into(),
+            Stored {
+                mod_rev: rev,
+                value: value.into(),
+            },
+        );
+        *change = Some(Change {
+            key: key.to_vec(),
+            value: Some(value.to_vec()),
+        });
+    }
+
+    fn remove(&mut self, key: &[u8], change: &mut Option<Change>) {
+        if self.map.remove(key).is_some() {
+            *change = Some(Change {
+                key: key.to_vec(),
+                value: None,
+            });
+        }
+    }
+
+    /// The revision that last wrote `key` (0 when absent).
+    pub fn mod_rev(&self, key: &[u8]) -> LogIndex {
+        self.map.get(key).map_or(0, |v| v.mod_rev)
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(|v| &**v)
+        self.map.get(key).map(|v| &*v.value)
+    }
+
+    /// The value of `key` and the revision that wrote it.
+    pub fn get_rev(&self, key: &[u8]) -> Option<(LogIndex, &[u8])> {
+        self.map.get(key).map(|v| (v.mod_rev, &*v.value))
+    }
+
+    /// At most `limit` keys that start with `prefix`, strictly after `after`
+    /// when given, in byte order; and whether more such keys remain.
+    pub fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> (Vec<ScanItem>, bool) {
+        use std::ops::Bound;
+        let start: Bound<&[u8]> = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for (k, v) in self
+            .map
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push((k.to_vec(), v.mod_rev, v.value.to_vec()));
+        }
+        (items, more)
+    }
+
+    /// The exactly-once session table.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Number of keys.
@@ -207,6 +474,7 @@ impl StateMachine {
                 config: &self.config,
                 cluster_id: &self.cluster_id,
                 map: MapOut(&self.map),
+                sessions: self.sessions.to_image(),
             },
             &mut out,
             types::codec_config(),
@@ -218,30 +486,38 @@ impl StateMachine {
 
     /// Decodes and checks an image without installing it.
     pub fn from_image(meta: &SnapshotMeta, data: &[u8]) -> Result<StateMachine, RestoreError> {
-        let sm = match data.strip_prefix(&IMAGE_MAGIC) {
-            Some(rest) => {
-                let (crc, body) = rest.split_at_checked(4).ok_or(RestoreError::Checksum)?;
-                if crc32c::crc32c(body).to_le_bytes() != crc {
-                    return Err(RestoreError::Checksum);
-                }
-                let image: Image<ClusterConfig, MapIn, Option<String>> = types::decode(body)?;
-                StateMachine {
-                    map: image.map.0,
-                    applied_index: image.applied_index,
-                    applied_term: image.applied_term,
-                    config: image.config,
-                    cluster_id: image.cluster_id,
-                }
+        let sm = if let Some(rest) = data.strip_prefix(&IMAGE_MAGIC) {
+            let body = checked_body(rest)?;
+            let image: Image<ClusterConfig, RevMapIn, Option<String>, sessions::SessionsImage> =
+                types::decode(body)?;
+            StateMachine {
+                map: image.map.0,
+                applied_index: image.applied_index,
+                applied_term: image.applied_term,
+                config: image.config,
+                cluster_id: image.cluster_id,
+                sessions: Sessions::from_image(image.sessions),
             }
-            None => {
-                let image: LegacyImage<types::LegacyClusterConfig, MapIn> = types::decode(data)?;
-                StateMachine {
-                    map: image.map.0,
-                    applied_index: image.applied_index,
-                    applied_term: image.applied_term,
-                    config: image.config.into(),
-                    cluster_id: None,
-                }
+        } else if let Some(rest) = data.strip_prefix(&IMAGE2_MAGIC) {
+            let body = checked_body(rest)?;
+            let image: Image2<ClusterConfig, MapIn, Option<String>> = types::decode(body)?;
+            StateMachine {
+                map: image.map.with_rev(image.applied_index),
+                applied_index: image.applied_index,
+                applied_term: image.applied_term,
+                config: image.config,
+                cluster_id: image.cluster_id,
+                sessions: Sessions::default(),
+            }
+        } else {
+            let image: LegacyImage<types::LegacyClusterConfig, MapIn> = types::decode(data)?;
+            StateMachine {
+                map: image.map.with_rev(image.applied_index),
+                applied_index: image.applied_index,
+                applied_term: image.applied_term,
+                config: image.config.into(),
+                cluster_id: None,
+                sessions: Sessions::default(),
             }
         };
         if sm.applied_index != meta.last_index {
@@ -359,5 +635,195 @@ mod tests {
             restored.restore(&sm.snapshot_meta(), &damaged),
             Err(RestoreError::Checksum)
         ));
+    }
+
+    fn cmd(index: LogIndex, command: Command) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            payload: EntryPayload::Command(command),
+        }
+    }
+
+    fn cas(key: &str, expected: LogIndex, value: &str) -> Command {
+        Command::Cas {
+            key: key.into(),
+            expected,
+            value: value.into(),
+        }
+    }
+
+    fn result(sm: &mut StateMachine, e: Entry) -> WriteResult {
+        sm.apply_entry(&e).unwrap().result.unwrap()
+    }
+
+    #[test]
+    fn cas_and_cad_decide_on_mod_rev() {
+        let mut sm = StateMachine::new();
+        assert_eq!(
+            result(&mut sm, cmd(1, cas("k", 0, "a"))),
+            WriteResult::Rev(1)
+        );
+        assert_eq!(sm.get_rev(b"k"), Some((1, &b"a"[..])));
+        // Stale expectation: conflict with the current revision, no change.
+        let applied = sm.apply_entry(&cmd(2, cas("k", 0, "b"))).unwrap();
+        assert_eq!(applied.result, Some(WriteResult::Conflict(1)));
+        assert_eq!(applied.change, None);
+        assert_eq!(
+            result(&mut sm, cmd(3, cas("k", 1, "c"))),
+            WriteResult::Rev(3)
+        );
+        assert_eq!(sm.get_rev(b"k"), Some((3, &b"c"[..])));
+        let cad = |key: &str, expected| Command::Cad {
+            key: key.into(),
+            expected,
+        };
+        assert_eq!(
+            result(&mut sm, cmd(4, cad("k", 1))),
+            WriteResult::Conflict(3)
+        );
+        assert_eq!(
+            result(&mut sm, cmd(5, cad("gone", 0))),
+            WriteResult::Conflict(0)
+        );
+        let applied = sm.apply_entry(&cmd(6, cad("k", 3))).unwrap();
+        assert_eq!(applied.result, Some(WriteResult::Rev(6)));
+        assert_eq!(
+            applied.change,
+            Some(Change {
+                key: b"k".to_vec(),
+                value: None
+            })
+        );
+        assert_eq!(sm.mod_rev(b"k"), 0);
+        // A DELETE of a missing key uses a revision but changes nothing.
+        let applied = sm
+            .apply_entry(&cmd(7, Command::Delete { key: b"k".to_vec() }))
+            .unwrap();
+        assert_eq!(
+            (applied.result, applied.change),
+            (Some(WriteResult::Ok), None)
+        );
+        assert_eq!(sm.applied_index(), 7);
+    }
+
+    #[test]
+    fn scan_pages_in_byte_order_within_a_prefix() {
+        let mut sm = StateMachine::new();
+        for (i, k) in ["a/1", "a/2", "a/3", "b/1", "a", "z"].iter().enumerate() {
+            sm.apply(&set(i as u64 + 1, k, "v"));
+        }
+        let keys = |items: Vec<ScanItem>| -> Vec<String> {
+            items
+                .into_iter()
+                .map(|(k, _, _)| String::from_utf8(k).unwrap())
+                .collect()
+        };
+        let (items, more) = sm.scan(b"a/", None, 2);
+        assert_eq!(
+            (keys(items), more),
+            (vec!["a/1".into(), "a/2".into()], true)
+        );
+        let (items, more) = sm.scan(b"a/", Some(b"a/2"), 2);
+        assert_eq!((keys(items), more), (vec!["a/3".to_string()], false));
+        let (items, more) = sm.scan(b"", Some(b"a/3"), 10);
+        assert_eq!((keys(items), more), (vec!["b/1".into(), "z".into()], false));
+        let (items, _) = sm.scan(b"b/", Some(b"a"), 10);
+        assert_eq!(items, vec![(b"b/1".to_vec(), 4, b"v".to_vec())]);
+        assert_eq!(sm.scan(b"c", None, 10), (vec![], false));
+    }
+
+    fn req(index: LogIndex, client: &str, seq: u64, now_ms: u64, command: Command) -> Entry {
+        cmd(
+            index,
+            Command::Session {
+                client: client.into(),
+                seq,
+                now_ms,
+                ttl_ms: 1000,
+                command: Box::new(command),
+            },
+        )
+    }
+
+    #[test]
+    fn sessions_apply_once_and_survive_images() {
+        let mut sm = StateMachine::new();
+        assert_eq!(
+            result(&mut sm, req(1, "c", 1, 10, cas("k", 0, "a"))),
+            WriteResult::Rev(1)
+        );
+        // The retry (a new entry) gets the first reply and changes nothing.
+        let applied = sm
+            .apply_entry(&req(2, "c", 1, 20, cas("k", 0, "a")))
+            .unwrap();
+        assert_eq!(
+            (applied.result, applied.change),
+            (Some(WriteResult::Rev(1)), None)
+        );
+        assert_eq!(sm.get_rev(b"k"), Some((1, &b"a"[..])));
+        let image = sm.snapshot_image().unwrap();
+        let mut back = StateMachine::from_image(&sm.snapshot_meta(), &image).unwrap();
+        assert_eq!(back, sm);
+        let set_b = Command::Set {
+            key: b"k".to_vec(),
+            value: b"b".to_vec(),
+        };
+        assert_eq!(
+            result(&mut back, req(3, "c", 1, 30, set_b.clone())),
+            WriteResult::Rev(1)
+        );
+        assert_eq!(
+            result(&mut back, req(4, "c", 2, 30, set_b.clone())),
+            WriteResult::Ok
+        );
+        // Idle past the ttl by the entries' clock: expired, not applied.
+        assert_eq!(
+            result(&mut back, req(5, "other", 1, 5000, set_b.clone())),
+            WriteResult::Ok
+        );
+        assert_eq!(
+            result(&mut back, req(6, "c", 2, 5000, set_b)),
+            WriteResult::SessionExpired
+        );
+        assert_eq!(back.sessions().len(), 1);
+        let image = back.snapshot_image().unwrap();
+        assert_eq!(
+            StateMachine::from_image(&back.snapshot_meta(), &image).unwrap(),
+            back
+        );
+    }
+
+    #[test]
+    fn version_2_images_are_still_read() {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            applied_index: LogIndex,
+            applied_term: Term,
+            config: ClusterConfig,
+            cluster_id: Option<String>,
+            map: BTreeMap<&'a serde_bytes::Bytes, &'a serde_bytes::Bytes>,
+        }
+        let mut map = BTreeMap::new();
+        map.insert(serde_bytes::Bytes::new(b"k"), serde_bytes::Bytes::new(b"v"));
+        let body = types::encode(&Old {
+            applied_index: 9,
+            applied_term: 2,
+            config: ClusterConfig::default(),
+            cluster_id: Some("c1".into()),
+            map,
+        })
+        .unwrap();
+        let mut image = b"TSS2".to_vec();
+        image.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        image.extend_from_slice(&body);
+        let meta = SnapshotMeta {
+            last_index: 9,
+            last_term: 2,
+            config: ClusterConfig::default(),
+        };
+        let sm = StateMachine::from_image(&meta, &image).unwrap();
+        assert_eq!(sm.get_rev(b"k"), Some((9, &b"v"[..])));
+        assert_eq!(sm.cluster_id(), Some("c1"));
     }
 }

@@ -30,6 +30,31 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
+    /// Write `value` only if the key's `mod_rev` is `expected` (0: only if absent).
+    Cas {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        expected: LogIndex,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Delete the key only if its `mod_rev` is `expected` (never 0).
+    Cad {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        expected: LogIndex,
+    },
+    /// `command` run at most once per (`client`, `seq`). `now_ms` and `ttl_ms`
+    /// are the proposing leader's clock and session lifetime, written into
+    /// the entry so that every node expires sessions identically.
+    Session {
+        #[serde(with = "serde_bytes")]
+        client: Vec<u8>,
+        seq: u64,
+        now_ms: u64,
+        ttl_ms: u64,
+        command: Box<Command>,
+    },
 }
 
 /// What a log entry carries.

@@ -300,3 +300,88 @@ fn a_new_leader_changes_membership_only_after_committing_in_its_term() {
     let _ = promote;
     sim.finish().unwrap();
 }
+
+/// Runs a chaos phase with the release 2 clients, then heals, checks the
+/// classic history and lets the in-flight increments finish.
+fn run_with_api(seed: u64, opts: Options, api: whole_node::ApiClients) -> Sim {
+    let mut sim = Sim::new(seed, opts).unwrap();
+    sim.api = api;
+    sim.run().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    sim.api.winding_down = true;
+    assert!(
+        sim.until(3000, |s| s.api.counters_done()),
+        "seed {seed}: increments never finished: {:?}",
+        sim.api.counters
+    );
+    assert_eq!(sim.api.errors, Vec::<String>::new(), "seed {seed}");
+    sim
+}
+
+/// CAS contention with exactly-once retries: clients increment one counter
+/// with GETREV then `REQ <id> <seq> CAS`, and resend the same (id, seq) to
+/// any node after every lost, unknown or refused answer, under kills, power
+/// losses, partitions and snapshots (so sessions travel in images). A retry
+/// applied twice would make the counter run ahead of the increments that
+/// got `OK`; a lost `OK` would make it lag behind.
+#[test]
+fn sim_cas_counter_with_exactly_once_retries() {
+    let (mut retries, mut total) = (0, 0);
+    for seed in 0..8u64 {
+        let opts = Options::shape(3, 50_000 + seed);
+        let sim = run_with_api(seed, opts, whole_node::ApiClients::with(3, &[]));
+        let successes: u64 = sim.api.counters.iter().map(|c| c.successes).sum();
+        retries += sim.api.counters.iter().map(|c| c.retries).sum::<u64>();
+        total += successes;
+        let leader = sim.leader().expect("a leader after healing");
+        let kv = sim.nodes[leader].up.as_ref().unwrap().replica.kv();
+        let value = kv
+            .get(whole_node::COUNTER)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let expected = (successes > 0).then(|| successes.to_string());
+        assert_eq!(
+            value, expected,
+            "seed {seed}: counter vs successful increments"
+        );
+    }
+    assert!(total > 50, "too few increments to mean anything: {total}");
+    assert!(retries > 0, "no increment was ever retried");
+}
+
+/// Watchers on random nodes follow "" and "k1" from revision 1 and resume
+/// on another node (at their last revision + 1) after every kill, power
+/// loss, compaction or cancel; what each saw must equal exactly the changes
+/// the committed log made to its prefix: no gap, no repeat.
+#[test]
+fn sim_watchers_resume_without_gap_or_repeat() {
+    let mut resumes = 0;
+    for seed in 0..6u64 {
+        let mut opts = Options::shape(3, 60_000 + seed);
+        // The whole log stays, so every node can serve every revision.
+        opts.snapshot_threshold = 1_000_000;
+        let mut sim = run_with_api(seed, opts, whole_node::ApiClients::with(1, &["", "k1"]));
+        let last = sim.committed_changes().unwrap().last().map_or(0, |c| c.0);
+        assert!(
+            sim.until(3000, |s| s.api.watchers.iter().all(|w| w.next_rev > last)),
+            "seed {seed}: watchers never caught up to {last}: {:?}",
+            sim.api
+                .watchers
+                .iter()
+                .map(|w| w.next_rev)
+                .collect::<Vec<_>>()
+        );
+        let changes = sim.committed_changes().unwrap();
+        for w in &sim.api.watchers {
+            let expected: Vec<_> = changes
+                .iter()
+                .filter(|c| c.1.starts_with(&w.prefix) && c.0 <= last)
+                .cloned()
+                .collect();
+            let seen: Vec<_> = w.events.iter().filter(|e| e.0 <= last).cloned().collect();
+            assert_eq!(seen.len(), expected.len(), "seed {seed}");
+            assert_eq!(seen, expected, "seed {seed}: prefix {:?}", w.prefix);
+            resumes += w.resumes;
+        }
+        assert_eq!(sim.api.errors, Vec::<String>::new(), "seed {seed}");
+    }
+    assert!(resumes > 12, "watchers never had to resume: {resumes}");
+}

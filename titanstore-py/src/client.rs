@@ -10,6 +10,7 @@ use titanstore_core::client::{Client, ClientError, ClientOptions};
 use titanstore_core::protocol::{Delete, Get, Ping, Reply, Request, Set, StatusCmd};
 
 use crate::errors::client_error;
+use crate::watch::NativeWatch;
 
 #[pyclass(module = "titanstore._titanstore")]
 pub struct NativeClient {
@@ -110,6 +111,67 @@ impl NativeClient {
             .collect()
     }
 
+    /// `(mod_rev, value)` or None.
+    fn get_rev<'py>(
+        &self,
+        py: Python<'py>,
+        key: Vec<u8>,
+    ) -> PyResult<Option<(u64, Bound<'py, PyBytes>)>> {
+        let found = self.with(py, move |c| c.get_rev(&key))?;
+        Ok(found.map(|(rev, v)| (rev, PyBytes::new(py, &v))))
+    }
+
+    fn cas(
+        &self,
+        py: Python<'_>,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expected_rev: u64,
+    ) -> PyResult<u64> {
+        self.with(py, move |c| c.cas(&key, &value, expected_rev))
+    }
+
+    fn cad(&self, py: Python<'_>, key: Vec<u8>, expected_rev: u64) -> PyResult<u64> {
+        self.with(py, move |c| c.cad(&key, expected_rev))
+    }
+
+    /// One page: `(revision, more, [(key, mod_rev, value), ...])`.
+    #[pyo3(signature = (prefix, after, limit))]
+    #[allow(clippy::type_complexity)]
+    fn scan_page<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: Option<Vec<u8>>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> PyResult<(
+        u64,
+        bool,
+        Vec<(Bound<'py, PyBytes>, u64, Bound<'py, PyBytes>)>,
+    )> {
+        let page = self.with(py, move |c| {
+            c.scan_page(prefix.as_deref(), after.as_deref(), limit)
+        })?;
+        let entries = page
+            .entries
+            .iter()
+            .map(|(k, rev, v)| (PyBytes::new(py, k), *rev, PyBytes::new(py, v)))
+            .collect();
+        Ok((page.revision, page.more, entries))
+    }
+
+    /// A watch stream of its own (its own connections).
+    #[pyo3(signature = (prefix, start_rev))]
+    fn watch(
+        &self,
+        py: Python<'_>,
+        prefix: Option<Vec<u8>>,
+        start_rev: u64,
+    ) -> PyResult<NativeWatch> {
+        let stream = self.with(py, move |c| Ok(c.watch(prefix.as_deref(), start_rev)))?;
+        Ok(NativeWatch::new(stream))
+    }
+
     fn close(&self) {
         if let Ok(mut client) = self.inner.lock() {
             client.close();
@@ -155,6 +217,7 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
         Reply::Dropped(reason) => ClientError::Server(reason),
         Reply::Unknown(reason) => ClientError::Indeterminate(reason),
         Reply::Error(reason) => ClientError::Server(reason),
+        other => ClientError::Protocol(format!("unexpected pipeline reply {other:?}")),
     };
     Ok(client_error(py, error)
         .into_value(py)

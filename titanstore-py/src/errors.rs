@@ -32,6 +32,16 @@ pub(crate) fn client_error(py: Python<'_>, err: ClientError) -> PyErr {
         ClientError::Timeout(_) => exception(py, "TitanStoreTimeoutError", message, None),
         ClientError::Indeterminate(_) => exception(py, "IndeterminateError", message, None),
         ClientError::InvalidInput(_) => pyo3::exceptions::PyValueError::new_err(message),
+        ClientError::Conflict { current_rev } => {
+            let made = py
+                .import("titanstore.exceptions")
+                .and_then(|module| module.getattr("ConflictError"))
+                .and_then(|class| class.call1((message, current_rev)));
+            match made {
+                Ok(exception) => PyErr::from_value(exception),
+                Err(err) => err,
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod client;
 mod errors;
 mod node;
 mod proxy;
+mod watch;
 
 use pyo3::prelude::*;
 
@@ -21,4 +22,6 @@ mod _titanstore {
     use super::node::run_node;
     #[pymodule_export]
     use super::proxy::Proxy;
+    #[pymodule_export]
+    use super::watch::NativeWatch;
 }

@@ -14,7 +14,7 @@ use super::NodeError;
 use super::handle::NodeRequest;
 use super::replica::{Effect, Replica, Token};
 use super::storage_thread::{StorageDone, StorageJob};
-use crate::protocol::Reply;
+use crate::protocol::{Reply, WatchEnd, WatchEvent};
 use crate::raft::Message;
 use crate::transport::{PeerSender, SnapshotSource};
 use crate::types::{NodeId, Snapshot};
@@ -31,6 +31,8 @@ pub(super) struct EventLoop {
     storage: Option<std_mpsc::Sender<StorageJob>>,
     snapshot_writer: Option<std_mpsc::Sender<Snapshot>>,
     waiting: HashMap<Token, oneshot::Sender<Reply>>,
+    /// Open watch streams (bounded buffers).
+    watchers: HashMap<Token, mpsc::Sender<WatchEvent>>,
     next_token: Token,
     effects: Vec<Effect>,
 }
@@ -52,6 +54,7 @@ impl EventLoop {
             storage: Some(storage),
             snapshot_writer: Some(snapshot_writer),
             waiting: HashMap::new(),
+            watchers: HashMap::new(),
             next_token: 1,
             effects: Vec::new(),
         }
@@ -70,7 +73,10 @@ impl EventLoop {
         let result = loop {
             tokio::select! {
                 _ = &mut shutdown => break Ok(()),
-                _ = ticker.tick() => self.replica.tick(),
+                _ = ticker.tick() => {
+                    self.replica.set_wall_clock(unix_ms());
+                    self.replica.tick();
+                }
                 msg = inbox.recv() => {
                     let Some(msg) = msg else {
                         break Err(NodeError::RaftEndpointStopped);
@@ -117,10 +123,20 @@ impl EventLoop {
         result
     }
 
-    fn on_request(&mut self, NodeRequest { request, reply }: NodeRequest) {
+    fn on_request(
+        &mut self,
+        NodeRequest {
+            request,
+            reply,
+            events,
+        }: NodeRequest,
+    ) {
         let token = self.next_token;
         self.next_token += 1;
         self.waiting.insert(token, reply);
+        if let Some(events) = events {
+            self.watchers.insert(token, events);
+        }
         self.replica.request(token, request);
     }
 
@@ -158,12 +174,47 @@ impl EventLoop {
                     }
                 }
                 Effect::Reply { token, reply } => {
+                    if !matches!(reply, Reply::Watching(_)) {
+                        self.watchers.remove(&token);
+                    }
                     if let Some(tx) = self.waiting.remove(&token) {
                         let _ = tx.send(reply);
                     }
                 }
+                Effect::Watch { token, event } => self.on_watch_event(token, event),
             }
         }
         Ok(())
     }
+
+    /// Hands a watch event to its buffer. A full buffer gets the overflow
+    /// notice in the slot kept for it and the watch ends; so does a closed one.
+    fn on_watch_event(&mut self, token: Token, event: WatchEvent) {
+        let Some(tx) = self.watchers.get(&token) else {
+            return;
+        };
+        let end = matches!(event, WatchEvent::End(_));
+        let delivered = if end {
+            let _ = tx.try_send(event);
+            false
+        } else if tx.capacity() <= 1 {
+            let _ = tx.try_send(WatchEvent::End(WatchEnd::Overflow));
+            false
+        } else {
+            tx.try_send(event).is_ok()
+        };
+        if !delivered {
+            self.watchers.remove(&token);
+            if !end {
+                self.replica.cancel_watch(token);
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -10,6 +10,7 @@ mod handle;
 mod join;
 pub mod replica;
 pub mod storage_thread;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use handle::NodeHandle;
 pub use replica::{Effect, Replica, ReplicaConfig, Token};
+pub use watches::ApiConfig;
 
 use crate::raft::{Bootstrap, RaftConfig, RaftNode};
 use crate::server::{self, ServerConfig};
@@ -115,6 +117,10 @@ impl NodeConfig {
             disk_stall_ticks: (5 * election_max).max(self.ticks(Duration::from_secs(1))),
             record_applied: false,
             seed: seed_from_clock(&self.id).rotate_left(29),
+            api: ApiConfig {
+                watch_progress_ticks: self.ticks(Duration::from_secs(1)),
+                ..ApiConfig::default()
+            },
         }
     }
 

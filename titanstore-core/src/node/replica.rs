@@ -17,6 +17,10 @@
 //!   stay pending until that index is committed.
 //! - `ERR UNKNOWN`: anything else that ends a write early (deadline, a
 //!   snapshot that covered its index, shutdown).
+//! - `OK <rev>` / `ERR CONFLICT <rev>` / `ERR SESSION_EXPIRED`: what the state
+//!   machine decided when it applied the write's entry (CAS, CAD, REQ).
+//!
+//! Watches are streams: their events leave as [`Effect::Watch`] (see `watches.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -25,9 +29,10 @@ use rand::{Rng, SeedableRng};
 
 use super::NodeError;
 use super::storage_thread::{StorageDone, StorageJob};
-use crate::protocol::{Member, MemberSpec, Reply, Request};
+use super::watches::{ApiConfig, WatchHub};
+use crate::protocol::{Member, MemberSpec, Reply, Request, Scan, ScanPage, WatchEvent};
 use crate::raft::{Message, MessageBody, ProposeError, RaftNode, Ready, Role, Status};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{StateMachine, WriteResult};
 use crate::types::{
     Command, ConfChange, Entry, EntryPayload, LogIndex, MemberAddr, NodeId, Snapshot, SnapshotMeta,
     Term,
@@ -53,6 +58,8 @@ pub struct ReplicaConfig {
     pub record_applied: bool,
     /// Seeds the choice of a new cluster's id.
     pub seed: u64,
+    /// Sessions and watches.
+    pub api: ApiConfig,
 }
 
 /// Work the runtime must carry out, in order.
@@ -68,6 +75,9 @@ pub enum Effect {
     SaveSnapshot(Snapshot),
     /// Answer a client request.
     Reply { token: Token, reply: Reply },
+    /// The next line of the watch stream started by request `token` (after
+    /// its `WATCHING` reply). An [`WatchEvent::End`] is its last.
+    Watch { token: Token, event: WatchEvent },
 }
 
 struct PendingWrite {
@@ -109,8 +119,15 @@ struct HeldWrite {
 /// A learner within this many entries of the leader counts as caught up.
 const CATCH_UP_LAG: u64 = 64;
 
+/// What a linearizable read answers once its read index is applied.
+enum Query {
+    Get(Vec<u8>),
+    GetRev(Vec<u8>),
+    Scan(Scan),
+}
+
 struct PendingRead {
-    key: Vec<u8>,
+    query: Query,
     token: Token,
     deadline: u64,
 }
@@ -169,6 +186,9 @@ pub struct Replica {
     catching_up: Vec<CatchUp>,
     transfers: Vec<PendingTransfer>,
     held_writes: Vec<HeldWrite>,
+    watches: WatchHub,
+    /// The runtime's wall clock (Unix ms), written into session entries.
+    wall_ms: u64,
     /// Snapshot images refused because they failed their checksum or decode.
     pub bad_snapshots: u64,
 }
@@ -182,6 +202,7 @@ impl Replica {
         snapshot: SnapshotMeta,
     ) -> Replica {
         let rng = SmallRng::seed_from_u64(cfg.seed);
+        let watches = WatchHub::new(&cfg.api, kv.applied_index());
         Replica {
             cfg,
             raft,
@@ -204,6 +225,8 @@ impl Replica {
             catching_up: Vec::new(),
             transfers: Vec::new(),
             held_writes: Vec::new(),
+            watches,
+            wall_ms: 0,
             bad_snapshots: 0,
         }
     }
@@ -218,6 +241,19 @@ impl Replica {
         if self.now.is_multiple_of(SWEEP_TICKS) {
             self.expire();
         }
+        self.watches
+            .tick(self.kv.applied_index(), &mut self.effects);
+    }
+
+    /// The runtime's wall clock, Unix milliseconds. A leader writes it into
+    /// exactly-once entries, so that sessions expire by the entries' clock.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) {
+        self.wall_ms = unix_ms;
+    }
+
+    /// The client of watch `token` is gone (closed, or its buffer overflowed).
+    pub fn cancel_watch(&mut self, token: Token) {
+        self.watches.cancel(token);
     }
 
     /// A message from a peer.
@@ -255,29 +291,34 @@ impl Replica {
             Request::Delete(delete) => {
                 self.propose(Command::Delete { key: delete.key }, token, deadline)
             }
+            Request::Cas(_) | Request::Cad(_) => match write_command(request) {
+                Some(command) => self.propose(command, token, deadline),
+                None => self.reply(token, Reply::Error("not a write".into())),
+            },
+            Request::Req(req) => match write_command(*req.write) {
+                Some(command) => {
+                    let command = Command::Session {
+                        client: req.client,
+                        seq: req.seq,
+                        now_ms: self.wall_ms,
+                        ttl_ms: self.cfg.api.session_ttl_ms,
+                        command: Box::new(command),
+                    };
+                    self.propose(command, token, deadline)
+                }
+                None => self.reply(token, Reply::Error("REQ needs a write".into())),
+            },
             Request::Get(get) if get.stale => {
-                let reply = self.lookup(&get.key);
+                let reply = self.lookup(&Query::Get(get.key));
                 self.reply(token, reply);
             }
-            Request::Get(get) => {
-                let id = self.next_read_id;
-                self.next_read_id += 1;
-                match self.raft.read_index(id) {
-                    Ok(()) => {
-                        self.reads.insert(
-                            id,
-                            PendingRead {
-                                key: get.key,
-                                token,
-                                deadline,
-                            },
-                        );
-                    }
-                    Err(_) => {
-                        let reply = self.not_leader(self.raft.status().leader);
-                        self.reply(token, reply);
-                    }
-                }
+            Request::Get(get) => self.read(Query::Get(get.key), token, deadline),
+            Request::GetRev(get) => self.read(Query::GetRev(get.key), token, deadline),
+            Request::Scan(scan) => self.read(Query::Scan(scan), token, deadline),
+            Request::Watch(watch) => {
+                let (reply, events) = self.watches.start(token, watch, self.kv.applied_index());
+                self.reply(token, reply);
+                self.effects.extend(events);
             }
             Request::Ping(_) => self.reply(token, Reply::Pong),
             Request::Status(_) => {
@@ -286,6 +327,28 @@ impl Replica {
             }
             Request::Member(member) => self.member(token, member, deadline),
             Request::Transfer(t) => self.transfer(token, t.target, deadline),
+        }
+    }
+
+    /// Starts a linearizable read (ReadIndex).
+    fn read(&mut self, query: Query, token: Token, deadline: u64) {
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.raft.read_index(id) {
+            Ok(()) => {
+                self.reads.insert(
+                    id,
+                    PendingRead {
+                        query,
+                        token,
+                        deadline,
+                    },
+                );
+            }
+            Err(_) => {
+                let reply = self.not_leader(self.raft.status().leader);
+                self.reply(token, reply);
+            }
         }
     }
 
@@ -383,6 +446,7 @@ impl Replica {
         for read in reads.chain(waiting).collect::<Vec<_>>() {
             self.reply(read.token, Reply::Error("node is shutting down".into()));
         }
+        self.watches.shutdown(&mut self.effects);
         out.append(&mut self.effects);
     }
 
@@ -689,10 +753,25 @@ impl Replica {
         }
     }
 
-    fn lookup(&self, key: &[u8]) -> Reply {
-        match self.kv.get(key) {
-            Some(value) => Reply::Value(value.to_vec()),
-            None => Reply::NotFound,
+    fn lookup(&self, query: &Query) -> Reply {
+        match query {
+            Query::Get(key) => match self.kv.get(key) {
+                Some(value) => Reply::Value(value.to_vec()),
+                None => Reply::NotFound,
+            },
+            Query::GetRev(key) => match self.kv.get_rev(key) {
+                Some((rev, value)) => Reply::ValueRev(rev, value.to_vec()),
+                None => Reply::NotFound,
+            },
+            Query::Scan(scan) => {
+                let prefix = scan.prefix.as_deref().unwrap_or_default();
+                let (entries, more) = self.kv.scan(prefix, scan.after.as_deref(), scan.limit);
+                Reply::Keys(ScanPage {
+                    revision: self.kv.applied_index(),
+                    more,
+                    entries,
+                })
+            }
         }
     }
 
@@ -791,7 +870,7 @@ impl Replica {
             if let Some(read) = self.reads.remove(&state.request_id) {
                 let index = state.index;
                 if index <= self.kv.applied_index() {
-                    let reply = self.lookup(&read.key);
+                    let reply = self.lookup(&read.query);
                     self.reply(read.token, reply);
                 } else {
                     self.reads_waiting_apply
@@ -840,6 +919,7 @@ impl Replica {
                 .map_err(|err| NodeError::Snapshot(err.to_string()))?,
         };
         self.snapshot = snapshot.meta.clone();
+        self.watches.reset(index, &mut self.effects);
         // Writes this node proposed up to here were decided elsewhere; whether
         // they made it cannot be told from a snapshot.
         let decided: Vec<LogIndex> = self.writes.range(..=index).map(|(i, _)| *i).collect();
@@ -864,7 +944,10 @@ impl Replica {
             if entry.index <= self.kv.applied_index() {
                 continue;
             }
-            self.kv.apply(&entry);
+            let applied = self.kv.apply_entry(&entry).unwrap_or_default();
+            if let Some(change) = applied.change {
+                self.watches.record(entry.index, change, &mut self.effects);
+            }
             for write in self.writes.remove(&entry.index).unwrap_or_default() {
                 // Same index and term: the same entry (Log Matching). Any
                 // other term: a different entry is committed at the index,
@@ -875,7 +958,9 @@ impl Replica {
                     continue;
                 }
                 match write.then {
-                    AfterCommit::Ok => self.reply(write.token, Reply::Ok),
+                    AfterCommit::Ok => {
+                        self.reply(write.token, write_reply(applied.result.as_ref()))
+                    }
                     AfterCommit::CatchUpThenPromote(id) => self.catching_up.push(CatchUp {
                         token: write.token,
                         id,
@@ -899,7 +984,7 @@ impl Replica {
                 break;
             }
             for read in entry.remove() {
-                let reply = self.lookup(&read.key);
+                let reply = self.lookup(&read.query);
                 self.reply(read.token, reply);
             }
         }
@@ -1003,5 +1088,37 @@ impl Replica {
         for read in late {
             self.reply(read.token, Reply::Error("read timed out".into()));
         }
+    }
+}
+
+/// The command a write request proposes (`None` for anything else).
+fn write_command(request: Request) -> Option<Command> {
+    Some(match request {
+        Request::Set(set) => Command::Set {
+            key: set.key,
+            value: set.value,
+        },
+        Request::Delete(delete) => Command::Delete { key: delete.key },
+        Request::Cas(cas) => Command::Cas {
+            key: cas.key,
+            expected: cas.expected,
+            value: cas.value,
+        },
+        Request::Cad(cad) => Command::Cad {
+            key: cad.key,
+            expected: cad.expected,
+        },
+        _ => return None,
+    })
+}
+
+/// What a client is told about its applied write.
+fn write_reply(result: Option<&WriteResult>) -> Reply {
+    match result {
+        None | Some(WriteResult::Ok) => Reply::Ok,
+        Some(WriteResult::Rev(rev)) => Reply::OkRev(*rev),
+        Some(WriteResult::Conflict(rev)) => Reply::Conflict(*rev),
+        Some(WriteResult::SessionExpired) => Reply::SessionExpired,
+        Some(WriteResult::Invalid(why)) => Reply::Error((*why).to_string()),
     }
 }

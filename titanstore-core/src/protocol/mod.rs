@@ -4,25 +4,37 @@
 //! does not talk to the node: [`crate::server`] runs each parsed [`Request`]
 //! against a [`crate::node::NodeHandle`]. Keys and values are raw bytes.
 
+mod cad;
+mod cas;
 mod codec;
 mod delete;
 mod get;
+mod getrev;
 mod member;
 mod ping;
 mod reply;
+mod req;
+mod scan;
 mod set;
 mod status;
 mod transfer;
+mod watch;
 
+pub use cad::Cad;
+pub use cas::Cas;
 pub use codec::{LineCodec, LineError};
 pub use delete::Delete;
 pub use get::Get;
+pub use getrev::GetRev;
 pub use member::{Member, MemberSpec};
 pub use ping::Ping;
 pub use reply::Reply;
+pub use req::{MAX_CLIENT_ID, Req};
+pub use scan::{MAX_SCAN_LIMIT, Scan, ScanPage};
 pub use set::Set;
 pub use status::StatusCmd;
 pub use transfer::Transfer;
+pub use watch::{Watch, WatchEnd, WatchEvent};
 
 /// A parsed client request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +46,30 @@ pub enum Request {
     Status(StatusCmd),
     Member(Member),
     Transfer(Transfer),
+    GetRev(GetRev),
+    Cas(Cas),
+    Cad(Cad),
+    Scan(Scan),
+    Watch(Watch),
+    Req(Req),
+}
+
+impl Request {
+    /// Whether the request changes the store (goes through the log).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Set(_)
+                | Request::Delete(_)
+                | Request::Cas(_)
+                | Request::Cad(_)
+                | Request::Req(_)
+                | Request::Transfer(_)
+                | Request::Member(
+                    Member::Add { .. } | Member::Promote { .. } | Member::Remove { .. }
+                )
+        )
+    }
 }
 
 /// Why a line is not a valid request. Rendered as `ERR <reason>`.
@@ -49,6 +85,16 @@ pub enum ParseError {
     KeyWhitespace,
     #[error("{0}")]
     BadArg(String),
+    #[error("invalid {0} '{1}'")]
+    BadNumber(&'static str, String),
+    #[error("limit must be between 1 and 10000")]
+    BadLimit,
+    #[error("CAD needs the key's current revision (0 is never one)")]
+    CadZero,
+    #[error("unknown {0} subcommand '{1}'")]
+    UnknownSubcommand(&'static str, String),
+    #[error("client id must be 1 to 64 bytes without whitespace")]
+    BadClientId,
 }
 
 /// The words after the command name, split at single spaces.
@@ -87,6 +133,21 @@ impl<'a> Args<'a> {
         let key = self.next_token().ok_or(ParseError::WrongArgs(cmd))?;
         validate_key(key)?;
         Ok(key.to_vec())
+    }
+
+    /// Takes a decimal number token (`what` names it in the error).
+    pub(crate) fn number(
+        &mut self,
+        cmd: &'static str,
+        what: &'static str,
+    ) -> Result<u64, ParseError> {
+        let token = self.next_token().ok_or(ParseError::WrongArgs(cmd))?;
+        let valid = !token.is_empty() && token.len() <= 20 && token.iter().all(u8::is_ascii_digit);
+        std::str::from_utf8(token)
+            .ok()
+            .filter(|_| valid)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ParseError::BadNumber(what, String::from_utf8_lossy(token).into_owned()))
     }
 
     /// Fails unless all arguments were consumed.
@@ -132,6 +193,12 @@ impl Request {
             b"STATUS" => Request::Status(StatusCmd::parse(&mut args)?),
             b"MEMBER" => Request::Member(Member::parse(&mut args)?),
             b"TRANSFER" => Request::Transfer(Transfer::parse(&mut args)?),
+            b"GETREV" => Request::GetRev(GetRev::parse(&mut args)?),
+            b"CAS" => Request::Cas(Cas::parse(&mut args)?),
+            b"CAD" => Request::Cad(Cad::parse(&mut args)?),
+            b"SCAN" => Request::Scan(Scan::parse(&mut args)?),
+            b"WATCH" => Request::Watch(Watch::parse(&mut args)?),
+            b"REQ" => Request::Req(Req::parse(&mut args)?),
             _ => {
                 return Err(ParseError::UnknownCommand(
                     String::from_utf8_lossy(name).into_owned(),
@@ -143,6 +210,12 @@ impl Request {
 
     /// Encodes the request as a protocol line, `\n` included (used by the client).
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_line(out);
+        out.push(b'\n');
+    }
+
+    /// [`Request::encode`] without the `\n`.
+    pub(crate) fn encode_line(&self, out: &mut Vec<u8>) {
         match self {
             Request::Get(get) => get.encode(out),
             Request::Set(set) => set.encode(out),
@@ -151,8 +224,13 @@ impl Request {
             Request::Status(_) => out.extend_from_slice(b"STATUS"),
             Request::Member(member) => member.encode(out),
             Request::Transfer(transfer) => transfer.encode(out),
+            Request::GetRev(get) => get.encode(out),
+            Request::Cas(cas) => cas.encode(out),
+            Request::Cad(cad) => cad.encode(out),
+            Request::Scan(scan) => scan.encode(out),
+            Request::Watch(watch) => watch.encode(out),
+            Request::Req(req) => req.encode(out),
         }
-        out.push(b'\n');
     }
 }
 

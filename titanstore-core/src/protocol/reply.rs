@@ -1,6 +1,7 @@
 //! Replies, encoded by the server and parsed by the client.
 
-use super::ParseError;
+use super::{ParseError, ScanPage};
+use crate::types::LogIndex;
 
 /// One reply line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +28,22 @@ pub enum Reply {
     Error(String),
     /// `MEMBERS <id>:<host>:<raft_port>:<client_port>:<voter|learner> ...`
     Members(Vec<String>),
+    /// `OK <rev>`: a CAS or CAD committed at `rev`.
+    OkRev(LogIndex),
+    /// `ERR CONFLICT <current_rev>`: a CAS or CAD whose expected revision was
+    /// not the key's (0: the key is absent).
+    Conflict(LogIndex),
+    /// `ERR SESSION_EXPIRED`: a `REQ` retry of a forgotten session or seq.
+    SessionExpired,
+    /// `VALUE <mod_rev> <value>` (GETREV). Parsed back as [`Reply::Value`]:
+    /// only the request says which it is (see [`Reply::split_rev`]).
+    ValueRev(LogIndex, Vec<u8>),
+    /// `KEYS <n> <revision> <more>` and n lines (multi-line; see [`ScanPage`]).
+    Keys(ScanPage),
+    /// `WATCHING <rev>`: a watch stream follows.
+    Watching(LogIndex),
+    /// `ERR COMPACTED <oldest>`: a watch asked for history the node no longer has.
+    Compacted(LogIndex),
 }
 
 impl Reply {
@@ -73,8 +90,27 @@ impl Reply {
                     out.extend_from_slice(m.as_bytes());
                 }
             }
+            Reply::OkRev(rev) => out.extend_from_slice(format!("OK {rev}").as_bytes()),
+            Reply::Conflict(rev) => out.extend_from_slice(format!("ERR CONFLICT {rev}").as_bytes()),
+            Reply::SessionExpired => out.extend_from_slice(b"ERR SESSION_EXPIRED"),
+            Reply::ValueRev(rev, value) => {
+                out.extend_from_slice(format!("VALUE {rev} ").as_bytes());
+                out.extend_from_slice(value);
+            }
+            Reply::Keys(page) => page.encode(out),
+            Reply::Watching(rev) => out.extend_from_slice(format!("WATCHING {rev}").as_bytes()),
+            Reply::Compacted(rev) => {
+                out.extend_from_slice(format!("ERR COMPACTED {rev}").as_bytes())
+            }
         }
         out.push(b'\n');
+    }
+
+    /// Reads a GETREV answer out of a parsed `VALUE <mod_rev> <value>`.
+    pub fn split_rev(value: &[u8]) -> Option<(LogIndex, Vec<u8>)> {
+        let at = value.iter().position(|&b| b == b' ')?;
+        let rev = std::str::from_utf8(&value[..at]).ok()?.parse().ok()?;
+        Some((rev, value[at + 1..].to_vec()))
     }
 
     /// Parses a reply line (without `\n`).
@@ -90,6 +126,7 @@ impl Reply {
             b"OK" => return Ok(Reply::Ok),
             b"PONG" => return Ok(Reply::Pong),
             b"ERR NO_LEADER" => return Ok(Reply::NoLeader),
+            b"ERR SESSION_EXPIRED" => return Ok(Reply::SessionExpired),
             _ => {}
         }
         if let Some(rest) = line.strip_prefix(b"MEMBERS") {
@@ -98,6 +135,20 @@ impl Reply {
                 .map(str::to_string)
                 .collect();
             return Ok(Reply::Members(members));
+        }
+        let number = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse().ok());
+        for (prefix, make) in [
+            (&b"OK "[..], Reply::OkRev as fn(LogIndex) -> Reply),
+            (b"ERR CONFLICT ", Reply::Conflict),
+            (b"WATCHING ", Reply::Watching),
+            (b"ERR COMPACTED ", Reply::Compacted),
+        ] {
+            if let Some(rev) = line.strip_prefix(prefix).and_then(number) {
+                return Ok(make(rev));
+            }
+        }
+        if line.starts_with(b"KEYS ") {
+            return Err(format!("multi-line reply read as one line: {}", text()));
         }
         if let Some(rest) = line.strip_prefix(b"STATUS") {
             let fields = String::from_utf8_lossy(rest)

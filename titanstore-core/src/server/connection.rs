@@ -8,12 +8,13 @@
 use futures_util::{FutureExt, StreamExt, stream::FuturesOrdered};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio_util::codec::FramedRead;
 
 use super::ServerConfig;
 use crate::node::NodeHandle;
-use crate::protocol::{LineCodec, LineError, Member, Reply, Request};
+use crate::protocol::{LineCodec, LineError, Member, Reply, Request, Watch, WatchEvent};
 
 type ReplyFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
 
@@ -36,9 +37,21 @@ pub(super) async fn serve(
     loop {
         if pending.is_empty() {
             in_flight = Kind::Neutral;
-            if let Some(request) = held.take() {
-                in_flight = Kind::of(&request);
-                pending.push_back(handle(&node, request));
+            match held.take() {
+                Some(Request::Watch(watch)) => {
+                    // Every earlier reply is written: the connection becomes a stream.
+                    let go_on =
+                        stream_watch(&node, watch, &mut lines, &mut write_half, &mut stop).await?;
+                    if !go_on {
+                        write_half.shutdown().await?;
+                        return Ok(());
+                    }
+                }
+                Some(request) => {
+                    in_flight = Kind::of(&request);
+                    pending.push_back(handle(&node, request));
+                }
+                None => {}
             }
         }
         let can_read = reading && held.is_none() && pending.len() < config.max_pipeline;
@@ -62,7 +75,7 @@ pub(super) async fn serve(
                     Ok(None) => {}
                     Ok(Some(request)) => {
                         let kind = Kind::of(&request);
-                        if in_flight.conflicts_with(kind) {
+                        if matches!(request, Request::Watch(_)) || in_flight.conflicts_with(kind) {
                             held = Some(request);
                         } else {
                             if kind != Kind::Neutral {
@@ -107,19 +120,69 @@ enum Kind {
 impl Kind {
     fn of(request: &Request) -> Kind {
         match request {
-            Request::Set(_)
-            | Request::Delete(_)
-            | Request::Transfer(_)
-            | Request::Member(
-                Member::Add { .. } | Member::Promote { .. } | Member::Remove { .. },
-            ) => Kind::Write,
-            Request::Get(_) | Request::Status(_) | Request::Member(Member::List) => Kind::Read,
-            Request::Ping(_) => Kind::Neutral,
+            request if request.is_write() => Kind::Write,
+            Request::Get(_)
+            | Request::Status(_)
+            | Request::GetRev(_)
+            | Request::Scan(_)
+            | Request::Member(Member::List) => Kind::Read,
+            _ => Kind::Neutral,
         }
     }
 
     fn conflicts_with(self, next: Kind) -> bool {
         self != Kind::Neutral && next != Kind::Neutral && self != next
+    }
+}
+
+/// Runs a watch on the connection: its reply, then its stream until the
+/// stream ends, the client goes away or the server stops. Returns whether
+/// the connection goes on (only when the watch was refused, e.g. COMPACTED).
+async fn stream_watch(
+    node: &NodeHandle,
+    watch: Watch,
+    lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    write_half: &mut OwnedWriteHalf,
+    stop: &mut watch::Receiver<bool>,
+) -> std::io::Result<bool> {
+    let (reply, events) = node.watch(watch).await;
+    let mut out = Vec::with_capacity(4096);
+    reply.encode(&mut out);
+    write_half.write_all(&out).await?;
+    let Some(mut events) = events else {
+        return Ok(true);
+    };
+    loop {
+        out.clear();
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                write_half.write_all(b"ERR node is shutting down\n").await?;
+                return Ok(false);
+            }
+            event = events.recv() => {
+                let Some(event) = event else {
+                    write_half.write_all(b"ERR node is shutting down\n").await?;
+                    return Ok(false);
+                };
+                let mut end = matches!(event, WatchEvent::End(_));
+                event.encode(&mut out);
+                // Batch what is already buffered into one write.
+                while !end && out.len() < 64 * 1024 && let Ok(event) = events.try_recv() {
+                    end = matches!(event, WatchEvent::End(_));
+                    event.encode(&mut out);
+                }
+                write_half.write_all(&out).await?;
+                if end {
+                    return Ok(false);
+                }
+            }
+            line = lines.next() => match line {
+                // Lines sent while streaming are ignored; a close ends the watch.
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return Ok(false),
+            },
+        }
     }
 }
 

@@ -16,6 +16,8 @@
 //! state; and the history is linearizable (the project's checker).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+mod api;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use titanstore_core::checker::{self, Kind, Op, Outcome, Verdict};
 use titanstore_core::node::storage_thread::{StorageDone, StorageJob, write_batch};
-use titanstore_core::node::{Effect, Replica, ReplicaConfig, Token, boot};
+use titanstore_core::node::{ApiConfig, Effect, Replica, ReplicaConfig, Token, boot};
 use titanstore_core::protocol::{
     Delete, Get, Member, MemberSpec, Reply, Request, Set, StatusCmd, Transfer,
 };
@@ -32,6 +34,7 @@ use titanstore_core::raft::{Message, MessageBody, RaftConfig, Role};
 use titanstore_core::storage::{SimFs, SnapshotWriter, Storage, StorageOptions};
 use titanstore_core::types::{ClusterConfig, Command, Entry, EntryPayload, LogIndex, NodeId, Term};
 
+pub use api::{ApiClients, COUNTER};
 pub use titanstore_core::checker::Outcome as OpOutcome;
 
 /// Knobs of one run. Chances are per mille.
@@ -205,6 +208,8 @@ pub struct Sim {
     chaos_disk: bool,
     admin_replies: HashMap<Token, Option<String>>,
     pub stats: Stats,
+    /// Release 2 clients (counters over REQ + CAS, watchers).
+    pub api: ApiClients,
 }
 
 fn membership(n: usize) -> ClusterConfig {
@@ -264,6 +269,7 @@ impl Sim {
             chaos_disk: false,
             admin_replies: HashMap::new(),
             stats: Stats::default(),
+            api: ApiClients::default(),
         };
         for i in 0..sim.nodes.len() {
             if !sim.nodes[i].spare {
@@ -304,6 +310,12 @@ impl Sim {
             disk_stall_ticks: 120,
             record_applied: true,
             seed: self.rng.random(),
+            api: ApiConfig {
+                watch_progress_ticks: 50,
+                watch_history: 400,
+                watch_catch_up_per_tick: 64,
+                ..ApiConfig::default()
+            },
         };
         let membership = if node.joining {
             ClusterConfig::default()
@@ -341,6 +353,7 @@ impl Sim {
             node.fs.kill_process();
             self.stats.kills += 1;
         }
+        self.api.on_crash(i);
         // Whatever the clients of this node were waiting for is now unknown.
         for h in self.history.iter_mut().filter(|h| h.node == i && !h.done) {
             h.done = true;
@@ -475,6 +488,8 @@ impl Sim {
             if let Some(up) = self.nodes[i].up.as_mut()
                 && !skip
             {
+                // A wall clock of 10 ms per tick, for session expiry.
+                up.replica.set_wall_clock(self.now * 10);
                 up.replica.tick();
             }
         }
@@ -482,6 +497,7 @@ impl Sim {
         self.deliver()?;
         self.run_storage()?;
         self.run_clients()?;
+        self.run_api_clients();
         self.poll_all()?;
         self.check_leaders()
     }
@@ -708,7 +724,11 @@ impl Sim {
                     up.saves.push_back(snap);
                 }
             }
+            Effect::Reply { token, reply } if self.api.owns(token) => {
+                self.api.on_reply(token, reply)
+            }
             Effect::Reply { token, reply } => self.on_reply(token, reply),
+            Effect::Watch { token, event } => self.api.on_watch_event(token, event),
         }
     }
 

@@ -7,8 +7,10 @@ injects faults (kill, pause, partitions) for scripts and chaos tests;
 
 from .chaos import CheckResult, History, Operation, check_operations
 from .client import Client, NodeStatus, Pipeline
+from .state_store import ScanItem, WatchEvent
 from .cluster import Cluster, ClusterNode, Statuses
 from .exceptions import (
+    ConflictError,
     DataError,
     HarnessError,
     IndeterminateError,
@@ -36,6 +38,9 @@ __all__ = [
     "NodeStatus",
     "Pipeline",
     "DataError",
+    "ScanItem",
+    "WatchEvent",
+    "ConflictError",
     "HarnessError",
     "IndeterminateError",
     "NoLeaderError",

@@ -2,7 +2,14 @@
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union, final
 
-__all__ = ["CheckResult", "NativeClient", "Proxy", "check_kv_history", "run_node"]
+__all__ = [
+    "CheckResult",
+    "NativeClient",
+    "NativeWatch",
+    "Proxy",
+    "check_kv_history",
+    "run_node",
+]
 
 @final
 class NativeClient:
@@ -22,9 +29,23 @@ class NativeClient:
     def pipeline(
         self, commands: Sequence[Tuple[str, bytes, Optional[bytes]]]
     ) -> List[Union[None, bool, bytes, List[Tuple[str, str]], BaseException]]: ...
+    def get_rev(self, key: bytes) -> Optional[Tuple[int, bytes]]: ...
+    def cas(self, key: bytes, value: bytes, expected_rev: int) -> int: ...
+    def cad(self, key: bytes, expected_rev: int) -> int: ...
+    def scan_page(
+        self, prefix: Optional[bytes], after: Optional[bytes], limit: int
+    ) -> Tuple[int, bool, List[Tuple[bytes, int, bytes]]]: ...
+    def watch(self, prefix: Optional[bytes], start_rev: int) -> "NativeWatch": ...
     def close(self) -> None: ...
     @property
     def current_addr(self) -> str: ...
+
+@final
+class NativeWatch:
+    def next_event(self) -> Tuple[str, int, Optional[bytes], Optional[bytes]]: ...
+    @property
+    def next_rev(self) -> int: ...
+    def close(self) -> None: ...
 
 @final
 class Proxy:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 from ._titanstore import NativeClient
 from .exceptions import DataError, NoLeaderError, NotLeaderError
+from .state_store import ScanItem, WatchEvent
 
 __all__ = ["Client", "Pipeline", "NodeStatus", "Key", "Value", "DEFAULT_MAX_LINE_BYTES"]
 
@@ -204,6 +205,62 @@ class Client:
     def pipeline(self) -> "Pipeline":
         """Queues commands and sends them together (see :class:`Pipeline`)."""
         return Pipeline(self)
+
+    def get_rev(self, key: Key) -> Optional[Tuple[str, int]]:
+        """Linearizable read: ``(value, mod_rev)``, or None when missing."""
+        found = self._native.get_rev(_to_bytes(key, "key"))
+        if found is None:
+            return None
+        rev, value = found
+        return value.decode("utf-8", "surrogateescape"), rev
+
+    def cas(self, key: Key, value: Value, expected_rev: int) -> int:
+        """Writes ``key`` only if it is at ``expected_rev`` (0: only if absent).
+
+        Returns the new revision; raises :class:`ConflictError` (with
+        ``current_rev``) when the key was at another revision.
+        """
+        return self._native.cas(_to_bytes(key, "key"), _to_bytes(value, "value"), expected_rev)
+
+    def cad(self, key: Key, expected_rev: int) -> int:
+        """Deletes ``key`` only if it is at ``expected_rev``; returns the delete's revision."""
+        return self._native.cad(_to_bytes(key, "key"), expected_rev)
+
+    def scan(self, prefix: Optional[Key] = None, limit: int = 1000) -> Iterator[ScanItem]:
+        """Every key starting with ``prefix`` (all keys when None), in byte
+        order, fetched ``limit`` keys per page (each page a linearizable read)."""
+        if not 1 <= limit <= 10000:
+            raise ValueError("limit must be between 1 and 10000")
+        raw_prefix = None if prefix is None else _to_bytes(prefix, "prefix")
+        after: Optional[bytes] = None
+        while True:
+            revision, more, entries = self._native.scan_page(raw_prefix, after, limit)
+            for key, rev, value in entries:
+                yield ScanItem(
+                    key.decode("utf-8", "surrogateescape"),
+                    value.decode("utf-8", "surrogateescape"),
+                    rev,
+                    revision,
+                )
+            if not more or not entries:
+                return
+            after = entries[-1][0]
+
+    def watch(
+        self, prefix: Optional[Key] = None, start_rev: int = 0
+    ) -> Generator[WatchEvent, None, None]:
+        """Every change to keys starting with ``prefix`` from ``start_rev``
+        (0: from now), in revision order. After a node failure it resumes on
+        another node with no gap and no repeat; ``progress`` events say how
+        far the stream is known complete. Runs on its own connection."""
+        raw_prefix = None if prefix is None else _to_bytes(prefix, "prefix")
+        stream = self._native.watch(raw_prefix, start_rev)
+        try:
+            while True:
+                kind, rev, key, value = stream.next_event()
+                yield WatchEvent(kind, rev, _to_str(key), _to_str(value))
+        finally:
+            stream.close()
 
     def close(self) -> None:
         """Closes the connection; a later call reconnects."""

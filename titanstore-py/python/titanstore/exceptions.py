@@ -21,6 +21,7 @@ __all__ = [
     "IndeterminateError",
     "DataError",
     "HarnessError",
+    "ConflictError",
 ]
 
 
@@ -94,3 +95,15 @@ class HarnessError(TitanStoreError):
                 self.add_note(logs)
             else:  # Python < 3.11: the attribute PEP 678 defines
                 self.__notes__ = [logs]
+
+
+class ConflictError(TitanStoreError):
+    """A compare-and-set or compare-and-delete found the key at another revision.
+
+    ``current_rev`` is the key's revision when the write was applied (0: the
+    key was absent). Nothing was changed.
+    """
+
+    def __init__(self, message: str, current_rev: int) -> None:
+        super().__init__(message)
+        self.current_rev = current_rev
