@@ -45,17 +45,21 @@ def test_client_arguments_are_checked_at_once() -> None:
 
 
 def test_over_limit_value_fails_in_the_client_naming_the_limit() -> None:
-    with Cluster(nodes=1, max_line_bytes=64) as cluster:
+    with Cluster(nodes=1, max_line_bytes=256) as cluster:
         cluster.wait_for_leader(timeout=10)
         with cluster.client() as client:
-            fits = "x" * (64 - len("SET k "))
+            # A single write carries an exactly-once REQ header (at most 90 bytes).
+            fits = "x" * (256 - len("SET k ") - 90)
             assert client.set("k", fits) is True
             assert client.get("k") == fits
-            with pytest.raises(DataError, match=r"65 bytes, over the server's limit of 64 bytes.*--max-line-bytes"):
+            with pytest.raises(DataError, match=r"257 bytes.*over the server's limit of 256 bytes.*--max-line-bytes"):
                 client.set("k", fits + "x")
+            # A pipeline sends plain lines: up to the limit itself.
+            plain = "y" * (256 - len("SET k "))
+            assert client.pipeline().set("k", plain).execute() == [True]
             with pytest.raises(DataError, match="--max-line-bytes"):
-                client.pipeline().set("k", fits + "x")
-            assert client.get("k") == fits
+                client.pipeline().set("k", plain + "y")
+            assert client.get("k") == plain
 
 
 def test_set_returns_true_everywhere_and_history_get_matches_client_get(single_node: Cluster) -> None:

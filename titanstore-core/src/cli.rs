@@ -47,6 +47,13 @@ pub struct Args {
     /// ignored once the data dir holds state, so restarts need no change.
     #[arg(long, value_delimiter = ',', conflicts_with = "peers")]
     pub join: Vec<String>,
+    /// With --join: ask to be added as a learner (never promoted by itself).
+    #[arg(long, requires = "join")]
+    pub join_as_learner: bool,
+    /// Reach member ID at HOST:PORT instead of the address in the cluster's
+    /// configuration (ID=HOST:PORT, comma-separated; e.g. through a proxy).
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer_addr)]
+    pub peer_addr: Vec<(String, String)>,
     /// Where the WAL and snapshots live [default: ./data/<id>].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -71,6 +78,20 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log: String,
+}
+
+/// Parses `id=host:port`.
+pub fn parse_peer_addr(text: &str) -> Result<(String, String), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not id=host:port"))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{addr}' in '{text}' is not host:port"))?;
+    if id.is_empty() || host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("'{text}' is not id=host:port"));
+    }
+    Ok((id.to_string(), addr.to_string()))
 }
 
 /// Parses `id:host:raft_port:client_port`.
@@ -141,6 +162,8 @@ impl Args {
         let mut config = NodeConfig::new(self.id.clone(), data_dir);
         config.peers = self.peers.clone();
         config.join = self.join.clone();
+        config.join_as_learner = self.join_as_learner;
+        config.peer_addrs = self.peer_addr.iter().cloned().collect();
         config.advertise_raft_addr = self
             .advertise_raft_addr
             .clone()

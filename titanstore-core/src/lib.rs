@@ -8,10 +8,11 @@
 //! - [`state_machine`]: the key-value map the log is applied to.
 //! - [`transport`]: gRPC between nodes; [`protocol`]: the client wire format;
 //!   [`server`]: the client TCP server; [`node`]: the event loop gluing them;
-//!   [`cli`]: the `titanstore-server` command line.
+//!   [`cli`]: the `titanstore-server` command line; [`ctl`]: `titanstore-ctl`.
 pub mod checker;
 pub mod cli;
 pub mod client;
+pub mod ctl;
 pub mod node;
 pub mod protocol;
 pub mod raft;

@@ -88,6 +88,22 @@ impl NativeClient {
         self.with(py, |c| c.ping())
     }
 
+    /// Runs one admin line (`MEMBER ...`, `TRANSFER ...`) through the leader,
+    /// following redirects; `True` for `OK`, a list of words for `MEMBERS`.
+    fn admin<'py>(&self, py: Python<'py>, line: String) -> PyResult<Bound<'py, PyAny>> {
+        let request = match Request::parse(line.as_bytes()) {
+            Ok(Some(request @ (Request::Member(_) | Request::Transfer(_)))) => request,
+            Ok(_) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "not an admin command: {line:?}"
+                )));
+            }
+            Err(err) => return Err(pyo3::exceptions::PyValueError::new_err(err.to_string())),
+        };
+        let reply = self.with(py, move |c| c.execute(&request))?;
+        reply_to_py(py, reply)
+    }
+
     fn status(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
         self.with(py, |c| c.status())
     }

@@ -19,7 +19,7 @@ mod _titanstore {
     #[pymodule_export]
     use super::client::NativeClient;
     #[pymodule_export]
-    use super::node::run_node;
+    use super::node::{run_ctl, run_node};
     #[pymodule_export]
     use super::proxy::Proxy;
     #[pymodule_export]

@@ -9,3 +9,10 @@ use pyo3::prelude::*;
 pub fn run_node(py: Python<'_>, argv: Vec<String>) -> i32 {
     py.detach(|| titanstore_core::cli::main_from(argv))
 }
+
+/// Runs `titanstore-ctl` with `argv` (program name first); returns its exit
+/// code. The same code as the native `titanstore-ctl` binary.
+#[pyfunction]
+pub fn run_ctl(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| titanstore_core::ctl::main_from(argv))
+}

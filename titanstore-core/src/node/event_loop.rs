@@ -26,6 +26,8 @@ pub(super) struct EventLoop {
     replica: Replica,
     tick: std::time::Duration,
     peers: HashMap<NodeId, PeerSender>,
+    /// Addresses that override the configuration's (`--peer-addr`).
+    peer_addrs: HashMap<NodeId, String>,
     /// Where new peers' senders read snapshot images from.
     snapshots: std::sync::Arc<dyn SnapshotSource>,
     storage: Option<std_mpsc::Sender<StorageJob>>,
@@ -42,6 +44,7 @@ impl EventLoop {
         replica: Replica,
         tick: std::time::Duration,
         peers: HashMap<NodeId, PeerSender>,
+        peer_addrs: HashMap<NodeId, String>,
         snapshots: std::sync::Arc<dyn SnapshotSource>,
         storage: std_mpsc::Sender<StorageJob>,
         snapshot_writer: std_mpsc::Sender<Snapshot>,
@@ -50,6 +53,7 @@ impl EventLoop {
             replica,
             tick,
             peers,
+            peer_addrs,
             snapshots,
             storage: Some(storage),
             snapshot_writer: Some(snapshot_writer),
@@ -145,7 +149,11 @@ impl EventLoop {
             match effect {
                 Effect::Send(msg) => {
                     if !self.peers.contains_key(&msg.to)
-                        && let Some(addr) = self.replica.raft_addr_of(&msg.to)
+                        && let Some(addr) = self
+                            .peer_addrs
+                            .get(&msg.to)
+                            .cloned()
+                            .or_else(|| self.replica.raft_addr_of(&msg.to))
                     {
                         // A member added at runtime: open its stream now.
                         tracing::info!(peer = %msg.to, %addr, "connecting to new member");

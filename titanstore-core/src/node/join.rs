@@ -61,16 +61,17 @@ pub(super) fn discover(addrs: &[String], me: &str) -> Result<Vec<Peer>, NodeErro
     )))
 }
 
-/// Asks the cluster to add `me` as a voter; returns once it is one.
+/// Asks the cluster to add `me` (as a voter unless `learner`); returns once done.
 pub(super) fn join(
     addrs: &[String],
     me: &MemberSpec,
     incarnation: u64,
+    learner: bool,
     request_timeout: Duration,
 ) -> Result<(), NodeError> {
     let request = Request::Member(Member::Add {
         member: me.clone(),
-        learner: false,
+        learner,
         incarnation: Some(incarnation),
     });
     let deadline = Instant::now() + Duration::from_secs(3600);
@@ -78,7 +79,7 @@ pub(super) fn join(
         let mut c = client(addrs, request_timeout + Duration::from_secs(2))?;
         match c.execute(&request) {
             Ok(Reply::Ok) => {
-                tracing::info!(member = %me, "joined the cluster as a voter");
+                tracing::info!(member = %me, learner, "joined the cluster");
                 return Ok(());
             }
             Err(ClientError::Server(reason))

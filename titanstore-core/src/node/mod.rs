@@ -65,6 +65,10 @@ pub struct NodeConfig {
     /// Client addresses of a running cluster to join (instead of `peers`);
     /// used only when the data dir holds no state yet.
     pub join: Vec<String>,
+    /// Join as a learner only.
+    pub join_as_learner: bool,
+    /// Where to reach members, overriding the configuration's addresses.
+    pub peer_addrs: std::collections::HashMap<NodeId, String>,
 }
 
 impl NodeConfig {
@@ -84,6 +88,8 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             server: ServerConfig::default(),
             join: Vec::new(),
+            join_as_learner: false,
+            peer_addrs: std::collections::HashMap::new(),
         }
     }
 
@@ -318,7 +324,12 @@ pub async fn run(
         .peers
         .iter()
         .map(|peer| {
-            let sender = PeerSender::spawn(peer.raft_addr.clone(), Arc::clone(&snapshots));
+            let addr = config
+                .peer_addrs
+                .get(&peer.id)
+                .unwrap_or(&peer.raft_addr)
+                .clone();
+            let sender = PeerSender::spawn(addr, Arc::clone(&snapshots));
             (peer.id.clone(), sender)
         })
         .collect();
@@ -347,8 +358,9 @@ pub async fn run(
     if let (Some(me), Some(inc)) = (me, incarnation) {
         let addrs = config.join.clone();
         let timeout = config.request_timeout;
+        let learner = config.join_as_learner;
         tokio::task::spawn_blocking(move || {
-            if let Err(err) = join::join(&addrs, &me, inc, timeout) {
+            if let Err(err) = join::join(&addrs, &me, inc, learner, timeout) {
                 let _ = join_failed_tx.send(err);
             }
         });
@@ -371,6 +383,7 @@ pub async fn run(
         replica,
         config.tick,
         peers,
+        config.peer_addrs.clone(),
         Arc::clone(&snapshots),
         job_tx,
         snapshot_tx,

@@ -6,7 +6,7 @@ injects faults (kill, pause, partitions) for scripts and chaos tests;
 """
 
 from .chaos import CheckResult, History, Operation, check_operations
-from .client import Client, NodeStatus, Pipeline
+from .client import Client, Member, NodeStatus, Pipeline
 from .state_store import ScanItem, WatchEvent
 from .cluster import Cluster, ClusterNode, Statuses
 from .exceptions import (
@@ -30,6 +30,7 @@ __all__ = [
     "Operation",
     "check_operations",
     "Client",
+    "Member",
     "Cluster",
     "ClusterNode",
     "Statuses",

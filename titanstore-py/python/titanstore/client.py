@@ -21,7 +21,7 @@ from ._titanstore import NativeClient
 from .exceptions import DataError, NoLeaderError, NotLeaderError
 from .state_store import ScanItem, WatchEvent
 
-__all__ = ["Client", "Pipeline", "NodeStatus", "Key", "Value", "DEFAULT_MAX_LINE_BYTES"]
+__all__ = ["Client", "Member", "Pipeline", "NodeStatus", "Key", "Value", "DEFAULT_MAX_LINE_BYTES"]
 
 Key = Union[str, bytes]
 Value = Union[str, bytes]
@@ -71,6 +71,28 @@ def _parse_addr(addr: object) -> str:
 
 
 @dataclass(frozen=True)
+class Member:
+    """A member of the cluster, from ``MEMBER LIST``."""
+
+    id: str
+    host: str
+    raft_port: int
+    client_port: int
+    voter: bool
+
+    @property
+    def client_addr(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+    @classmethod
+    def parse(cls, word: str) -> "Member":
+        parts = word.split(":")
+        if len(parts) != 5:
+            raise ValueError(f"not a MEMBERS entry: {word!r}")
+        return cls(parts[0], parts[1], int(parts[2]), int(parts[3]), parts[4] == "voter")
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     """One node's view of the cluster, from ``STATUS``."""
 
@@ -109,6 +131,10 @@ class NodeStatus:
             client_addr=raw.get("client_addr", ""),
             raw=raw,
         )
+
+
+# `REQ ` + a client id (at most 64 bytes) + ` ` + a seq (at most 20 digits) + ` `.
+_REQ_HEADER_MAX = 4 + 64 + 1 + 20 + 1
 
 
 class Client:
@@ -156,11 +182,15 @@ class Client:
         """The node address the client talks to now."""
         return self._native.current_addr
 
-    def _fits(self, command: str, key: bytes, value: Optional[bytes] = None) -> None:
+    def _fits(self, command: str, key: bytes, value: Optional[bytes] = None, req: bool = False) -> None:
         length = len(command) + 1 + len(key) + (1 + len(value) if value is not None else 0)
+        if req:
+            # Single writes go out as `REQ <client id> <seq> <write>`.
+            length += _REQ_HEADER_MAX
         if length > self.max_line_bytes:
+            header = f" (with at most {_REQ_HEADER_MAX} bytes of exactly-once REQ header)" if req else ""
             raise DataError(
-                f"the {command} request line would be {length} bytes, over the server's limit of "
+                f"the {command} request line would be {length} bytes{header}, over the server's limit of "
                 f"{self.max_line_bytes} bytes (node flag --max-line-bytes; tell the client with max_line_bytes=)"
             )
 
@@ -184,7 +214,7 @@ class Client:
     def set(self, key: Key, value: Value) -> bool:
         """Writes ``key``; returns True once a majority has it on disk (as redis-py does)."""
         key_data, value_data = _key(key), _value(value)
-        self._fits("SET", key_data, value_data)
+        self._fits("SET", key_data, value_data, req=True)
         self._native.set(key_data, value_data)
         return True
 
@@ -201,6 +231,41 @@ class Client:
     def status(self) -> NodeStatus:
         """The contacted node's ``STATUS``."""
         return NodeStatus.from_fields(self._native.status())
+
+    def members(self) -> List[Member]:
+        """The cluster's members as the contacted node knows them."""
+        words = self._native.admin("MEMBER LIST")
+        if not isinstance(words, list):
+            raise TypeError(f"unexpected MEMBER LIST reply {words!r}")
+        return [Member.parse(str(w)) for w in words]
+
+    def add_member(self, id: str, host: str, raft_port: int, client_port: int, learner: bool = False) -> bool:
+        """Adds a member (a learner that catches up and is promoted, unless
+        ``learner``); returns True once done. Start the node itself with ``--join``,
+        or it never catches up (see ``Cluster.add_node``)."""
+        for name, port in (("raft_port", raft_port), ("client_port", client_port)):
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ValueError(f"add_member({name}=...) must be a port (1-65535), not {port!r}")
+        if not id or any(c in id for c in ": ,"):
+            raise ValueError(f"add_member(id=...) must be non-empty without ':', ',' or spaces, not {id!r}")
+        line = f"MEMBER ADD {id}:{host}:{raft_port}:{client_port}" + (" learner" if learner else "")
+        self._native.admin(line)
+        return True
+
+    def promote_member(self, id: str) -> bool:
+        """Makes a learner a voter (once it has caught up)."""
+        self._native.admin(f"MEMBER PROMOTE {id}")
+        return True
+
+    def remove_member(self, id: str) -> bool:
+        """Removes a member (the leader too: it steps down once removed)."""
+        self._native.admin(f"MEMBER REMOVE {id}")
+        return True
+
+    def transfer_leader(self, id: Optional[str] = None) -> bool:
+        """Moves leadership to ``id`` (or the most caught-up voter); True once it leads."""
+        self._native.admin("TRANSFER" if id is None else f"TRANSFER {id}")
+        return True
 
     def pipeline(self) -> "Pipeline":
         """Queues commands and sends them together (see :class:`Pipeline`)."""

@@ -137,6 +137,9 @@ class ClusterNode:
         self.starting = False
         # Where this run's output starts in the log.
         self.log_offset = 0
+        # Added at runtime: started with --join (and --peer-addr through proxies).
+        self.joins = False
+        self.join_as_learner = False
 
     @property
     def client_addr(self) -> str:
@@ -362,6 +365,97 @@ class Cluster(NetworkFaults, _process._Watched):
             self.kill(node_id)
         self.start(node_id)
 
+    # ----- membership -----------------------------------------------------
+
+    def add_node(self, learner: bool = False) -> str:
+        """Starts a new node that joins the running cluster (``--join``) and
+        returns its id once it is a voter (or, with ``learner``, a learner).
+
+        The new node reaches the others through its own proxies; the others
+        reach it at its own address until they restart (then through theirs),
+        so network faults aimed at a node added at runtime are one-sided.
+        """
+        self._check_open()
+        with self._lock:
+            n = len(self._nodes) + 1
+            while f"node{n}" in self._nodes:
+                n += 1
+            node_id = f"node{n}"
+            node = ClusterNode(
+                node_id,
+                _free_port(),
+                _free_port(),
+                self.data_dir / node_id,
+                self.data_dir / f"{node_id}.log",
+                self._max_line_bytes,
+            )
+            node.joins = True
+            node.join_as_learner = bool(learner)
+            for other in self._nodes:
+                self._proxies[(node_id, other)] = Proxy(self._nodes[other].raft_addr)
+                self._proxies[(other, node_id)] = Proxy(node.raft_addr)
+            self._nodes[node_id] = node
+        self._fault("add-node", (node_id,), "learner" if learner else "voter")
+        self.start(node_id)
+        self._wait_member(node_id, voter=not learner)
+        return node_id
+
+    def _wait_member(self, node_id: str, voter: bool, timeout: float = 30.0) -> None:
+        role = "voter" if voter else "learner"
+
+        def listed() -> bool:
+            try:
+                with self.client(timeout=2.0, retry_timeout=1.0) as client:
+                    return any(m.id == node_id and m.voter == voter for m in client.members())
+            except TitanStoreError:
+                return False
+
+        self.wait_until(listed, timeout, f"{node_id} to be a {role}")
+
+    def remove_node(self, node_id: str) -> None:
+        """Removes a member from the cluster (the leader too), then stops it."""
+        self._check_open()
+        self.node(node_id)
+        self._fault("remove-node", (node_id,))
+        with self.client() as client:
+            client.remove_member(node_id)
+        self.kill(node_id)
+        with self._lock:
+            node = self._nodes.pop(node_id)
+            node.exit_expected = True
+            for key in [k for k in self._proxies if node_id in k]:
+                self._proxies.pop(key).close()
+
+    def replace_node(self, node_id: str) -> None:
+        """Replaces a node whose disk is lost: kill it, wipe its data dir,
+        remove it, and add a fresh node with the same id (``--join``); returns
+        once it is a voter again."""
+        self._check_open()
+        node = self.node(node_id)
+        self._fault("replace-node", (node_id,))
+        self.kill(node_id)
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        with self.client() as client:
+            client.remove_member(node_id)
+        node.joins = True
+        node.join_as_learner = False
+        self.start(node_id)
+        self._wait_member(node_id, voter=True)
+
+    def transfer_leader(self, to: Optional[str] = None) -> str:
+        """Moves leadership to ``to`` (or the most caught-up voter); returns the new leader."""
+        self._check_open()
+        if to is not None:
+            self.node(to)
+        self._fault("transfer", (to,) if to else (), "")
+        with self.client() as client:
+            client.transfer_leader(to)
+        if to is not None:
+            target: str = to
+            self.wait_until(lambda: self.leader() == target, 10.0, f"{target} to lead")
+            return target
+        return self.wait_for_leader()
+
     def close(self) -> None:
         """Kills every node and proxy; removes the temp data dir unless kept."""
         with self._lock:
@@ -421,10 +515,11 @@ class Cluster(NetworkFaults, _process._Watched):
         )
 
     def _command(self, node: ClusterNode) -> List[str]:
+        others = [other for other in self._nodes.values() if other.id != node.id]
         peers = ",".join(
             f"{other.id}:127.0.0.1:{self._proxies[(node.id, other.id)].port}:{other.client_port}"
-            for other in self._nodes.values()
-            if other.id != node.id
+            for other in others
+            if not other.joins
         )
         args = [
             "--id", node.id,
@@ -434,7 +529,17 @@ class Cluster(NetworkFaults, _process._Watched):
             "--advertise-raft-addr", node.raft_addr,
             "--data-dir", str(node.data_dir),
         ]  # fmt: skip
-        if peers:
+        if node.joins:
+            # A new member: it asks the running nodes to add it, and reaches
+            # every other node through its proxies.
+            join = ",".join(o.client_addr for o in others if o.is_running)
+            args += ["--join", join or others[0].client_addr]
+            if node.join_as_learner:
+                args.append("--join-as-learner")
+            via = ",".join(f"{o.id}=127.0.0.1:{self._proxies[(node.id, o.id)].port}" for o in others)
+            if via:
+                args += ["--peer-addr", via]
+        elif peers:
             args += ["--peers", peers]
         args += _flag_args(self.node_flags)
         return [*self._server_command(), *args]
