@@ -181,3 +181,42 @@ fn a_join_with_a_duplicate_address_is_refused_clearly() {
     assert!(reply.starts_with("ERR unknown member"), "{reply}");
     let _ = &mut cluster;
 }
+
+/// A `--join` whose advertised address duplicates a member's is refused:
+/// the new node exits with the reason instead of joining.
+#[test]
+fn a_join_whose_address_duplicates_a_member_exits_with_the_reason() {
+    let cluster = TestCluster::launch(3, &[]);
+    cluster.wait_for_leader(T);
+    let dir = tempfile::tempdir().unwrap();
+    let taken = cluster.node("node2").client_port;
+    let join: Vec<String> = cluster.nodes.iter().map(|n| n.client_addr()).collect();
+    let child = std::process::Command::new(harness::BIN)
+        .args(["--id", "node9", "--port", &harness::free_port().to_string()])
+        .args(["--client-port", &harness::free_port().to_string()])
+        .args(["--advertise-client-addr", &format!("127.0.0.1:{taken}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("node9"))
+        .args(["--join", &join.join(",")])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails before it exits: nothing outlives the test.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    let status = wait_for("the duplicate to give up", T, || {
+        child.0.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("duplicate address"), "{err}");
+    assert!(!members(&cluster, "node1").contains("node9"));
+}
