@@ -131,17 +131,25 @@ fn run(ops: Vec<Op>) {
                 states.push(m);
             }
             Op::HardState { commit } => {
+                // As in Raft: a hard state never goes back (term, then the
+                // vote within a term, then commit), and a vote is fixed per term.
+                let prev = &m.hard_state;
+                let (voted_for, commit) = if prev.term == term {
+                    let vote = prev
+                        .voted_for
+                        .clone()
+                        .unwrap_or_else(|| format!("n{}", commit % 3));
+                    (Some(vote), commit.max(prev.commit))
+                } else {
+                    (Some(format!("n{}", commit % 3)), commit)
+                };
                 m.hard_state = HardState {
                     term,
-                    voted_for: Some(format!("n{}", commit % 3)),
+                    voted_for,
                     commit,
                 };
                 s.set_hard_state(&m.hard_state).unwrap();
-                // The hard state is durable at once (its own two-copy files),
-                // whichever log prefix a crash leaves.
-                for st in states.iter_mut() {
-                    st.hard_state = m.hard_state.clone();
-                }
+                states.push(m);
             }
             Op::Truncate { back } => {
                 let from = m.last_index().saturating_sub(back).max(m.snap_index()) + 1;

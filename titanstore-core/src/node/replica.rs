@@ -866,6 +866,10 @@ impl Replica {
             });
         }
         self.apply(committed_entries);
+        // After applying: what this Ready committed is answered first.
+        if soft_state.as_ref().is_some_and(|s| s.role != Role::Leader) {
+            self.leadership_lost();
+        }
         for state in read_states {
             if let Some(read) = self.reads.remove(&state.request_id) {
                 let index = state.index;
@@ -890,6 +894,29 @@ impl Replica {
             self.maybe_propose_cluster_id();
         }
         Ok(())
+    }
+
+    /// This node stopped leading: its pending writes may still commit (under
+    /// another leader) or not, and it will not learn which in time. They are
+    /// answered `ERR UNKNOWN` at once rather than at their deadline (clients
+    /// retry them safely with `REQ`).
+    fn leadership_lost(&mut self) {
+        // Writes at or below the commit index are decided: applying them
+        // answers them (`OK`, or `DROPPED` for another entry at the index).
+        let commit = self.raft.status().commit;
+        let undecided = self.writes.split_off(&(commit + 1));
+        for write in undecided.into_values().flatten() {
+            self.reply(
+                write.token,
+                Reply::Unknown(
+                    "leadership lost before the write committed; outcome unknown".into(),
+                ),
+            );
+        }
+        for held in std::mem::take(&mut self.held_writes) {
+            let reply = self.not_leader(self.raft.status().leader);
+            self.reply(held.token, reply);
+        }
     }
 
     /// The first leader of a cluster without an id chooses one.

@@ -125,6 +125,9 @@ pub struct Storage {
     wal: Wal,
     snapshots: SnapshotStore,
     hard_state: HardStateStore,
+    /// Set since the last sync: written to the two-copy files only after
+    /// the WAL is synced (see `set_hard_state`).
+    pending_hard_state: Option<HardState>,
     // Declared last so that the lock is released after everything else closed.
     dir: DataDir,
 }
@@ -161,14 +164,20 @@ impl Storage {
             .map_err(StorageError::io("fsync data directory", dir))?;
         // The two-copy files are the authority; a data dir from release 1 has
         // its hard state only in the WAL: from now on it is kept in both.
+        // The WAL's record is written first and the files after the WAL sync,
+        // so the WAL may hold a newer one (now fsynced by replay) that a crash
+        // kept from the files: the newer of the two wins, and goes to the files.
+        let newer = |a: &HardState, b: &HardState| {
+            (a.term, a.voted_for.is_some(), a.commit) > (b.term, b.voted_for.is_some(), b.commit)
+        };
+        let wal_state = replayed.wal.hard_state().clone();
         let state = match hard_state.current() {
-            Some(state) => state.clone(),
-            None => {
-                let state = replayed.wal.hard_state().clone();
-                if state != HardState::default() {
-                    hard_state.save(&state, dir)?;
+            Some(files) if !newer(&wal_state, files) => files.clone(),
+            _ => {
+                if wal_state != HardState::default() {
+                    hard_state.save(&wal_state, dir)?;
                 }
-                state
+                wal_state
             }
         };
         let recovered = Recovered {
@@ -181,6 +190,7 @@ impl Storage {
             wal: replayed.wal,
             snapshots,
             hard_state,
+            pending_hard_state: None,
             dir: data_dir,
         };
         Ok((storage, recovered))
@@ -198,11 +208,24 @@ impl Storage {
         self.wal.append(entries)
     }
 
-    /// Records the hard state, durably at once in its two-copy files (see
-    /// `hard_state.rs`; votes change rarely), and in the WAL.
+    /// Records the hard state: a WAL record now, and the two-copy files (see
+    /// `hard_state.rs`) at the next sync, *after* the WAL is synced. The order
+    /// matters: the hard state names a commit index, and the entries it
+    /// covers must be durable before it is (else a power loss between the two
+    /// fsyncs would let recovery apply entries that were never committed).
+    /// Durable once [`Storage::sync`] returns.
     pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
-        self.hard_state.save(hs, &self.dir.root)?;
-        self.wal.set_hard_state(hs)
+        self.wal.set_hard_state(hs)?;
+        self.pending_hard_state = Some(hs.clone());
+        Ok(())
+    }
+
+    /// After a WAL sync: makes a pending hard state durable in its files.
+    fn flush_hard_state(&mut self) -> Result<(), StorageError> {
+        if let Some(hs) = self.pending_hard_state.take() {
+            self.hard_state.save(&hs, &self.dir.root)?;
+        }
+        Ok(())
     }
 
     /// Drops entries from `from` on. Not durable until [`Storage::sync`].
@@ -213,7 +236,8 @@ impl Storage {
     /// Makes every append, hard state and truncation so far durable with one
     /// `fdatasync`. After a failed sync the storage refuses further writes.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.wal.sync()
+        self.wal.sync()?;
+        self.flush_hard_state()
     }
 
     /// Durably replaces the snapshot, then compacts the WAL behind it. If the
@@ -229,6 +253,7 @@ impl Storage {
         // Anything appended before the snapshot becomes durable first, so the
         // WAL never lags behind what the snapshot implies.
         self.wal.sync()?;
+        self.flush_hard_state()?;
         self.snapshots.save(snap)?;
         self.wal.compact(snap.meta.last_index, snap.meta.last_term)
     }
@@ -247,6 +272,7 @@ impl Storage {
     /// it returns with the WAL synced.
     pub fn compact_to(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.wal.sync()?;
+        self.flush_hard_state()?;
         if meta.last_index <= self.wal.snapshot_index() {
             return Ok(());
         }
@@ -282,9 +308,12 @@ impl Storage {
         self.wal.term(i)
     }
 
-    /// The last hard state set (durable once set).
+    /// The last hard state set (durable once synced).
     pub fn hard_state(&self) -> &HardState {
-        self.hard_state.current().unwrap_or(self.wal.hard_state())
+        match &self.pending_hard_state {
+            Some(hs) => hs,
+            None => self.hard_state.current().unwrap_or(self.wal.hard_state()),
+        }
     }
 
     /// Counters for benchmarks and tests.

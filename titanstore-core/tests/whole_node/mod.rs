@@ -825,7 +825,8 @@ impl Sim {
     /// Every node applies the same entry at each index.
     fn check_applied(&mut self, i: usize, applied: Vec<Entry>) -> Result<(), String> {
         for e in applied {
-            if std::env::var("SIM_TRACE").is_ok() && e.index < 12 {
+            if std::env::var("SIM_TRACE").is_ok() && (e.index < 12 || (160..170).contains(&e.index))
+            {
                 eprintln!(
                     "t={} {} applies {} t{} {:?}",
                     self.now, self.nodes[i].id, e.index, e.term, e.payload
