@@ -284,6 +284,7 @@ fn stale_replies_are_ignored() {
             conflict_term: 0,
             read_round: 0,
             reject_index: 0,
+            incarnation: 0,
         },
     ));
     c.process();
@@ -367,6 +368,7 @@ fn old_term_entries_are_not_committed_by_counting() {
             conflict_term: 0,
             read_round: 0,
             reject_index: 0,
+            incarnation: 0,
         },
     ));
     assert_eq!(n1.status().commit, 0);
@@ -381,6 +383,7 @@ fn old_term_entries_are_not_committed_by_counting() {
             conflict_term: 0,
             read_round: 0,
             reject_index: 0,
+            incarnation: 0,
         },
     ));
     assert_eq!(n1.status().commit, 2);

@@ -75,6 +75,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
                 conflict_term: ct,
                 read_round: round,
                 reject_index: rej,
+                incarnation: 0,
             }
         ),
         (num(), num(), num()).prop_map(|(term, i, t)| MessageBody::InstallSnapshot {
@@ -88,7 +89,8 @@ fn body() -> impl Strategy<Value = MessageBody> {
         }),
         (num(), num()).prop_map(|(term, i)| MessageBody::InstallSnapshotReply {
             term,
-            last_index: i
+            last_index: i,
+            incarnation: 0,
         }),
         (num(), num(), num()).prop_map(|(term, id, nonce)| MessageBody::ReadIndex {
             term,
@@ -183,6 +185,7 @@ fn a_late_rejection_of_an_old_append_is_ignored() {
             conflict_term: 0,
             read_round: 0,
             reject_index: 1,
+            incarnation: 0,
         },
     ));
     let rd = c.node("n1").ready();

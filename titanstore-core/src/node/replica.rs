@@ -461,6 +461,11 @@ impl Replica {
         self.raft.config().clone()
     }
 
+    /// The configuration as of this node's commit index.
+    pub fn committed_config(&self) -> crate::types::ClusterConfig {
+        self.raft.config_at(self.raft.status().commit)
+    }
+
     pub fn kv(&self) -> &StateMachine {
         &self.kv
     }

@@ -51,6 +51,9 @@ pub enum MessageBody {
         /// On failure, the `prev_log_index` of the AppendEntries rejected, so
         /// that a late rejection of an old message can be told apart and ignored.
         reject_index: LogIndex,
+        /// The sender's incarnation (0 for a founding member): a reply from
+        /// an earlier life of a re-added id must not move its progress.
+        incarnation: u64,
     },
     /// The leader's core sends `data` empty; the runtime fills it with the
     /// snapshot file's image before it goes on the wire.
@@ -62,6 +65,7 @@ pub enum MessageBody {
     InstallSnapshotReply {
         term: Term,
         last_index: LogIndex,
+        incarnation: u64,
     },
     /// A follower asks the leader for a confirmed commit index.
     /// `nonce` names the sender's incarnation (process): request ids restart
@@ -79,16 +83,11 @@ pub enum MessageBody {
         nonce: u64,
     },
     /// Leadership transfer: the receiver starts an election at once.
-    TimeoutNow {
-        term: Term,
-    },
+    TimeoutNow { term: Term },
     /// Bootstrap handshake of a node that started on an empty data dir: "I am
     /// new" (`fresh`) or "I hold state". `reply` is false on the question.
     /// Carries no term and changes no one's term.
-    Hello {
-        fresh: bool,
-        reply: bool,
-    },
+    Hello { fresh: bool, reply: bool },
 }
 
 /// Indexes and terms from the wire above this are refused, so that index
@@ -143,7 +142,9 @@ impl Message {
             MessageBody::InstallSnapshot { term, meta, .. } => {
                 ok(*term) && ok(meta.last_index) && ok(meta.last_term)
             }
-            MessageBody::InstallSnapshotReply { term, last_index } => ok(*term) && ok(*last_index),
+            MessageBody::InstallSnapshotReply {
+                term, last_index, ..
+            } => ok(*term) && ok(*last_index),
             MessageBody::ReadIndex { term, .. } => ok(*term),
             MessageBody::ReadIndexReply {
                 term, read_index, ..

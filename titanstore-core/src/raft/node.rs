@@ -277,8 +277,9 @@ impl RaftNode {
                 conflict_term,
                 read_round,
                 reject_index,
+                incarnation,
                 ..
-            } => self.handle_append_reply(
+            } if self.reply_from_this_life(&from, incarnation) => self.handle_append_reply(
                 from,
                 super::replication::AppendReply {
                     success,
@@ -294,8 +295,14 @@ impl RaftNode {
                     self.handle_snapshot(from, meta, data);
                 }
             }
-            MessageBody::InstallSnapshotReply { last_index, .. } => {
-                self.handle_snapshot_reply(from, last_index)
+            MessageBody::InstallSnapshotReply {
+                last_index,
+                incarnation,
+                ..
+            } => {
+                if self.reply_from_this_life(&from, incarnation) {
+                    self.handle_snapshot_reply(from, last_index)
+                }
             }
             MessageBody::ReadIndex {
                 request_id, nonce, ..
@@ -307,7 +314,7 @@ impl RaftNode {
                 nonce,
                 ..
             } => self.handle_read_reply(&from, request_id, read_index, ok, nonce),
-            MessageBody::Hello { .. } => {}
+            MessageBody::Hello { .. } | MessageBody::AppendEntriesReply { .. } => {}
             MessageBody::TimeoutNow { .. } => {
                 if self.leader.as_deref() == Some(from.as_str())
                     && self.promotable()
@@ -509,6 +516,17 @@ impl RaftNode {
             }
     }
 
+    /// Whether a reply from member `from` comes from the life of it our
+    /// config names (a founding member: incarnation 0).
+    pub(super) fn reply_from_this_life(&self, from: &str, incarnation: u64) -> bool {
+        self.cluster.incarnations.get(from).copied().unwrap_or(0) == incarnation
+    }
+
+    /// This node's incarnation as its replies carry it.
+    pub(super) fn my_incarnation(&self) -> u64 {
+        self.cfg.member_incarnation.unwrap_or(0)
+    }
+
     /// Whether this node's vote is its own promise: always for a founding
     /// member; for one that joined, once its config names its incarnation.
     /// (Votes of members who do not know yet that they were promoted are
@@ -616,5 +634,6 @@ fn reject_reply(term: Term, read_round: u64) -> MessageBody {
         conflict_term: 0,
         read_round,
         reject_index: 0,
+        incarnation: 0,
     }
 }

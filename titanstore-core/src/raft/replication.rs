@@ -325,6 +325,7 @@ impl RaftNode {
                     conflict_term,
                     read_round,
                     reject_index: rejected,
+                    incarnation: self.my_incarnation(),
                 },
             );
             return;
@@ -365,6 +366,7 @@ impl RaftNode {
             conflict_term: 0,
             read_round,
             reject_index: 0,
+            incarnation: self.my_incarnation(),
         };
         if match_index <= self.log.persisted() {
             self.send(leader, body);
@@ -376,7 +378,12 @@ impl RaftNode {
     pub(super) fn handle_snapshot(&mut self, leader: NodeId, meta: SnapshotMeta, data: Vec<u8>) {
         let index = meta.last_index;
         let term = self.term;
-        let reply = |last_index| MessageBody::InstallSnapshotReply { term, last_index };
+        let incarnation = self.my_incarnation();
+        let reply = |last_index| MessageBody::InstallSnapshotReply {
+            term,
+            last_index,
+            incarnation,
+        };
         if index <= self.log.committed() {
             let committed = self.log.committed();
             self.send_persisted(leader, reply(committed));

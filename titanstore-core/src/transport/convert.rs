@@ -102,6 +102,7 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
             conflict_term,
             read_round,
             reject_index,
+            incarnation,
         } => Body::AppendEntriesReply(pb::AppendEntriesReply {
             term: *term,
             success: *success,
@@ -110,6 +111,7 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
             conflict_term: *conflict_term,
             read_round: *read_round,
             reject_index: *reject_index,
+            incarnation: *incarnation,
         }),
         MessageBody::InstallSnapshot { term, meta, data } => {
             Body::InstallSnapshot(pb::InstallSnapshot {
@@ -120,12 +122,15 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
                 data: data.clone().into(),
             })
         }
-        MessageBody::InstallSnapshotReply { term, last_index } => {
-            Body::InstallSnapshotReply(pb::InstallSnapshotReply {
-                term: *term,
-                last_index: *last_index,
-            })
-        }
+        MessageBody::InstallSnapshotReply {
+            term,
+            last_index,
+            incarnation,
+        } => Body::InstallSnapshotReply(pb::InstallSnapshotReply {
+            term: *term,
+            last_index: *last_index,
+            incarnation: *incarnation,
+        }),
         MessageBody::ReadIndex {
             term,
             request_id,
@@ -196,6 +201,7 @@ pub fn from_wire(msg: pb::RaftMessage) -> Result<Message, ConvertError> {
             conflict_term: m.conflict_term,
             read_round: m.read_round,
             reject_index: m.reject_index,
+            incarnation: m.incarnation,
         },
         Body::InstallSnapshot(m) => {
             let config: ClusterConfig = decode("cluster config", &m.config)?;
@@ -212,6 +218,7 @@ pub fn from_wire(msg: pb::RaftMessage) -> Result<Message, ConvertError> {
         Body::InstallSnapshotReply(m) => MessageBody::InstallSnapshotReply {
             term: m.term,
             last_index: m.last_index,
+            incarnation: m.incarnation,
         },
         Body::ReadIndex(m) => MessageBody::ReadIndex {
             term: m.term,

@@ -798,6 +798,12 @@ impl Sim {
                 _ => return,
             }
             self.stats.snapshots_sent += 1;
+            if std::env::var("SIM_TRACE").is_ok() {
+                eprintln!(
+                    "t={} SNAP {} -> {} index {}",
+                    self.now, self.nodes[from].id, self.nodes[to].id, meta.last_index
+                );
+            }
             if self.chaos && self.pm(self.opts.corrupt_snapshot_pm) && !data.is_empty() {
                 let at = self.rng.random_range(0..data.len());
                 data[at] ^= 0x5a;
@@ -1059,10 +1065,21 @@ impl Sim {
     fn membership_event(&mut self) {
         let Some(l) = self.leader() else { return };
         let config = self.nodes[l].up.as_ref().unwrap().replica.config();
+        let committed = self.nodes[l]
+            .up
+            .as_ref()
+            .unwrap()
+            .replica
+            .committed_config();
         let request = match self.rng.random_range(0..4) {
             0 => {
+                // The operator wipes only a machine whose removal is
+                // committed (a wiped member would be lost data, not a new node).
                 let outside: Vec<usize> = (0..self.nodes.len())
-                    .filter(|&i| !config.is_member(&self.nodes[i].id))
+                    .filter(|&i| {
+                        !config.is_member(&self.nodes[i].id)
+                            && !committed.is_member(&self.nodes[i].id)
+                    })
                     .collect();
                 if outside.is_empty() {
                     return;
