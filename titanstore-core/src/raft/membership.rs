@@ -185,6 +185,19 @@ impl RaftNode {
         {
             tracing::info!(id = %self.id, term = self.term,
                 "this node's removal is committed: stepping down");
+            // Hand over at once to the most caught-up voter rather than
+            // leaving the cluster an election timeout without a leader.
+            let last = self.log.last_index();
+            let successor = self
+                .progress
+                .iter()
+                .filter(|(id, pr)| self.cluster.is_voter(id) && pr.matched >= last)
+                .map(|(id, _)| id.clone())
+                .next();
+            if let Some(target) = successor {
+                let term = self.term;
+                self.send(target, MessageBody::TimeoutNow { term });
+            }
             self.become_follower(self.term, None);
         }
     }
