@@ -39,6 +39,10 @@ struct Args {
     /// Print one machine-readable line instead of the report.
     #[arg(long)]
     csv: bool,
+    /// Send every write as an exactly-once `REQ <client> <seq> SET ...`, as
+    /// the bundled clients do.
+    #[arg(long)]
+    req: bool,
 }
 
 struct ClientStats {
@@ -73,6 +77,8 @@ async fn client(
     };
     let mut batch = Vec::new();
     let mut line = String::new();
+    let session = format!("bench{}-{id}", std::process::id());
+    let mut seq: u64 = 0;
     loop {
         let now = Instant::now();
         if now >= end {
@@ -84,7 +90,14 @@ async fn client(
             if next() < read_cut {
                 batch.extend_from_slice(format!("GET k{key}\n").as_bytes());
             } else {
-                batch.extend_from_slice(format!("SET k{key} {value}\n").as_bytes());
+                if args.req {
+                    seq += 1;
+                    batch.extend_from_slice(
+                        format!("REQ {session} {seq} SET k{key} {value}\n").as_bytes(),
+                    );
+                } else {
+                    batch.extend_from_slice(format!("SET k{key} {value}\n").as_bytes());
+                }
             }
         }
         write.write_all(&batch).await?;

@@ -151,6 +151,14 @@ impl RaftNode {
         }
         tracing::info!(id = %self.id, voters = config.voters.len(), learners = config.learners.len(),
             index, "membership changed");
+        if self.cluster.is_member(&self.id)
+            && !config.is_member(&self.id)
+            && !config.voters.is_empty()
+        {
+            tracing::warn!(id = %self.id, index,
+                "this node was removed from the cluster: it no longer campaigns; \
+                 to add it back, start it on an empty data dir with --join");
+        }
         self.cluster = config;
         if self.role == Role::Leader {
             let next = self.log.last_index() + 1;
