@@ -118,3 +118,42 @@ def test_client_is_usable_from_threads(single_node: Cluster) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_reading_the_address_never_freezes_python_threads_during_a_call() -> None:
+    """`addr` and `close()` wait for the client lock with the GIL released: a
+    call blocked on a paused node must not freeze every Python thread."""
+    import threading
+    import time
+
+    from titanstore import Cluster, TitanStoreError
+
+    with Cluster(nodes=1) as cluster:
+        cluster.wait_for_leader(timeout=10)
+        node = cluster.nodes[0]
+        client = node.client(timeout=2.0)
+        cluster.pause(node.id)
+        try:
+            started = threading.Event()
+
+            def blocked_call() -> None:
+                started.set()
+                try:
+                    client.get("k")
+                except TitanStoreError:
+                    pass
+
+            worker = threading.Thread(target=blocked_call)
+            worker.start()
+            started.wait(5)
+            slowest = 0.0
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                assert client.addr == node.client_addr
+                slowest = max(slowest, time.monotonic() - t0)
+            worker.join(10)
+            assert slowest < 0.5, f"reading addr took {slowest:.2f} s while a call was blocked"
+        finally:
+            cluster.resume(node.id)
+            client.close()

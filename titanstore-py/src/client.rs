@@ -15,6 +15,9 @@ use crate::watch::NativeWatch;
 #[pyclass(module = "titanstore._titanstore")]
 pub struct NativeClient {
     inner: Mutex<Client>,
+    /// The address last used, kept apart from `inner` so that reading it
+    /// (`repr()`, `addr`) never waits for a call in flight on another thread.
+    addr: Mutex<String>,
 }
 
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {
@@ -30,7 +33,13 @@ impl NativeClient {
         f: impl FnOnce(&mut Client) -> Result<T, ClientError> + Send,
     ) -> PyResult<T> {
         let result = py.detach(|| match self.inner.lock() {
-            Ok(mut client) => f(&mut client),
+            Ok(mut client) => {
+                let result = f(&mut client);
+                if let Ok(mut addr) = self.addr.lock() {
+                    client.current_addr().clone_into(&mut addr);
+                }
+                result
+            }
             Err(_) => Err(ClientError::Protocol(
                 "client poisoned by an earlier panic".into(),
             )),
@@ -61,8 +70,10 @@ impl NativeClient {
         }
         let client = Client::new(addrs, options)
             .map_err(|err| pyo3::exceptions::PyValueError::new_err(err.to_string()))?;
+        let addr = Mutex::new(client.current_addr().to_string());
         Ok(NativeClient {
             inner: Mutex::new(client),
+            addr,
         })
     }
 
@@ -188,18 +199,19 @@ impl NativeClient {
         Ok(NativeWatch::new(stream))
     }
 
-    fn close(&self) {
-        if let Ok(mut client) = self.inner.lock() {
-            client.close();
-        }
+    /// Waits for the client lock with the GIL released: a call in flight
+    /// on another thread holds it, and no Python thread may freeze meanwhile.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            if let Ok(mut client) = self.inner.lock() {
+                client.close();
+            }
+        })
     }
 
     #[getter]
     fn current_addr(&self) -> String {
-        self.inner
-            .lock()
-            .map(|c| c.current_addr().to_string())
-            .unwrap_or_default()
+        self.addr.lock().map(|a| a.clone()).unwrap_or_default()
     }
 }
 
