@@ -209,9 +209,7 @@ pub fn boot(
     membership: ClusterConfig,
     recovered: Recovered,
 ) -> Result<Replica, NodeError> {
-    let fresh = recovered.hard_state == Default::default()
-        && recovered.snapshot.is_none()
-        && recovered.entries.is_empty();
+    let fresh = !recovered.holds_state();
     raft_config.fresh = fresh;
     let (kv, snapshot_meta) = match &recovered.snapshot {
         Some(snapshot) => {
@@ -279,9 +277,7 @@ pub async fn run(
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(?torn, "cut off a torn record at the end of the WAL");
     }
-    let holds_state = recovered.hard_state != Default::default()
-        || recovered.snapshot.is_some()
-        || !recovered.entries.is_empty();
+    let holds_state = recovered.holds_state();
     let joining = !config.join.is_empty() && !holds_state;
     if !config.join.is_empty() && holds_state {
         tracing::info!("the data dir holds state: --join is ignored");

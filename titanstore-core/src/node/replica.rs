@@ -259,7 +259,7 @@ impl Replica {
     /// A message from a peer.
     pub fn step(&mut self, msg: Message) {
         if let MessageBody::InstallSnapshot { meta, data, .. } = &msg.body
-            && meta.last_index > self.raft.status().commit
+            && meta.last_index > self.raft.committed()
         {
             // Checked before the core sees it: a bad image is refused here,
             // so it can never stop the node (the leader retries later).
@@ -407,8 +407,8 @@ impl Replica {
             }
         }
         out.append(&mut self.effects);
-        if let Some(reason) = self.raft.status().refused {
-            return Err(NodeError::Refused(reason));
+        if let Some(reason) = self.raft.refusal() {
+            return Err(NodeError::Refused(reason.to_string()));
         }
         Ok(())
     }
@@ -463,7 +463,7 @@ impl Replica {
 
     /// The configuration as of this node's commit index.
     pub fn committed_config(&self) -> crate::types::ClusterConfig {
-        self.raft.config_at(self.raft.status().commit)
+        self.raft.config_at(self.raft.committed())
     }
 
     pub fn kv(&self) -> &StateMachine {
@@ -651,7 +651,7 @@ impl Replica {
     }
 
     fn is_leader(&self) -> bool {
-        self.raft.status().role == Role::Leader
+        self.raft.role() == Role::Leader
     }
 
     fn transfer(&mut self, token: Token, target: Option<NodeId>, deadline: u64) {
@@ -678,6 +678,9 @@ impl Replica {
     /// Moves multi-step membership requests on: learners that caught up get
     /// promoted, transfers that ended are answered, held writes go out.
     fn advance_member_ops(&mut self) {
+        if self.catching_up.is_empty() && self.transfers.is_empty() && self.held_writes.is_empty() {
+            return;
+        }
         let status = self.raft.status();
         let leading = status.role == Role::Leader;
         for c in std::mem::take(&mut self.catching_up) {
@@ -908,7 +911,7 @@ impl Replica {
     fn leadership_lost(&mut self) {
         // Writes at or below the commit index are decided: applying them
         // answers them (`OK`, or `DROPPED` for another entry at the index).
-        let commit = self.raft.status().commit;
+        let commit = self.raft.committed();
         let undecided = self.writes.split_off(&(commit + 1));
         for write in undecided.into_values().flatten() {
             self.reply(
@@ -1059,11 +1062,10 @@ impl Replica {
 
     fn expire(&mut self) {
         let now = self.now;
+        let late = |deadline: u64| deadline <= now;
         let mut late_writes = Vec::new();
         for writes in self.writes.values_mut() {
-            let (gone, keep): (Vec<_>, Vec<_>) = writes.drain(..).partition(|w| w.deadline <= now);
-            *writes = keep;
-            late_writes.extend(gone);
+            late_writes.extend(writes.extract_if(.., |w| late(w.deadline)));
         }
         self.writes.retain(|_, writes| !writes.is_empty());
         for write in late_writes {
@@ -1072,52 +1074,49 @@ impl Replica {
                 Reply::Unknown("not committed within the request timeout; outcome unknown".into()),
             );
         }
-        let (late, keep): (Vec<CatchUp>, Vec<CatchUp>) = std::mem::take(&mut self.catching_up)
-            .into_iter()
-            .partition(|c| c.deadline <= now);
-        self.catching_up = keep;
-        for c in late {
+        for c in self
+            .catching_up
+            .extract_if(.., |c| late(c.deadline))
+            .collect::<Vec<_>>()
+        {
             let reply = Reply::Error(format!(
                 "timed out waiting for {} to catch up; it stays a learner until removed",
                 c.id
             ));
             self.reply(c.token, reply);
         }
-        let (late, keep): (Vec<PendingTransfer>, Vec<PendingTransfer>) =
-            std::mem::take(&mut self.transfers)
-                .into_iter()
-                .partition(|t| t.deadline <= now);
-        self.transfers = keep;
-        for t in late {
+        for t in self
+            .transfers
+            .extract_if(.., |t| late(t.deadline))
+            .collect::<Vec<_>>()
+        {
             self.reply(
                 t.token,
                 Reply::Error(format!("timed out transferring to {}", t.target)),
             );
         }
-        let (late, keep): (Vec<HeldWrite>, Vec<HeldWrite>) = std::mem::take(&mut self.held_writes)
-            .into_iter()
-            .partition(|w| w.deadline <= now);
-        self.held_writes = keep;
-        for w in late {
+        for w in self
+            .held_writes
+            .extract_if(.., |w| late(w.deadline))
+            .collect::<Vec<_>>()
+        {
             self.reply(
                 w.token,
                 Reply::Dropped("leadership transfer took too long".into()),
             );
         }
-        let (late, keep): (BTreeMap<u64, PendingRead>, BTreeMap<u64, PendingRead>) =
-            std::mem::take(&mut self.reads)
-                .into_iter()
-                .partition(|(_, r)| r.deadline <= now);
+        // (`BTreeMap::extract_if` is newer than the crate's MSRV.)
+        let (gone, keep): (BTreeMap<u64, PendingRead>, _) = std::mem::take(&mut self.reads)
+            .into_iter()
+            .partition(|(_, r)| late(r.deadline));
         self.reads = keep;
-        let mut late: Vec<PendingRead> = late.into_values().collect();
+        let mut late_reads: Vec<PendingRead> = gone.into_values().collect();
         for reads in self.reads_waiting_apply.values_mut() {
-            let (gone, keep): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
-            *reads = keep;
-            late.extend(gone);
+            late_reads.extend(reads.extract_if(.., |r| late(r.deadline)));
         }
         self.reads_waiting_apply
             .retain(|_, reads| !reads.is_empty());
-        for read in late {
+        for read in late_reads {
             self.reply(read.token, Reply::Error("read timed out".into()));
         }
     }

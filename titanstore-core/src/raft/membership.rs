@@ -113,16 +113,7 @@ impl RaftNode {
         &mut self,
         change: ConfChange,
     ) -> Result<(LogIndex, Term), ProposeError> {
-        if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader.clone(),
-            });
-        }
-        if let Some(t) = &self.transfer {
-            return Err(ProposeError::Transferring {
-                target: t.target.clone(),
-            });
-        }
+        self.check_can_propose()?;
         if self.log.term(self.log.committed()) != Some(self.term) {
             return Err(ProposeError::BadChange(
                 "the leader has not committed an entry of its term yet; retry".into(),

@@ -338,6 +338,14 @@ impl RaftNode {
         &mut self,
         payload: EntryPayload,
     ) -> Result<(LogIndex, Term), ProposeError> {
+        self.check_can_propose()?;
+        let index = self.log.append(self.term, payload);
+        self.append_pending = true;
+        Ok((index, self.term))
+    }
+
+    /// Only a leader that is not handing over leadership takes proposals.
+    pub(super) fn check_can_propose(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),
@@ -348,9 +356,7 @@ impl RaftNode {
                 target: t.target.clone(),
             });
         }
-        let index = self.log.append(self.term, payload);
-        self.append_pending = true;
-        Ok((index, self.term))
+        Ok(())
     }
 
     /// The runtime's disk is stalled (or well again). While stalled the node
@@ -461,6 +467,24 @@ impl RaftNode {
         }
     }
 
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Highest index known committed.
+    pub fn committed(&self) -> LogIndex {
+        self.log.committed()
+    }
+
+    /// Why the node refuses to take part, if it does (see `bootstrap.rs`).
+    pub fn refusal(&self) -> Option<&str> {
+        match &self.gate {
+            Gate::Refused(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// A snapshot of the node's state (clones; for STATUS and tests).
     pub fn status(&self) -> Status {
         Status {
             id: self.id.clone(),
@@ -475,10 +499,7 @@ impl RaftNode {
             voters: self.cluster.voters.len(),
             learners: self.cluster.learners.len(),
             removed: !self.cluster.voters.is_empty() && !self.cluster.is_member(&self.id),
-            refused: match &self.gate {
-                Gate::Refused(reason) => Some(reason.clone()),
-                _ => None,
-            },
+            refused: self.refusal().map(str::to_string),
         }
     }
 

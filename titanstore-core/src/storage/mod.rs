@@ -96,6 +96,16 @@ pub struct Recovered {
     pub torn_tail: Option<TornTail>,
 }
 
+impl Recovered {
+    /// Whether the data dir held any state at all (a hard state, a snapshot
+    /// or log entries); a node that recovered none is new.
+    pub fn holds_state(&self) -> bool {
+        self.hard_state != HardState::default()
+            || self.snapshot.is_some()
+            || !self.entries.is_empty()
+    }
+}
+
 /// Counters for benchmarks and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StorageStats {
