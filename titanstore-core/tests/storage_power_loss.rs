@@ -6,21 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use common::{entries, frame_offsets};
-use titanstore_core::storage::{SimFs, Storage, StorageError, StorageOptions, Vfs};
+use common::{DIR, entries, frame_offsets, open};
+use titanstore_core::storage::{SimFs, StorageError, Vfs};
 use titanstore_core::types::HardState;
-
-const DIR: &str = "/data";
-
-fn open(fs: &SimFs) -> Result<(Storage, titanstore_core::storage::Recovered), StorageError> {
-    Storage::open(
-        Arc::new(fs.clone()),
-        Path::new(DIR),
-        StorageOptions::default(),
-    )
-}
 
 fn vote(term: u64, for_: &str) -> HardState {
     HardState {

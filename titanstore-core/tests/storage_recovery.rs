@@ -7,19 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{entries, frame_offsets};
+use common::{DIR, entries, frame_offsets, open};
 use titanstore_core::storage::{SimFs, Storage, StorageError, StorageOptions, Vfs};
 use titanstore_core::types::HardState;
-
-const DIR: &str = "/data";
-
-fn open(fs: &SimFs) -> Result<(Storage, titanstore_core::storage::Recovered), StorageError> {
-    Storage::open(
-        Arc::new(fs.clone()),
-        Path::new(DIR),
-        StorageOptions::default(),
-    )
-}
 
 /// Writes three synced batches and a hard state; returns the segment path.
 fn setup(fs: &SimFs) -> PathBuf {

@@ -1,6 +1,10 @@
 //! Helpers shared by the storage test files.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::path::Path;
+use std::sync::Arc;
+
+use titanstore_core::storage::{Recovered, SimFs, Storage, StorageError, StorageOptions};
 use titanstore_core::types::{
     Command, Entry, EntryPayload, LogIndex, Snapshot, SnapshotMeta, Term,
 };
@@ -44,4 +48,16 @@ pub fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
         off += 12 + len;
     }
     offs
+}
+
+/// Where the storage tests keep their data dir on the simulated disk.
+pub const DIR: &str = "/data";
+
+/// Opens (recovers) the storage in [`DIR`] on `fs` with default options.
+pub fn open(fs: &SimFs) -> Result<(Storage, Recovered), StorageError> {
+    Storage::open(
+        Arc::new(fs.clone()),
+        Path::new(DIR),
+        StorageOptions::default(),
+    )
 }
