@@ -167,6 +167,9 @@ fn check_key(ops: &[Op], key: &[u8], indices: &[usize], deadline: Option<Instant
         });
     }
     report.checked = entries.len();
+    // In call order, the linearized set is almost always "every entry below
+    // some index, plus a few": the cache keys stay small (see `Frontier`).
+    entries.sort_by(|a, b| a.call.total_cmp(&b.call));
     let search = Search::new(&entries);
     match search.run(deadline) {
         SearchResult::Linearizable => {}
@@ -272,10 +275,15 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn run(mut self, deadline: Option<Instant>) -> SearchResult {
+    fn run(self, deadline: Option<Instant>) -> SearchResult {
+        self.run_with(deadline, CACHE_BYTES)
+    }
+
+    fn run_with(mut self, deadline: Option<Instant>, cache_bytes: usize) -> SearchResult {
         let words = self.entries.len().div_ceil(64);
-        let mut linearized = vec![0u64; words];
-        let mut cache: HashSet<(Vec<u64>, u32)> = HashSet::new();
+        let mut linearized = Frontier::new(words);
+        let mut cache: HashSet<(u32, Box<[u64]>, u32)> = HashSet::new();
+        let mut cached_bytes = 0usize;
         let mut stack: Vec<(usize, u32)> = Vec::new();
         let mut state = 0u32;
         let mut best: Option<Stuck> = None;
@@ -289,16 +297,24 @@ impl<'a> Search<'a> {
             if Self::is_call(node) {
                 let i = Self::entry_of(node);
                 if let Some(new_state) = self.step(state, i) {
-                    let (word, bit) = (i / 64, 1u64 << (i % 64));
-                    linearized[word] |= bit;
-                    if cache.insert((linearized.clone(), new_state)) {
+                    linearized.set(i);
+                    let (low, window) = linearized.key();
+                    let cost = window.len() * 8 + CACHE_ENTRY_OVERHEAD;
+                    if cached_bytes + cost > cache_bytes {
+                        // Forgetting seen states only costs repeated work,
+                        // never a wrong verdict; the deadline still bounds it.
+                        cache.clear();
+                        cached_bytes = 0;
+                    }
+                    if cache.insert((low, window.into(), new_state)) {
+                        cached_bytes += cost;
                         stack.push((i, state));
                         state = new_state;
                         self.lift(i);
                         node = self.next[HEAD];
                         continue;
                     }
-                    linearized[word] &= !bit;
+                    linearized.clear(i);
                 }
                 node = self.next[node];
             } else {
@@ -317,12 +333,64 @@ impl<'a> Search<'a> {
                     };
                 };
                 state = old_state;
-                linearized[i / 64] &= !(1u64 << (i % 64));
+                linearized.clear(i);
                 self.unlift(i);
                 node = self.next[2 * i + 1];
             }
         }
         SearchResult::Linearizable
+    }
+}
+
+/// Memory the search's cache of seen states may use per key before it is
+/// emptied and refilled.
+const CACHE_BYTES: usize = 64 << 20;
+/// What a cached state costs beyond its window: the box, the hash set's slot.
+const CACHE_ENTRY_OVERHEAD: usize = 48;
+
+/// The set of linearized entries as a bitset that also knows its lowest
+/// unset word and highest set word, so a cache key is only the window
+/// between them: exact (two different sets never share a key) and small
+/// (entries are in call order, so everything below the window is set).
+struct Frontier {
+    bits: Vec<u64>,
+    /// Every word below `low` is all ones.
+    low: usize,
+    /// Every word from `high` on is zero.
+    high: usize,
+}
+
+impl Frontier {
+    fn new(words: usize) -> Self {
+        Frontier {
+            bits: vec![0; words],
+            low: 0,
+            high: 0,
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        let word = i / 64;
+        self.bits[word] |= 1 << (i % 64);
+        self.high = self.high.max(word + 1);
+        while self.low < self.bits.len() && self.bits[self.low] == u64::MAX {
+            self.low += 1;
+        }
+    }
+
+    fn clear(&mut self, i: usize) {
+        let word = i / 64;
+        self.bits[word] &= !(1 << (i % 64));
+        self.low = self.low.min(word);
+        while self.high > 0 && self.bits[self.high - 1] == 0 {
+            self.high -= 1;
+        }
+    }
+
+    /// `(low, words low..high)`: determines the set exactly.
+    fn key(&self) -> (u32, &[u64]) {
+        let low = self.low.min(self.high);
+        (low as u32, &self.bits[low..self.high])
     }
 }
 
@@ -420,5 +488,105 @@ fn show(value: Option<&[u8]>) -> String {
         format!("'{text}...'")
     } else {
         format!("'{text}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: Kind, value: Option<&str>, call: f64, ret: f64, outcome: Outcome) -> Op {
+        Op {
+            kind,
+            key: b"k".to_vec(),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            call,
+            ret,
+            outcome,
+        }
+    }
+
+    /// Writes of 0..n, each overlapping the next, each read back: linearizable.
+    fn overlapping(n: usize) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for i in 0..n {
+            let t = i as f64;
+            let v = i.to_string();
+            ops.push(op(Kind::Write, Some(&v), t, t + 1.5, Outcome::Ok));
+            ops.push(op(Kind::Read, Some(&v), t + 1.6, t + 1.7, Outcome::Ok));
+        }
+        ops
+    }
+
+    fn entries(ops: &[Op]) -> Vec<Entry> {
+        let mut interned: HashMap<Option<&[u8]>, u32> = HashMap::from([(None, 0)]);
+        let mut entries: Vec<Entry> = ops
+            .iter()
+            .enumerate()
+            .map(|(index, o)| {
+                let next = interned.len() as u32;
+                let value = *interned.entry(o.value.as_deref()).or_insert(next);
+                Entry {
+                    index,
+                    kind: o.kind,
+                    value,
+                    call: o.call,
+                    ret: o.ret,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| a.call.total_cmp(&b.call));
+        entries
+    }
+
+    #[test]
+    fn frontier_keys_are_exact_and_small() {
+        let mut f = Frontier::new(4);
+        for i in 0..130 {
+            f.set(i);
+        }
+        assert_eq!(f.key(), (2, &[0b11u64][..]));
+        f.clear(5);
+        let (low, window) = f.key();
+        assert_eq!(low, 0);
+        assert_eq!(window.len(), 3);
+        f.set(5);
+        f.set(200);
+        assert_eq!(f.key().0, 2);
+        assert_eq!(f.key().1.len(), 2);
+        f.clear(200);
+        assert_eq!(f.key(), (2, &[0b11u64][..]));
+    }
+
+    #[test]
+    fn a_cache_that_forgets_never_changes_the_verdict() {
+        let good = overlapping(300);
+        let mut bad = good.clone();
+        // A read of an old value after a newer write completed.
+        bad.push(op(Kind::Read, Some("3"), 400.0, 400.5, Outcome::Ok));
+        for (ops, linearizable) in [(&good, true), (&bad, false)] {
+            let entries = entries(ops);
+            for budget in [0, 4096, CACHE_BYTES] {
+                let result = Search::new(&entries).run_with(None, budget);
+                assert_eq!(
+                    matches!(result, SearchResult::Linearizable),
+                    linearizable,
+                    "budget {budget}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_on_budget_not_a_wrong_verdict() {
+        let ops = overlapping(2000);
+        let past = Instant::now();
+        let reports = check(&ops, Some(past));
+        assert!(
+            reports
+                .iter()
+                .all(|r| matches!(r.verdict, Verdict::Unknown | Verdict::Ok)),
+            "an exhausted budget may only say unknown (or finish)"
+        );
     }
 }
