@@ -308,8 +308,10 @@ async fn relay(
                 Ok(n) => n,
             };
             if shared.mode.load(Ordering::SeqCst) == BLACKHOLE {
-                lost.store(true, Ordering::SeqCst);
-                continue;
+                if drop_chunk(shared, lost) {
+                    continue;
+                }
+                return;
             }
             let latency = shared.latency_ms.load(Ordering::Relaxed);
             let jitter = shared.jitter_ms.load(Ordering::Relaxed);
@@ -330,8 +332,10 @@ async fn relay(
         while let Some((due, chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
             if shared.mode.load(Ordering::SeqCst) == BLACKHOLE {
-                lost.store(true, Ordering::SeqCst);
-                continue;
+                if drop_chunk(shared, lost) {
+                    continue;
+                }
+                return;
             }
             if to.write_all(&chunk).await.is_err() {
                 return;
@@ -341,4 +345,12 @@ async fn relay(
         let _ = to.shutdown().await;
     };
     tokio::join!(read, write);
+}
+
+/// Marks the connection as having lost bytes; false when the blackhole
+/// ended meanwhile (the supervisor may have looked before the mark), so the
+/// caller ends the connection itself rather than pass a stream with a hole.
+fn drop_chunk(shared: &Shared, lost: &AtomicBool) -> bool {
+    lost.store(true, Ordering::SeqCst);
+    shared.mode.load(Ordering::SeqCst) == BLACKHOLE
 }

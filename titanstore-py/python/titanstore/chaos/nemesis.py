@@ -64,6 +64,9 @@ class PlannedFault:
     at: float
     hold: float
     seed: int
+    #: The first of its kind: tried until it applies or the run ends, so
+    #: every chosen kind happens in a run long enough to hold it.
+    must: bool = False
 
 
 def plan(kinds: Tuple[str, ...], duration: float, seed: int, quiet_tail: float = 2.0) -> List[PlannedFault]:
@@ -76,10 +79,11 @@ def plan(kinds: Tuple[str, ...], duration: float, seed: int, quiet_tail: float =
     rng.shuffle(first)
     t = rng.uniform(0.8, 1.5)
     while kinds and t < duration - quiet_tail:
+        must = bool(first)
         kind = first.pop(0) if first else rng.choice(kinds)
         hold = 0.0 if kind == "transfer" else rng.uniform(1.0, 4.0)
         hold = min(hold, max(duration - t - 0.5, 0.0))
-        faults.append(PlannedFault(len(faults), kind, t, hold, rng.randrange(1 << 32)))
+        faults.append(PlannedFault(len(faults), kind, t, hold, rng.randrange(1 << 32), must))
         # The first round comes faster, so short runs still see every kind.
         t += rng.uniform(0.4, 1.2) if first else rng.uniform(0.5, 2.5)
     return faults
@@ -122,6 +126,8 @@ class Nemesis:
         self.log = log
         self.applied: List[AppliedFault] = []
         self.skipped: Dict[str, int] = {}
+        #: The last reason each kind could not be applied.
+        self.skip_reasons: Dict[str, str] = {}
         self.errors: List[str] = []
         self._active: Dict[int, AppliedFault] = {}
         self._down: Set[str] = set()  # killed, paused or powered off by a fault
@@ -145,10 +151,11 @@ class Nemesis:
                 break
             try:
                 if is_start:
-                    applied = self._start(fault, final=attempts.get(fault.index, 0) >= _RETRIES)
+                    retry = fault.must or attempts.get(fault.index, 0) < _RETRIES
+                    applied = self._start(fault, final=not retry)
                     if applied is not None:
                         heapq.heappush(events, (self._now() + fault.hold, 0, next(counter), fault))
-                    elif attempts.get(fault.index, 0) < _RETRIES:
+                    elif retry:
                         # Not applicable now (no leader yet, too many nodes down): try again soon.
                         attempts[fault.index] = attempts.get(fault.index, 0) + 1
                         heapq.heappush(events, (self._now() + 0.5, 1, next(counter), fault))
@@ -160,7 +167,9 @@ class Nemesis:
         for _, is_start, _, fault in events:
             if is_start:
                 self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
-                self.log(f"nemesis: {fault.kind} #{fault.index} skipped: the run ended first")
+                why = self.skip_reasons.get(fault.kind, "not due yet")
+                self.skip_reasons[fault.kind] = f"the run ended first (last try: {why})"
+                self.log(f"nemesis: {fault.kind} #{fault.index} skipped: {self.skip_reasons[fault.kind]}")
 
     def _sleep_until(self, deadline: float) -> None:
         self.stop.wait(max(0.0, deadline - time.monotonic()))
@@ -197,6 +206,7 @@ class Nemesis:
             time.sleep(0.05)
 
     def _skip(self, fault: PlannedFault, why: str) -> None:
+        self.skip_reasons[fault.kind] = why
         if self._final:
             self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
             self.log(f"nemesis: {fault.kind} #{fault.index} skipped: {why}")

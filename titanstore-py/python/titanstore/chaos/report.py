@@ -83,6 +83,7 @@ def summary(result: "RunResult") -> Dict[str, _Json]:
         "ops": dict(result.ops),
         "faults": dict(result.faults),
         "faults_skipped": dict(result.skipped_faults),
+        "skip_reasons": {k: v for k, v in result.skip_reasons.items() if k in result.skipped_faults},
         "coverage": dict(result.coverage),
         "required": list(result.required),
         "missing_coverage": result.missing_coverage,
@@ -323,7 +324,7 @@ function throughput(){var H=180,top=10,bot=H-22;var svg=el("svg",{width:W,height
  return B;}
 function coverage(){var t="<table><tr><th>coverage</th><th>count</th><th>required</th></tr>";
  D.coverage.forEach(function(c){var miss=c[2]&&c[1]==0;t+="<tr"+(miss?' class="zero"':"")+"><td>"+esc(c[0])+'</td><td class="num">'+c[1]+"</td><td>"+(c[2]?(miss?"required, MISSING":"required"):"")+"</td></tr>";});
- t+="</table>";var skipped=Object.keys(S.faults_skipped);if(skipped.length)t+="<div>faults skipped (could not be applied when due): "+esc(skipped.map(function(k){return k+" "+S.faults_skipped[k];}).join(", "))+"</div>";
+ t+="</table>";var skipped=Object.keys(S.faults_skipped);if(skipped.length)t+="<div>faults skipped (could not be applied when due): "+esc(skipped.map(function(k){return k+" "+S.faults_skipped[k]+" ("+(S.skip_reasons[k]||"?")+")";}).join(", "))+"</div>";
  Object.keys(S.not_supported_here).forEach(function(k){t+="<div>not run on this machine: "+esc(k)+": "+esc(S.not_supported_here[k])+"</div>";});
  document.getElementById("coverage").innerHTML=t;}
 function counterexample(){var box=document.getElementById("counterexample");

@@ -92,6 +92,7 @@ class RunResult:
     ops: Dict[str, int]
     faults: Dict[str, int]
     skipped_faults: Dict[str, int]
+    skip_reasons: Dict[str, str]
     coverage: Dict[str, int]
     required: List[str]
     check: Optional[CheckResult]
@@ -157,8 +158,8 @@ class RunResult:
             f"{self.ops.get('unknown', 0)} unknown",
             f"  faults applied: {faults}",
         ]
-        if self.skipped_faults:
-            lines.append("  faults skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped_faults.items())))
+        for kind, count in sorted(self.skipped_faults.items()):
+            lines.append(f"  faults skipped: {kind} {count} ({self.skip_reasons.get(kind, '?')})")
         for kind, why in sorted(self.unsupported.items()):
             lines.append(f"  not run here: {kind}: {why}")
         lines.append("  coverage:")
@@ -372,7 +373,7 @@ def run(
             installs = sum(_count_lines(node.log_path, _SNAPSHOT_INSTALL_LINE) for node in cluster.nodes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    operations, check, applied, skipped, leader_changes, converged, divergent, lost, elapsed = result
+    operations, check, applied, skipped, reasons, leader_changes, converged, divergent, lost, elapsed = result
     counts = {"ok": 0, "fail": 0, "unknown": 0}
     for op in operations:
         counts[op.outcome] = counts.get(op.outcome, 0) + 1
@@ -399,7 +400,7 @@ def run(
     outcome = RunResult(
         seed=seed, command=command, nodes=nodes, duration_s=duration, clients=clients, keys=keys,
         reads=reads, fault_kinds=kinds, unsupported=skipped_kinds, ops=counts, faults=by_kind,
-        skipped_faults=skipped, coverage=coverage, required=wanted, check=check,
+        skipped_faults=skipped, skip_reasons=reasons, coverage=coverage, required=wanted, check=check,
         operations=operations, applied_faults=applied, lost_writes=lost, divergent_keys=divergent,
         converged=converged, elapsed_s=elapsed, errors=errors, report_dir=report_dir,
         started_wall=started_wall,
@@ -424,6 +425,7 @@ _Result = Tuple[
     Optional[CheckResult],
     List[AppliedFault],
     Dict[str, int],
+    Dict[str, str],
     int,
     bool,
     Dict[str, Dict[str, Optional[str]]],
@@ -505,7 +507,12 @@ def _run_cluster(
         cluster.wait_for_leader(timeout=30)
         converged = _converge(cluster, timeout=30.0)
         if not converged:
-            errors.append("the cluster did not converge within 30 s of healing")
+            seen = "; ".join(
+                f"{node_id}: " + ("no answer" if st is None else
+                                  f"{st.role} term {st.term} leader {st.leader or '-'} commit {st.commit} applied {st.applied}")
+                for node_id, st in cluster.statuses().items()
+            )  # fmt: skip
+            errors.append(f"the cluster did not converge within 30 s of healing ({seen})")
         # A leader elected after the heal counts too.
         observed = _leader_and_term(cluster)
         if observed is not None and last is not None and observed != last:
@@ -528,7 +535,7 @@ def _run_cluster(
         errors.append(f"checker refused the history: {err}")
     elapsed = time.monotonic() - started
     return (
-        operations, check, list(nemesis.applied), dict(nemesis.skipped),
+        operations, check, list(nemesis.applied), dict(nemesis.skipped), dict(nemesis.skip_reasons),
         leader_changes, converged, divergent, lost, elapsed,
     )  # fmt: skip
 
