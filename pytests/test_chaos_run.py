@@ -39,6 +39,7 @@ INF = math.inf
 DURATION = float(os.environ.get("TITANSTORE_CHAOS_DURATION", "20"))
 SEEDS = [int(s) for s in os.environ.get("TITANSTORE_CHAOS_SEEDS", "").split(",") if s.strip()]
 PROFILE: List[Tuple[int, int]] = [(n, s) for s in SEEDS for n in (3, 5)] if SEEDS else [(3, 11), (5, 7)]
+THREE_NODE_KINDS = {"kill-leader", "pause", "isolate-leader", "partition", "power-loss", "slow-net"}
 HISTORY_FIELDS = {"process", "f", "key", "value", "call_ns", "return_ns", "outcome"}
 SUMMARY_FIELDS = {
     "seed", "command", "nodes", "duration_s", "ops", "faults", "coverage", "required", "linearizable", "lost_writes",
@@ -142,10 +143,14 @@ def _check_report(result: RunResult, folder: Path) -> None:
 @pytest.mark.chaos
 @pytest.mark.parametrize("nodes,seed", PROFILE, ids=[f"{n}nodes-seed{s}" for n, s in PROFILE])
 def test_chaos_run_passes_with_required_coverage(nodes: int, seed: int, tmp_path: Path) -> None:
-    kinds = [k for k in supported_kinds()[0]]
+    kinds = list(supported_kinds()[0])
+    if nodes == 3:
+        # Three nodes lose their quorum to any two overlapping faults: fewer
+        # kinds leave enough progress for snapshots to be installed.
+        kinds = [k for k in kinds if k in THREE_NODE_KINDS]
     result = run(
         nodes=nodes, duration=DURATION, seed=seed, clients=8, keys=6, faults=kinds,
-        snapshot_threshold=200, report=tmp_path / "report", check_timeout=60,
+        snapshot_threshold=100, report=tmp_path / "report", check_timeout=60,
     )  # fmt: skip
     print(result.format())
     assert result.required, "a run with faults must require coverage"

@@ -307,11 +307,11 @@ async fn relay(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if shared.mode.load(Ordering::SeqCst) == BLACKHOLE {
-                if drop_chunk(shared, lost) {
-                    continue;
-                }
-                return;
+            // Checked after every read: bytes sent after a cut never pass.
+            match shared.mode.load(Ordering::SeqCst) {
+                PASS => {}
+                BLACKHOLE if drop_chunk(shared, lost) => continue,
+                _ => return,
             }
             let latency = shared.latency_ms.load(Ordering::Relaxed);
             let jitter = shared.jitter_ms.load(Ordering::Relaxed);
@@ -331,11 +331,11 @@ async fn relay(
     let write = async move {
         while let Some((due, chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
-            if shared.mode.load(Ordering::SeqCst) == BLACKHOLE {
-                if drop_chunk(shared, lost) {
-                    continue;
-                }
-                return;
+            // And at delivery: a chunk in flight when the link is cut is lost.
+            match shared.mode.load(Ordering::SeqCst) {
+                PASS => {}
+                BLACKHOLE if drop_chunk(shared, lost) => continue,
+                _ => return,
             }
             if to.write_all(&chunk).await.is_err() {
                 return;

@@ -168,7 +168,8 @@ class Nemesis:
             if is_start:
                 self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
                 why = self.skip_reasons.get(fault.kind, "not due yet")
-                self.skip_reasons[fault.kind] = f"the run ended first (last try: {why})"
+                if not why.startswith("the run ended first"):
+                    self.skip_reasons[fault.kind] = f"the run ended first (last try: {why})"
                 self.log(f"nemesis: {fault.kind} #{fault.index} skipped: {self.skip_reasons[fault.kind]}")
 
     def _sleep_until(self, deadline: float) -> None:
