@@ -203,6 +203,43 @@ fn a_leader_with_a_stalled_disk_steps_down() {
     sim.finish().unwrap();
 }
 
+/// A leader whose disk fills up (ENOSPC) steps down and answers writes
+/// `ERR NOSPACE`; a healthy node leads and takes writes; once the disk has
+/// room the node catches up by itself, and no acknowledged write is lost.
+#[test]
+fn a_leader_with_a_full_disk_steps_down_and_recovers() {
+    let mut sim = Sim::quiet(6, 3);
+    elect(&mut sim, 0);
+    sim.fill_disk(0);
+    let first = sim.write(0, "k0", "into-a-full-disk");
+    assert!(sim.until(1000, |s| (1..3).any(|i| s.role(i) == Some(Role::Leader))));
+    assert_ne!(sim.role(0), Some(Role::Leader));
+    let line = sim.status_line(0).unwrap();
+    assert!(line.contains("disk=full"), "{line}");
+    let refused = sim.write(0, "k1", "refused");
+    assert!(sim.until(10, |s| s.reply(refused).is_some()));
+    let reply = sim.reply(refused).unwrap_or_default();
+    assert!(reply.starts_with("ERR NOSPACE"), "{reply}");
+    let leader = sim.leader().unwrap();
+    let w = sim.write(leader, "k2", "while-full");
+    assert!(sim.until(200, |s| s.outcome(w) == OpOutcome::Ok));
+    // Node 0 keeps its place: it leads again only if elected, and its
+    // disk catches up once it has room.
+    sim.free_disk(0);
+    let after = sim.write(leader, "k3", "after-room");
+    assert!(sim.until(200, |s| s.outcome(after) == OpOutcome::Ok));
+    let commit = sim.status(leader).unwrap().commit;
+    assert!(
+        sim.until(1000, |s| s.status(0).is_some_and(|st| st.applied >= commit)),
+        "the node never caught up: {:?}",
+        sim.status(0)
+    );
+    let line = sim.status_line(0).unwrap();
+    assert!(line.contains("disk=ok"), "{line}");
+    let _ = first;
+    sim.finish().unwrap();
+}
+
 /// A snapshot image damaged in transit is refused, never fatal.
 #[test]
 fn a_damaged_snapshot_image_is_refused() {
