@@ -296,6 +296,13 @@ impl Replica {
 
     /// Starts a linearizable read (ReadIndex).
     fn read(&mut self, query: Query, token: Token, deadline: u64) {
+        if self.disk_full && self.raft.role() != Role::Leader {
+            // It cannot apply what it cannot persist: the read would wait
+            // for the disk. The leader answers it at once.
+            let reply = self.not_leader(self.raft.status().leader);
+            self.reply(token, reply);
+            return;
+        }
         let id = self.next_read_id;
         self.next_read_id += 1;
         match self.raft.read_index(id) {
