@@ -245,6 +245,11 @@ async fn relay(
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
+        // Checked after the read: bytes a node sent after the link was cut
+        // must never pass, even before this connection sees the change.
+        if shared.mode.load(Ordering::SeqCst) != PASS {
+            return;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
