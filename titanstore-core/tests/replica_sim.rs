@@ -9,7 +9,7 @@
 
 mod whole_node;
 
-use titanstore_core::raft::Role;
+use titanstore_core::raft::{Message, MessageBody, Role};
 use whole_node::{OpOutcome, Options, Sim, run_seeds};
 
 #[test]
@@ -182,6 +182,49 @@ fn new_cluster_bootstraps_and_picks_a_cluster_id() {
         })
         .collect();
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    sim.finish().unwrap();
+}
+
+/// A message stamped with another cluster's id is refused (the node stays
+/// as it was), the same message with the node's own id (or none) is not.
+#[test]
+fn messages_from_another_cluster_are_refused() {
+    let mut sim = Sim::quiet(4, 3);
+    elect(&mut sim, 0);
+    sim.ticks(40);
+    let ours = sim.nodes[1]
+        .up
+        .as_ref()
+        .unwrap()
+        .replica
+        .cluster_id()
+        .unwrap()
+        .to_string();
+    let term = sim.status(1).unwrap().term;
+    let timeout_now = || Message {
+        from: "n1".into(),
+        to: "n2".into(),
+        body: MessageBody::TimeoutNow { term },
+    };
+    let up = sim.nodes[1].up.as_mut().unwrap();
+    up.replica.step_from("0123456789abcdef", timeout_now());
+    assert_eq!(up.replica.foreign_messages(), 1);
+    let mut effects = Vec::new();
+    up.replica.poll(&mut effects).unwrap();
+    assert_eq!(
+        up.replica.raft_status().term,
+        term,
+        "a foreign TimeoutNow was obeyed"
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    // The same message from its own cluster starts an election at once.
+    up.replica.step_from(&ours, timeout_now());
+    up.replica.poll(&mut effects).unwrap();
+    assert!(
+        up.replica.raft_status().term > term,
+        "its own cluster's TimeoutNow was refused"
+    );
+    assert_eq!(up.replica.foreign_messages(), 1);
     sim.finish().unwrap();
 }
 

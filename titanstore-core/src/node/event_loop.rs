@@ -18,8 +18,8 @@ use super::replica::{Effect, Replica, Token};
 use super::storage_thread::{StorageDone, StorageJob};
 use crate::metrics::Metrics;
 use crate::protocol::{Reply, WatchEnd, WatchEvent};
-use crate::raft::{Message, MessageBody};
-use crate::transport::{PeerSender, SnapshotSource};
+use crate::raft::MessageBody;
+use crate::transport::{Envelope, PeerSender, SnapshotSource};
 use crate::types::{NodeId, Snapshot};
 
 /// Most inputs of one kind folded into one pass before the effects are run.
@@ -41,6 +41,8 @@ pub(super) struct EventLoop {
     next_token: Token,
     effects: Vec<Effect>,
     metrics: Arc<Metrics>,
+    /// Stamped on every outgoing message (empty until the cluster has one).
+    cluster_id: Arc<str>,
     /// When the oldest unanswered AppendEntries to each peer left.
     rtt_probes: HashMap<NodeId, Instant>,
 }
@@ -57,7 +59,7 @@ const PROBE_LOST: std::time::Duration = std::time::Duration::from_secs(1);
 /// What woke the event loop.
 enum Wake {
     Tick(tokio::time::Instant),
-    Message(Message),
+    Message(Envelope),
     Request(NodeRequest),
     Storage(StorageDone),
 }
@@ -90,12 +92,13 @@ impl EventLoop {
             effects: Vec::new(),
             metrics,
             rtt_probes: HashMap::new(),
+            cluster_id: Arc::from(""),
         }
     }
 
     pub(super) async fn run(
         mut self,
-        mut inbox: mpsc::Receiver<Message>,
+        mut inbox: mpsc::Receiver<Envelope>,
         mut requests: mpsc::Receiver<NodeRequest>,
         mut done: mpsc::UnboundedReceiver<StorageDone>,
         shutdown: impl Future<Output = ()>,
@@ -175,14 +178,14 @@ impl EventLoop {
     }
 
     /// A peer message; an AppendEntries reply closes that peer's round-trip probe.
-    fn on_message(&mut self, msg: Message, now: Instant) {
+    fn on_message(&mut self, Envelope { cluster_id, msg }: Envelope, now: Instant) {
         if matches!(msg.body, MessageBody::AppendEntriesReply { .. })
             && let Some(sent) = self.rtt_probes.remove(&msg.from)
         {
             self.metrics
                 .peer_round_trip(&msg.from, now.saturating_duration_since(sent));
         }
-        self.replica.step(msg);
+        self.replica.step_from(&cluster_id, msg);
     }
 
     fn on_request(
@@ -203,6 +206,11 @@ impl EventLoop {
     }
 
     fn run_effects(&mut self) -> Result<(), NodeError> {
+        if self.cluster_id.is_empty()
+            && let Some(id) = self.replica.cluster_id()
+        {
+            self.cluster_id = Arc::from(id);
+        }
         for effect in std::mem::take(&mut self.effects) {
             match effect {
                 Effect::Send(msg) => {
@@ -229,7 +237,7 @@ impl EventLoop {
                         self.peers.insert(msg.to.clone(), sender);
                     }
                     match self.peers.get(&msg.to) {
-                        Some(peer) => peer.send(msg),
+                        Some(peer) => peer.send(msg, Arc::clone(&self.cluster_id)),
                         None => tracing::debug!(to = %msg.to, "no route to node"),
                     }
                 }

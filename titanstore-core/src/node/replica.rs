@@ -151,6 +151,7 @@ pub struct Replica {
     /// How writes were answered, leader changes (for metrics).
     counters: ReplicaCounters,
     last_leader: Option<NodeId>,
+    foreign_messages: u64,
 }
 
 impl Replica {
@@ -192,6 +193,7 @@ impl Replica {
             bad_snapshots: 0,
             counters: ReplicaCounters::default(),
             last_leader: None,
+            foreign_messages: 0,
         }
     }
 
@@ -220,7 +222,38 @@ impl Replica {
         self.watches.cancel(token);
     }
 
-    /// A message from a peer.
+    /// A message from a peer, with the cluster id its sender stamped on it.
+    /// A node that holds a cluster id refuses messages carrying another (a
+    /// node of another cluster, or one started on a foreign data dir) and
+    /// logs both ids; an empty id (a sender with none yet) is accepted.
+    pub fn step_from(&mut self, cluster_id: &str, msg: Message) {
+        if let Some(mine) = self.kv.cluster_id()
+            && !cluster_id.is_empty()
+            && cluster_id != mine
+        {
+            self.foreign_messages += 1;
+            // The first, then one in a thousand: a foreign peer retries forever.
+            if self.foreign_messages % 1000 == 1 {
+                tracing::warn!(id = %self.cfg.id, from = %msg.from, their_cluster = %cluster_id,
+                    our_cluster = %mine, refused = self.foreign_messages,
+                    "refusing messages from a node of another cluster");
+            }
+            return;
+        }
+        self.step(msg);
+    }
+
+    /// This node's cluster id, once its bootstrap entry is applied.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.kv.cluster_id()
+    }
+
+    /// Messages refused because they carried another cluster's id.
+    pub fn foreign_messages(&self) -> u64 {
+        self.foreign_messages
+    }
+
+    /// A message from a peer (no cluster check: see [`Replica::step_from`]).
     pub fn step(&mut self, msg: Message) {
         if let MessageBody::InstallSnapshot { meta, data, .. } = &msg.body
             && meta.last_index > self.raft.committed()
