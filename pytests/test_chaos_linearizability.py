@@ -1,20 +1,17 @@
-"""Linearizability under faults: the checker itself on hand-made histories,
-then a randomized chaos run (kills, pauses, partitions, isolated followers)
-whose recorded client history must be linearizable."""
+"""The linearizability checker on hand-made histories, and how History
+classifies outcomes (whole chaos runs: test_chaos_run.py)."""
 
 from __future__ import annotations
 
 import math
 import random
-import threading
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import pytest
 
 from titanstore import (
     Client,
-    Cluster,
     History,
     IndeterminateError,
     NoLeaderError,
@@ -158,149 +155,7 @@ def test_many_concurrent_ops_check_fast() -> None:
     assert time.monotonic() - started < 5
 
 
-# ----- a real cluster under faults ----------------------------------------
-
-KEYS = [f"key{i}" for i in range(5)]
-WORKERS = 5
-FAULT_SECONDS = 16.0
-
-
-def _worker(history: History, worker: int, stop: threading.Event, seed: int) -> None:
-    rng = random.Random(seed)
-    serial = 0
-    while not stop.is_set():
-        key = rng.choice(KEYS)
-        roll = rng.random()
-        try:
-            if roll < 0.5:
-                history.get(key)
-            elif roll < 0.9:
-                serial += 1
-                history.set(key, f"w{worker}-{serial}")
-            else:
-                history.delete(key)
-        except TitanStoreError:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0, 0.012))
-
-
-def _nemesis(cluster: Cluster, stop_at: float, rng: random.Random, log: List[str]) -> None:
-    """Cycles through faults until ``stop_at``; every fault is undone before the next.
-
-    Odd rounds pause a follower instead of the leader and swallow traffic
-    (blackhole, so requests time out) instead of refusing it (reset).
-    """
-    faults = ["kill-leader", "pause", "partition-leader", "isolate-follower"]
-    step = 0
-    while time.monotonic() < stop_at - 1.5:
-        fault = faults[step % len(faults)]
-        odd_round = (step // len(faults)) % 2 == 1
-        step += 1
-        leader = cluster.leader() or rng.choice(cluster.node_ids)
-        follower = rng.choice([n for n in cluster.node_ids if n != leader])
-        mode = "blackhole" if odd_round else "reset"
-        target = follower if fault == "isolate-follower" or (fault == "pause" and odd_round) else leader
-        hold = rng.uniform(0.8, 1.6)
-        log.append(f"{time.monotonic():.3f} {fault} {target} (leader {leader}, {mode}) for {hold:.2f}s")
-        if fault == "kill-leader":
-            cluster.kill(target)
-            time.sleep(hold)
-            cluster.start(target)
-        elif fault == "pause":
-            cluster.pause(target)
-            time.sleep(hold)
-            cluster.resume(target)
-        elif fault == "partition-leader":
-            cluster.partition({target}, set(cluster.node_ids) - {target}, mode=mode)
-            time.sleep(hold)
-            cluster.heal()
-        else:
-            cluster.isolate(target, mode=mode)
-            time.sleep(hold)
-            cluster.heal()
-        time.sleep(rng.uniform(0.3, 0.8))
-
-
-def _stale_read_corruption(ops: List[Operation]) -> Optional[Tuple[int, bytes]]:
-    """An ok read and a value it would be stale to return: one written by an
-    ok write that another ok write entirely followed, before the read began."""
-    for read in reversed(ops):
-        if read.kind != "read" or read.outcome != "ok":
-            continue
-        writes = [w for w in ops if w.kind == "write" and w.outcome == "ok" and w.key == read.key]
-        for old in writes:
-            if old.value == read.value:
-                continue
-            if any(w.call > old.ret and w.ret < read.call for w in writes):
-                assert old.value is not None
-                return read.index, old.value
-    return None
-
-
-def test_chaos_history_is_linearizable() -> None:
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-    with Cluster(nodes=3) as cluster:
-        cluster.wait_for_leader(timeout=10)
-        addrs = [n.client_addr for n in cluster.nodes]
-        clients = [Client(addrs, timeout=1.0, retry_timeout=0.5) for _ in range(WORKERS)]
-        history = History(clients[0], "w0")
-        stop = threading.Event()
-        workers = [
-            threading.Thread(
-                target=_worker,
-                args=(history.with_client(c, f"w{i}"), i, stop, rng.randrange(1 << 30)),
-                name=f"w{i}",
-                daemon=True,
-            )
-            for i, c in enumerate(clients)
-        ]
-        faults: List[str] = []
-        started = time.monotonic()
-        for w in workers:
-            w.start()
-        try:
-            _nemesis(cluster, started + FAULT_SECONDS, rng, faults)
-        finally:
-            cluster.heal()
-            for node in cluster.nodes:
-                if node.paused:
-                    cluster.resume(node.id)
-            cluster.start()
-        cluster.wait_for_leader(timeout=10)
-        time.sleep(1.0)  # a healthy stretch: reads after the faults
-        stop.set()
-        for w in workers:
-            w.join(timeout=10)
-            assert not w.is_alive()
-        for c in clients:
-            c.close()
-        logs = cluster.logs(lines=15)
-
-    ops = history.operations
-    counts = history.counts()
-    result = history.check(timeout=20)
-    context = f"seed={seed} counts={counts}\nfaults:\n" + "\n".join(faults)
-    assert result.ok, f"{history.explain(result)}\n{context}\n{logs}"
-    assert len(faults) >= 4, context
-    ok_reads = sum(1 for o in ops if o.kind == "read" and o.outcome == "ok")
-    ok_writes = sum(1 for o in ops if o.kind != "read" and o.outcome == "ok")
-    assert ok_reads >= 100 and ok_writes >= 100, context
-    print(f"{context}\nchecked={result.checked} elapsed={result.elapsed:.3f}s")
-    assert result.elapsed < 10, context
-
-    # The checker must reject the same history with one stale read in it...
-    found = _stale_read_corruption(ops)
-    assert found is not None, context
-    index, stale = found
-    corrupted = list(ops)
-    corrupted[index] = ops[index].with_value(stale)
-    bad = check_operations(corrupted, timeout=20)
-    assert bad.verdict == "violation", f"{bad!r}\n{context}"
-    assert bad.key == ops[index].key
-    # ...and with a read of a value nobody wrote.
-    corrupted[index] = ops[index].with_value(b"never-written")
-    assert check_operations(corrupted).verdict == "violation"
+# The whole-cluster chaos run lives in test_chaos_run.py (titanstore.chaos.run).
 
 
 def test_history_classifies_outcomes() -> None:

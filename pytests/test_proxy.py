@@ -1,5 +1,6 @@
-"""The fault proxy on its own: relay, reset, blackhole, latency, and that
-leaving ``pass`` closes the connections that are open."""
+"""The fault proxy on its own: relay, reset (closes connections), blackhole
+(keeps them open and drops bytes silently), latency and jitter that delay
+without capping throughput."""
 
 from __future__ import annotations
 
@@ -91,15 +92,117 @@ def test_leaving_pass_closes_open_connections_and_refuses_new_ones(echo_server: 
         proxy.close()
 
 
-def test_blackhole_swallows_traffic(echo_server: Tuple[str, int]) -> None:
+def test_blackhole_keeps_connections_open_and_drops_bytes(echo_server: Tuple[str, int]) -> None:
     proxy = Proxy(f"127.0.0.1:{echo_server[1]}")
     try:
+        conn = _connect(proxy)
+        conn.sendall(b"a")
+        assert conn.recv(1) == b"a"
+        proxy.mode = "blackhole"
+        assert proxy.mode == "blackhole"
+        conn.settimeout(0.4)
+        # Bytes go in (the connection is open) and nothing comes back.
+        conn.sendall(b"lost")
+        with pytest.raises(socket.timeout):
+            conn.recv(4)
+        assert not _closed(conn), "a blackhole must not close the connection"
+        # A new connection is accepted and swallows everything too.
+        with _connect(proxy) as fresh:
+            fresh.settimeout(0.3)
+            fresh.sendall(b"also lost")
+            with pytest.raises(socket.timeout):
+                fresh.recv(9)
+        # Passing again closes the connection that lost bytes (its stream has
+        # a hole) and new connections relay.
+        conn.settimeout(2)
+        proxy.mode = "pass"
+        assert _closed(conn)
+        conn.close()
+        with _connect(proxy) as healed:
+            healed.sendall(b"back")
+            assert healed.recv(4) == b"back"
+    finally:
+        proxy.close()
+
+
+def test_blackhole_then_pass_keeps_idle_connections(echo_server: Tuple[str, int]) -> None:
+    """A connection that sent nothing during the blackhole lost nothing."""
+    proxy = Proxy(f"127.0.0.1:{echo_server[1]}")
+    try:
+        with _connect(proxy) as conn:
+            proxy.mode = "blackhole"
+            proxy.mode = "pass"
+            conn.sendall(b"still")
+            assert conn.recv(5) == b"still"
+    finally:
+        proxy.close()
+
+
+def test_reset_and_blackhole_differ(echo_server: Tuple[str, int]) -> None:
+    proxy = Proxy(f"127.0.0.1:{echo_server[1]}")
+    try:
+        with _connect(proxy) as conn:
+            proxy.mode = "reset"
+            assert _closed(conn)
         proxy.mode = "blackhole"
         with _connect(proxy) as conn:
-            conn.settimeout(0.3)
-            conn.sendall(b"lost")
-            with pytest.raises(socket.timeout):
-                conn.recv(4)
+            assert not _closed(conn)
+    finally:
+        proxy.close()
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def test_latency_does_not_serialize_throughput(echo_server: Tuple[str, int]) -> None:
+    """20 messages sent 10 ms apart through a 200 ms link (each way) all
+    arrive about 400 ms after they were sent, not one 400 ms wait after another."""
+    proxy = Proxy(f"127.0.0.1:{echo_server[1]}")
+    try:
+        proxy.latency_ms = 200
+        with _connect(proxy) as conn:
+            conn.settimeout(5)
+            start = time.monotonic()
+            for i in range(20):
+                conn.sendall(b"%02d" % i)
+                time.sleep(0.01)
+            data = _recv_exactly(conn, 40)
+            elapsed = time.monotonic() - start
+            assert data == b"".join(b"%02d" % i for i in range(20))
+            assert 0.39 <= elapsed < 1.5, elapsed
+    finally:
+        proxy.close()
+
+
+def test_jitter_varies_delay_and_keeps_order(echo_server: Tuple[str, int]) -> None:
+    proxy = Proxy(f"127.0.0.1:{echo_server[1]}", seed=3)
+    try:
+        proxy.latency_ms = 20
+        proxy.jitter_ms = 200
+        assert proxy.jitter_ms == 200
+        with _connect(proxy) as conn:
+            conn.settimeout(5)
+            delays = []
+            for i in range(8):
+                start = time.monotonic()
+                conn.sendall(b"%d" % i)
+                assert _recv_exactly(conn, 1) == b"%d" % i
+                delays.append(time.monotonic() - start)
+            assert min(delays) >= 0.039  # the fixed part, both ways
+            assert max(delays) - min(delays) > 0.05, delays  # jitter varies
+            assert max(delays) < 0.45 + 0.3, delays  # at most 2 * (20 + 200) ms, plus slack
+            # Back-to-back chunks still arrive in order.
+            payload = bytes(range(100))
+            for b in payload:
+                conn.sendall(bytes([b]))
+            assert _recv_exactly(conn, 100) == payload
     finally:
         proxy.close()
 
@@ -126,3 +229,13 @@ def test_bad_mode_is_a_value_error(echo_server: Tuple[str, int]) -> None:
         assert proxy.mode == "pass"
     finally:
         proxy.close()
+
+
+def test_closed_proxy_refuses_mode_changes(echo_server: Tuple[str, int]) -> None:
+    proxy = Proxy(f"127.0.0.1:{echo_server[1]}")
+    with _connect(proxy) as conn:
+        proxy.close()
+        assert _closed(conn)
+    assert proxy.mode == "closed"
+    with pytest.raises(Exception, match="closed"):
+        proxy.mode = "pass"

@@ -1,27 +1,40 @@
 //! `Proxy`: a TCP relay the cluster harness puts on every ordered pair of
 //! nodes, so faults are injected outside the nodes (they carry no test code).
 //!
-//! Modes, as toxiproxy has them: `pass` relays bytes (optionally delayed),
-//! `blackhole` accepts and swallows everything, `reset` closes every
-//! connection at once. Leaving `pass` closes the connections that are open,
-//! so a partition cuts traffic both ways immediately.
+//! Modes, as toxiproxy and iptables have them:
+//! - `pass` relays bytes, each chunk delayed by `latency_ms` plus a random
+//!   `0..=jitter_ms` (order kept). Reading goes on while earlier chunks wait,
+//!   so latency delays a link without capping its throughput.
+//! - `blackhole` is a silent drop (`iptables -j DROP`): open connections stay
+//!   open and every byte either way is discarded; new connections are accepted
+//!   and swallow everything. A connection that lost bytes is closed when the
+//!   link passes again (its stream has a hole no peer could parse).
+//! - `reset` closes every connection at once and refuses new ones.
+//!
+//! Entering `reset` ends open connections; entering `blackhole` does not.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::errors::harness_error;
 
 const PASS: u8 = 0;
 const BLACKHOLE: u8 = 1;
 const RESET: u8 = 2;
+/// After `close()`: every connection ends.
+const CLOSED: u8 = 3;
 
 /// One small runtime per process runs every proxy in the background.
 fn runtime() -> Result<&'static Runtime, String> {
@@ -42,6 +55,7 @@ fn runtime() -> Result<&'static Runtime, String> {
 struct Shared {
     mode: AtomicU8,
     latency_ms: AtomicU64,
+    jitter_ms: AtomicU64,
     target: Mutex<String>,
     /// Bumped on every mode change; open connections end when it moves.
     epoch: watch::Sender<u64>,
@@ -59,8 +73,9 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on `host:port` (port 0 picks a free one) and relays to `target`.
     #[new]
-    #[pyo3(signature = (target, host = "127.0.0.1".to_string(), port = 0))]
-    fn new(py: Python<'_>, target: String, host: String, port: u16) -> PyResult<Self> {
+    /// `seed` makes the jitter of each connection reproducible.
+    #[pyo3(signature = (target, host = "127.0.0.1".to_string(), port = 0, seed = 0))]
+    fn new(py: Python<'_>, target: String, host: String, port: u16, seed: u64) -> PyResult<Self> {
         let rt = runtime().map_err(|err| harness_error(py, err))?;
         let addr = format!("{host}:{port}");
         let listener = py
@@ -74,11 +89,12 @@ impl Proxy {
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(PASS),
             latency_ms: AtomicU64::new(0),
+            jitter_ms: AtomicU64::new(0),
             target: Mutex::new(target),
             epoch,
         });
         let (closed, closed_rx) = watch::channel(false);
-        rt.spawn(accept_loop(listener, Arc::clone(&shared), closed_rx));
+        rt.spawn(accept_loop(listener, Arc::clone(&shared), closed_rx, seed));
         Ok(Proxy {
             shared,
             port,
@@ -120,13 +136,15 @@ impl Proxy {
         match self.shared.mode.load(Ordering::SeqCst) {
             PASS => "pass",
             BLACKHOLE => "blackhole",
-            _ => "reset",
+            RESET => "reset",
+            _ => "closed",
         }
     }
 
-    /// `"pass"`, `"blackhole"` or `"reset"`. Any change closes open connections.
+    /// `"pass"`, `"blackhole"` or `"reset"`. `reset` closes open connections;
+    /// `pass` closes those that lost bytes to a blackhole.
     #[setter]
-    fn set_mode(&self, mode: &str) -> PyResult<()> {
+    fn set_mode(&self, py: Python<'_>, mode: &str) -> PyResult<()> {
         let value = match mode {
             "pass" => PASS,
             "blackhole" => BLACKHOLE,
@@ -137,6 +155,10 @@ impl Proxy {
                 )));
             }
         };
+        let old = self.shared.mode.load(Ordering::SeqCst);
+        if old == CLOSED {
+            return Err(harness_error(py, "the proxy is closed".into()));
+        }
         if self.shared.mode.swap(value, Ordering::SeqCst) != value {
             self.shared.epoch.send_modify(|e| *e += 1);
         }
@@ -154,8 +176,20 @@ impl Proxy {
         self.shared.latency_ms.store(ms, Ordering::SeqCst);
     }
 
+    /// A random extra delay of `0..=jitter_ms` per chunk, in milliseconds.
+    #[getter]
+    fn jitter_ms(&self) -> u64 {
+        self.shared.jitter_ms.load(Ordering::SeqCst)
+    }
+
+    #[setter]
+    fn set_jitter_ms(&self, ms: u64) {
+        self.shared.jitter_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Stops listening and closes every connection.
     fn close(&self) {
+        self.shared.mode.store(CLOSED, Ordering::SeqCst);
         let _ = self.closed.send(true);
         self.shared.epoch.send_modify(|e| *e += 1);
     }
@@ -171,7 +205,9 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut closed: watch::Receiver<bool>,
+    seed: u64,
 ) {
+    let mut connection = 0u64;
     loop {
         let socket = tokio::select! {
             _ = async { let _ = closed.wait_for(|c| *c).await; } => return,
@@ -184,32 +220,18 @@ async fn accept_loop(
             },
         };
         let _ = socket.set_nodelay(true);
-        tokio::spawn(serve(socket, Arc::clone(&shared)));
+        connection += 1;
+        let seed = seed.wrapping_mul(0x0100_0000_01b3).wrapping_add(connection);
+        tokio::spawn(serve(socket, Arc::clone(&shared), seed));
     }
 }
 
-async fn serve(client: TcpStream, shared: Arc<Shared>) {
+async fn serve(client: TcpStream, shared: Arc<Shared>, seed: u64) {
     let mut epoch = shared.epoch.subscribe();
     epoch.mark_unchanged();
     match shared.mode.load(Ordering::SeqCst) {
-        RESET => {
-            // Dropping with SO_LINGER 0 would send RST; a plain close is enough
-            // for peers to see the connection fail at once.
-            drop(client);
-        }
-        BLACKHOLE => {
-            let (mut read, _write) = client.into_split();
-            let mut sink = [0u8; 16 * 1024];
-            loop {
-                tokio::select! {
-                    _ = epoch.changed() => return,
-                    n = read.read(&mut sink) => match n {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    },
-                }
-            }
-        }
+        RESET => drop(client),
+        BLACKHOLE => swallow(client, &shared, epoch).await,
         _ => {
             let target = shared.target.lock().map(|t| t.clone()).unwrap_or_default();
             let Ok(upstream) = TcpStream::connect(&target).await else {
@@ -218,40 +240,105 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) {
             let _ = upstream.set_nodelay(true);
             let (client_read, client_write) = client.into_split();
             let (up_read, up_write) = upstream.into_split();
+            let lost = AtomicBool::new(false);
             tokio::select! {
-                _ = epoch.changed() => {}
-                _ = relay(client_read, up_write, &shared) => {}
-                _ = relay(up_read, client_write, &shared) => {}
+                _ = until_closed(&shared, &lost, epoch) => {}
+                _ = relay(client_read, up_write, &shared, &lost, seed) => {}
+                _ = relay(up_read, client_write, &shared, &lost, seed ^ 0x9e37_79b9) => {}
             }
         }
     }
 }
 
-async fn relay(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    shared: &Shared,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
+/// A connection accepted during a blackhole: it reached no one, so it reads
+/// and discards until the mode changes, then closes.
+async fn swallow(client: TcpStream, shared: &Shared, mut epoch: watch::Receiver<u64>) {
+    let (mut read, _write) = client.into_split();
+    let mut sink = [0u8; 16 * 1024];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
-                return;
+        tokio::select! {
+            changed = epoch.changed() => {
+                if changed.is_err() || shared.mode.load(Ordering::SeqCst) != BLACKHOLE {
+                    return;
+                }
             }
-            Ok(n) => n,
-        };
-        let latency = shared.latency_ms.load(Ordering::Relaxed);
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-        }
-        // Checked after the read: bytes a node sent after the link was cut
-        // must never pass, even before this connection sees the change.
-        if shared.mode.load(Ordering::SeqCst) != PASS {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+            n = read.read(&mut sink) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
         }
     }
+}
+
+/// Returns when a relayed connection must end: the proxy resets or closes,
+/// or the link passes again after bytes were dropped.
+async fn until_closed(shared: &Shared, lost: &AtomicBool, mut epoch: watch::Receiver<u64>) {
+    loop {
+        if epoch.changed().await.is_err() {
+            return;
+        }
+        match shared.mode.load(Ordering::SeqCst) {
+            RESET | CLOSED => return,
+            PASS if lost.load(Ordering::SeqCst) => return,
+            _ => {}
+        }
+    }
+}
+
+/// Chunks in flight on one direction of a link before reading waits.
+const IN_FLIGHT: usize = 256;
+
+/// One direction: a reader stamps each chunk with its delivery time, a writer
+/// delivers it then; a chunk read or due during a blackhole is dropped.
+async fn relay(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    shared: &Shared,
+    lost: &AtomicBool,
+    seed: u64,
+) {
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
+    let read = async move {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut last = Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if shared.mode.load(Ordering::SeqCst) == BLACKHOLE {
+                lost.store(true, Ordering::SeqCst);
+                continue;
+            }
+            let latency = shared.latency_ms.load(Ordering::Relaxed);
+            let jitter = shared.jitter_ms.load(Ordering::Relaxed);
+            let extra = if jitter > 0 {
+                rng.random_range(0..=jitter)
+            } else {
+                0
+            };
+            // Never before an earlier chunk: TCP keeps order.
+            let due = (Instant::now() + Duration::from_millis(latency + extra)).max(last);
+            last = due;
+            if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                return;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if shared.mode.load(Ordering::SeqCst) == BLACKHOLE {
+                lost.store(true, Ordering::SeqCst);
+                continue;
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        // The reader saw end of stream and everything before it is delivered.
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }

@@ -211,6 +211,10 @@ class Client:
         """Stale read from the contacted node's local state (no leader round trip)."""
         return _to_str(self._native.sget(self._read_key("SGET", key)))
 
+    def sget_bytes(self, key: Key) -> Optional[bytes]:
+        """:meth:`sget` returning the raw bytes."""
+        return self._native.sget(self._read_key("SGET", key))
+
     def set(self, key: Key, value: Value) -> bool:
         """Writes ``key``; returns True once a majority has it on disk (as redis-py does)."""
         key_data, value_data = _key(key), _value(value)

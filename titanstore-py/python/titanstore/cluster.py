@@ -43,6 +43,7 @@ from .faults import NetworkFaults, _is_int
 from ._titanstore import Proxy
 from .client import DEFAULT_MAX_LINE_BYTES, Client, NodeStatus
 from .exceptions import HarnessError, TitanStoreError
+from .power import power_loss_support
 from .timeline import Timeline
 
 __all__ = ["Cluster", "ClusterNode", "Statuses"]
@@ -619,6 +620,22 @@ class Cluster(NetworkFaults, _process._Watched):
             process.kill()
             process.wait()
             raise self._error(f"{node_id} did not stop within {timeout} s of SIGTERM") from None
+
+    def power_loss(self, node_id: str) -> None:
+        """Pulls the plug: the node dies and every write it did not fsync is
+        lost (needs FUSE; see :func:`titanstore.power.power_loss_support`)."""
+        self._check_open()
+        self.node(node_id)
+        reason = power_loss_support()
+        if reason is not None:
+            raise HarnessError(f"power_loss({node_id!r}) is not available here: {reason}")
+        raise HarnessError("power loss is not implemented")  # pragma: no cover
+
+    def power_loss_all(self) -> None:
+        """:meth:`power_loss` on every running node at the same moment."""
+        for node in self.nodes:
+            if node.is_running:
+                self.power_loss(node.id)
 
     def pause(self, node_id: str) -> None:
         """SIGSTOP: the node freezes mid-flight, as in a long GC pause or VM stall."""

@@ -1,7 +1,10 @@
 """Network faults for :class:`~titanstore.Cluster`, named like raft-rs's test
 network: ``cut``, ``connect``, ``isolate``, ``partition``, ``heal`` and
-latency, all through the proxy the harness puts on every ordered pair of
-nodes (modes ``reset`` and ``blackhole``, as toxiproxy has them).
+latency with jitter, all through the proxy the harness puts on every ordered
+pair of nodes. ``mode="reset"`` closes connections and refuses new ones (a
+crashed peer, a firewall's REJECT); ``mode="blackhole"`` keeps connections
+open and silently drops every byte (``iptables -j DROP``), so peers learn of
+the cut only through their own timeouts.
 
 Arguments that would make a call do nothing (one end of a link, a node in
 two groups, a bare ``str`` for a group) raise instead; every fault is
@@ -59,7 +62,7 @@ class NetworkFaults:
     def cut(self, a: str, b: str, mode: str = "reset") -> None:
         """Cuts traffic between ``a`` and ``b`` both ways, closing open connections.
 
-        ``mode="blackhole"`` swallows traffic instead of refusing it.
+        ``mode="blackhole"`` keeps connections open and drops the bytes instead.
         """
         self._pair(a, b)
         self._check_mode(mode)
@@ -124,14 +127,18 @@ class NetworkFaults:
         for proxy in self._proxies.values():
             proxy.mode = "pass"
             proxy.latency_ms = 0
+            proxy.jitter_ms = 0
 
-    def set_latency(self, ms: int, a: Optional[str] = None, b: Optional[str] = None) -> None:
-        """Delays traffic by ``ms`` on the link a<->b (both given), or on every link."""
+    def set_latency(self, ms: int, a: Optional[str] = None, b: Optional[str] = None, jitter_ms: int = 0) -> None:
+        """Delays traffic by ``ms`` (plus a random ``0..=jitter_ms`` per chunk,
+        order kept) on the link a<->b (both given), or on every link. The
+        delay does not cap a link's throughput: bytes keep flowing in."""
         self._check_open()
-        if not _is_int(ms):
-            raise TypeError(f"set_latency(ms=...) must be an int, not {type(ms).__name__}")
-        if ms < 0:
-            raise ValueError(f"set_latency(ms=...) must be >= 0, not {ms}")
+        for name, value in (("ms", ms), ("jitter_ms", jitter_ms)):
+            if not _is_int(value):
+                raise TypeError(f"set_latency({name}=...) must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"set_latency({name}=...) must be >= 0, not {value}")
         if (a is None) != (b is None):
             raise ValueError("set_latency needs both ends of a link (a and b), or neither for every link")
         if a is not None and b is not None:
@@ -139,7 +146,8 @@ class NetworkFaults:
             affected: Tuple[str, ...] = (a, b)
         else:
             affected = tuple(self.node_ids)
-        self._fault("latency", affected, f"ms={ms}")
+        self._fault("latency", affected, f"ms={ms} jitter_ms={jitter_ms}" if jitter_ms else f"ms={ms}")
         for (x, y), proxy in self._proxies.items():
             if a is None or {x, y} == {a, b}:
                 proxy.latency_ms = ms
+                proxy.jitter_ms = jitter_ms

@@ -1,7 +1,7 @@
 """Recording client histories and checking them for linearizability.
 
 A :class:`History` wraps a :class:`~titanstore.Client`; its ``set``, ``get``,
-``get_bytes`` and ``delete`` return what the client's do and run the real operation, note when it was called and when it
+``get_bytes``, ``sget_bytes`` and ``delete`` return what the client's do and run the real operation, note when it was called and when it
 returned (``time.monotonic()``), and classify how it ended:
 
 * ``"ok"``: the operation completed;
@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ._titanstore import CheckResult, check_kv_history
-from .client import Client, Key, Value
-from .exceptions import NoLeaderError, NotLeaderError, ServerError, TitanStoreConnectionError
+from .._titanstore import CheckResult, check_kv_history
+from ..client import Client, Key, Value
+from ..exceptions import NoLeaderError, NotLeaderError, ServerError, TitanStoreConnectionError
 
 __all__ = ["CheckResult", "History", "Operation", "check_operations"]
 
@@ -147,6 +147,18 @@ class History:
 
         def read() -> None:
             result.append(self.client.get_bytes(key))
+
+        self._run("read", key, None, read, result)
+        return result[0]
+
+    def sget_bytes(self, key: Key) -> Optional[bytes]:
+        """``client.sget_bytes`` (a stale local read) recorded as a read: the
+        checker holds it to linearizability like any read, so stale answers
+        show up as violations (the chaos runner's ``--reads stale`` canary)."""
+        result: List[Optional[bytes]] = []
+
+        def read() -> None:
+            result.append(self.client.sget_bytes(key))
 
         self._run("read", key, None, read, result)
         return result[0]

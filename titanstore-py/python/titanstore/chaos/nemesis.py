@@ -1,0 +1,404 @@
+"""The chaos runner's nemesis: a seeded, overlapping fault schedule applied
+to a :class:`~titanstore.Cluster`, with every fault verified as applied.
+
+The schedule (when each fault starts, how long it holds, its random choices)
+comes from the seed alone. What a fault hits is decided when it is applied,
+from the cluster as it is then: ``kill-leader`` asks every node's ``STATUS``
+for the leader at that moment and records it as ``leader_before``. A fault
+that cannot be applied (no leader to aim at, too many nodes already down) is
+counted as skipped, never as applied. Network faults stack: each active
+fault owns the links it cuts, and a link passes again only when no active
+fault still cuts it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+
+from ..cluster import Cluster
+from ..exceptions import TitanStoreError
+from ..power import power_loss_support
+
+__all__ = ["FAULT_KINDS", "AppliedFault", "Nemesis", "PlannedFault", "plan", "supported_kinds"]
+
+#: Every fault kind the runner knows, in the order they are documented.
+FAULT_KINDS = (
+    "kill",
+    "kill-leader",
+    "pause",
+    "partition",
+    "bridge",
+    "isolate-leader",
+    "slow-net",
+    "power-loss",
+    "transfer",
+)
+
+Link = FrozenSet[str]
+
+#: A fault that cannot be applied when due is tried again this many times, 0.5 s apart.
+_RETRIES = 4
+
+
+def supported_kinds() -> Tuple[Tuple[str, ...], Dict[str, str]]:
+    """The kinds this machine can run, and why each other kind cannot."""
+    unsupported: Dict[str, str] = {}
+    reason = power_loss_support()
+    if reason is not None:
+        unsupported["power-loss"] = reason
+    return tuple(k for k in FAULT_KINDS if k not in unsupported), unsupported
+
+
+@dataclass(frozen=True)
+class PlannedFault:
+    """One fault of the seeded schedule; times in seconds from the run's start."""
+
+    index: int
+    kind: str
+    at: float
+    hold: float
+    seed: int
+
+
+def plan(kinds: Tuple[str, ...], duration: float, seed: int, quiet_tail: float = 2.0) -> List[PlannedFault]:
+    """The seeded schedule: faults start every 0.5-2.5 s and hold 1-4 s, so
+    they overlap; none starts in the last ``quiet_tail`` seconds. Every kind
+    comes once (in a seeded order) before any comes twice."""
+    rng = random.Random(seed)
+    faults: List[PlannedFault] = []
+    first = list(kinds)
+    rng.shuffle(first)
+    t = rng.uniform(0.8, 1.5)
+    while kinds and t < duration - quiet_tail:
+        kind = first.pop(0) if first else rng.choice(kinds)
+        hold = 0.0 if kind == "transfer" else rng.uniform(1.0, 4.0)
+        hold = min(hold, max(duration - t - 0.5, 0.0))
+        faults.append(PlannedFault(len(faults), kind, t, hold, rng.randrange(1 << 32)))
+        t += rng.uniform(0.5, 2.5)
+    return faults
+
+
+@dataclass
+class AppliedFault:
+    """A fault as it happened (a line of ``faults.jsonl``)."""
+
+    index: int
+    kind: str
+    at: float
+    targets: Tuple[str, ...]
+    leader_before: Optional[str]
+    detail: str
+    verified: bool
+    overlapping: int
+    ended: Optional[float] = None
+    leader_on_minority: bool = False
+    # Network faults: the links this fault cuts and how; latency per link.
+    links: Dict[Link, str] = field(default_factory=dict, repr=False)
+    latency: Dict[Link, Tuple[int, int]] = field(default_factory=dict, repr=False)
+
+
+class Nemesis:
+    """Runs a schedule against ``cluster`` on the calling thread (:meth:`run`)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        schedule: List[PlannedFault],
+        started: float,
+        stop: threading.Event,
+        log: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.cluster = cluster
+        self.schedule = schedule
+        self.started = started
+        self.stop = stop
+        self.log = log
+        self.applied: List[AppliedFault] = []
+        self.skipped: Dict[str, int] = {}
+        self.errors: List[str] = []
+        self._active: Dict[int, AppliedFault] = {}
+        self._down: Set[str] = set()  # killed, paused or powered off by a fault
+        self._lock = threading.Lock()
+        self._paused_once = False
+        self._final = True
+
+    # ----- the loop --------------------------------------------------------
+
+    def run(self) -> None:
+        """Applies and ends faults on schedule until it is done or ``stop`` is set."""
+        events: List[Tuple[float, int, int, PlannedFault]] = []
+        counter = itertools.count()
+        attempts: Dict[int, int] = {}
+        for fault in self.schedule:
+            heapq.heappush(events, (fault.at, 1, next(counter), fault))
+        while events and not self.stop.is_set():
+            at, is_start, _, fault = heapq.heappop(events)
+            self._sleep_until(self.started + at)
+            if self.stop.is_set():
+                break
+            try:
+                if is_start:
+                    applied = self._start(fault, final=attempts.get(fault.index, 0) >= _RETRIES)
+                    if applied is not None:
+                        heapq.heappush(events, (self._now() + fault.hold, 0, next(counter), fault))
+                    elif attempts.get(fault.index, 0) < _RETRIES:
+                        # Not applicable now (no leader yet, too many nodes down): try again soon.
+                        attempts[fault.index] = attempts.get(fault.index, 0) + 1
+                        heapq.heappush(events, (self._now() + 0.5, 1, next(counter), fault))
+                else:
+                    self._end(fault.index)
+            except TitanStoreError as err:
+                self.errors.append(f"{fault.kind} #{fault.index}: {err}")
+                self.log(f"nemesis: {fault.kind} #{fault.index} failed: {err}")
+
+    def _sleep_until(self, deadline: float) -> None:
+        self.stop.wait(max(0.0, deadline - time.monotonic()))
+
+    def heal_all(self) -> None:
+        """Ends every active fault, then heals the network and starts every node."""
+        for index in sorted(self._active):
+            try:
+                self._end(index)
+            except TitanStoreError as err:
+                self.errors.append(f"ending #{index}: {err}")
+        self.cluster.heal()
+        for node in self.cluster.nodes:
+            if node.paused:
+                self.cluster.resume(node.id)
+        self.cluster.start()
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    # ----- applying --------------------------------------------------------
+
+    def _now(self) -> float:
+        return time.monotonic() - self.started
+
+    def _leader(self, wait: float) -> Optional[str]:
+        deadline = time.monotonic() + wait
+        while True:
+            leader = self.cluster.leader()
+            if leader is not None or time.monotonic() >= deadline or self.stop.is_set():
+                return leader
+            time.sleep(0.05)
+
+    def _skip(self, fault: PlannedFault, why: str) -> None:
+        if self._final:
+            self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
+            self.log(f"nemesis: {fault.kind} #{fault.index} skipped: {why}")
+
+    def _start(self, fault: PlannedFault, final: bool = True) -> Optional[AppliedFault]:
+        """Applies ``fault``, or returns None when it cannot be applied now
+        (counted as skipped only on the ``final`` attempt)."""
+        self._final = final
+        rng = random.Random(fault.seed)
+        ids = self.cluster.node_ids
+        # The first pause always aims at the leader, later ones half the time.
+        wants_leader = fault.kind in ("kill-leader", "isolate-leader", "transfer") or (
+            fault.kind == "pause" and (not self._paused_once or rng.random() < 0.5)
+        )
+        leader = self._leader(2.0 if wants_leader else 0.0)
+        up = [n for n in ids if n not in self._down]
+        may_take_down = len(self._down) < (len(ids) - 1) // 2
+        at = self._now()
+        overlapping = self.active
+        targets: Tuple[str, ...]
+        detail = ""
+        links: Dict[Link, str] = {}
+        latency: Dict[Link, Tuple[int, int]] = {}
+        minority = False
+
+        if fault.kind in ("kill", "kill-leader", "pause", "power-loss"):
+            if not may_take_down:
+                self._skip(fault, f"{len(self._down)} nodes already down")
+                return None
+            if fault.kind == "kill-leader" or (fault.kind == "pause" and wants_leader):
+                if leader is None or leader in self._down:
+                    self._skip(fault, "no leader")
+                    return None
+                target = leader
+            else:
+                target = rng.choice(up)
+            targets = (target,)
+            if fault.kind in ("kill", "kill-leader"):
+                self.cluster.kill(target)
+                verified = not self.cluster.node(target).is_running
+            elif fault.kind == "pause":
+                self.cluster.pause(target)
+                self._paused_once = True
+                verified = _stopped(self.cluster.node(target).pid)
+            else:
+                self.cluster.power_loss(target)
+                verified = not self.cluster.node(target).is_running
+            self._down.add(target)
+        elif fault.kind in ("partition", "bridge", "isolate-leader"):
+            mode = rng.choice(("blackhole", "reset"))
+            detail = f"mode={mode}"
+            if fault.kind == "isolate-leader":
+                if leader is None:
+                    self._skip(fault, "no leader")
+                    return None
+                groups = [{leader}, set(ids) - {leader}]
+                cut = _cuts_between(groups)
+            else:
+                shuffled = list(ids)
+                rng.shuffle(shuffled)
+                if fault.kind == "partition":
+                    size = rng.randint(1, (len(ids) - 1) // 2) if len(ids) > 2 else 1
+                    groups = [set(shuffled[:size]), set(shuffled[size:])]
+                    cut = _cuts_between(groups)
+                else:
+                    if len(ids) < 3:
+                        self._skip(fault, "a bridge needs 3 nodes")
+                        return None
+                    bridge, rest = shuffled[0], shuffled[1:]
+                    half = len(rest) // 2
+                    groups = [set(rest[:half]), set(rest[half:])]
+                    cut = _cuts_between(groups)
+                    detail += f" bridge={bridge}"
+            detail += " groups=" + "|".join(",".join(sorted(g)) for g in groups)
+            links = {link: mode for link in cut}
+            targets = tuple(sorted({n for link in cut for n in link}))
+            if leader is not None:
+                reachable = {leader} | {n for n in ids if n != leader and frozenset((leader, n)) not in cut}
+                minority = len(reachable) < len(ids) // 2 + 1
+        elif fault.kind == "slow-net":
+            ms, jitter = rng.randint(20, 150), rng.randint(0, 100)
+            scope = rng.choice(ids + ["all"])
+            pairs = [frozenset(p) for p in itertools.combinations(ids, 2)]
+            chosen = [p for p in pairs if scope == "all" or scope in p]
+            latency = {p: (ms, jitter) for p in chosen}
+            targets = tuple(ids) if scope == "all" else (scope,)
+            detail = f"ms={ms} jitter_ms={jitter}"
+        elif fault.kind == "transfer":
+            voters = [n for n in up if n != leader]
+            if leader is None or not voters:
+                self._skip(fault, "no leader" if leader is None else "no other voter up")
+                return None
+            to = rng.choice(voters)
+            targets = (to,)
+            try:
+                new = self.cluster.transfer_leader(to)
+            except TitanStoreError as err:
+                self._skip(fault, f"transfer refused: {err}")
+                return None
+            verified = new == to
+        else:
+            raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+        applied = AppliedFault(
+            fault.index, fault.kind, at, targets, leader, detail, False, overlapping,
+            leader_on_minority=minority, links=links, latency=latency,
+        )  # fmt: skip
+        if links or latency:
+            with self._lock:
+                self._active[fault.index] = applied
+            self._apply_network()
+            verified = self._network_matches()
+        applied.verified = verified
+        with self._lock:
+            if fault.kind == "transfer":
+                applied.ended = self._now()
+            else:
+                self._active[fault.index] = applied
+            self.applied.append(applied)
+        self.log(
+            f"nemesis: {fault.kind} {','.join(targets)} (leader {leader or '-'}) {detail}".rstrip()
+            + ("" if verified else " NOT VERIFIED")
+        )
+        return applied
+
+    def _end(self, index: int) -> None:
+        with self._lock:
+            fault = self._active.pop(index, None)
+        if fault is None:
+            return
+        if fault.kind in ("kill", "kill-leader", "power-loss"):
+            self.cluster.start(fault.targets[0])
+            self._down.discard(fault.targets[0])
+        elif fault.kind == "pause":
+            self.cluster.resume(fault.targets[0])
+            self._down.discard(fault.targets[0])
+        else:
+            self._apply_network()
+        fault.ended = self._now()
+
+    # ----- the network as the active faults make it ------------------------
+
+    def _wanted(self) -> Tuple[Dict[Link, str], Dict[Link, Tuple[int, int]]]:
+        modes: Dict[Link, str] = {}
+        delays: Dict[Link, Tuple[int, int]] = {}
+        with self._lock:
+            active = list(self._active.values())
+        for fault in active:
+            for link, mode in fault.links.items():
+                # A blackhole wins over a reset: it is the harsher of the two.
+                if modes.get(link) != "blackhole":
+                    modes[link] = mode
+            for link, (ms, jitter) in fault.latency.items():
+                old = delays.get(link, (0, 0))
+                delays[link] = (max(old[0], ms), max(old[1], jitter))
+        return modes, delays
+
+    def _apply_network(self) -> None:
+        modes, delays = self._wanted()
+        for a, b in itertools.combinations(self.cluster.node_ids, 2):
+            link = frozenset((a, b))
+            mode = modes.get(link, "pass")
+            if self._link_mode(a, b) != mode:
+                if mode == "pass":
+                    self.cluster.connect(a, b)
+                else:
+                    self.cluster.cut(a, b, mode=mode)
+            ms, jitter = delays.get(link, (0, 0))
+            if self._link_latency(a, b) != (ms, jitter):
+                self.cluster.set_latency(ms, a, b, jitter_ms=jitter)
+
+    def _link_mode(self, a: str, b: str) -> str:
+        return self.cluster._proxies[(a, b)].mode
+
+    def _link_latency(self, a: str, b: str) -> Tuple[int, int]:
+        proxy = self.cluster._proxies[(a, b)]
+        return proxy.latency_ms, proxy.jitter_ms
+
+    def _network_matches(self) -> bool:
+        """Reads every proxy back: the links are as the active faults want."""
+        modes, delays = self._wanted()
+        for (a, b), proxy in list(self.cluster._proxies.items()):
+            link = frozenset((a, b))
+            if proxy.mode != modes.get(link, "pass"):
+                return False
+            if (proxy.latency_ms, proxy.jitter_ms) != delays.get(link, (0, 0)):
+                return False
+        return True
+
+
+def _cuts_between(groups: List[Set[str]]) -> Set[Link]:
+    return {frozenset((a, b)) for g, h in itertools.combinations(groups, 2) for a in g for b in h}
+
+
+def _stopped(pid: Optional[int]) -> bool:
+    """True when the process is stopped (``T`` in ``/proc/<pid>/stat``)."""
+    if pid is None:
+        return False
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state in ("T", "t"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
