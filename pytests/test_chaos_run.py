@@ -103,13 +103,20 @@ def test_run_rejects_bad_arguments() -> None:
         run(required=["luck"], duration=1)
 
 
-def test_power_loss_says_why_it_cannot_run() -> None:
+def test_power_loss_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import titanstore.chaos.nemesis as nemesis
+    import titanstore.cluster as cluster_module
+    from titanstore import Cluster, HarnessError
+
+    why = "/dev/fuse does not exist (no FUSE in this kernel or container)"
+    monkeypatch.setattr(nemesis, "power_loss_support", lambda: why)
+    monkeypatch.setattr(cluster_module, "power_loss_support", lambda: why)
     supported, unsupported = supported_kinds()
-    if "power-loss" in supported:
-        pytest.skip("power loss is available here")
-    assert unsupported["power-loss"]
-    with pytest.raises(ValueError, match="power-loss"):
+    assert "power-loss" not in supported and unsupported == {"power-loss": why}
+    with pytest.raises(ValueError, match="power-loss.*/dev/fuse"):
         run(faults=["power-loss"], duration=1)
+    with pytest.raises(HarnessError, match="/dev/fuse"):
+        Cluster(nodes=1, power_loss=True)
 
 
 # ----- whole runs ----------------------------------------------------------

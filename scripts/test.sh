@@ -36,19 +36,29 @@ step "python: mypy --strict and stubtest of the extension's .pyi"
 "$VENV/bin/python" -m mypy.stubtest titanstore._titanstore
 
 step "system packages the tests need (installed when missing)"
-# The chaos report test renders report.html in headless Chromium.
-if ! command -v chromium >/dev/null 2>&1; then
+# The chaos report test renders report.html in headless Chromium; power loss
+# mounts a FUSE filesystem (fusermount3, Debian package fuse3) where
+# /dev/fuse exists.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [[ -e /dev/fuse ]] && ! command -v fusermount3 >/dev/null 2>&1; then
+    missing+=(fuse3)
+fi
+if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
         apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
     else
-        echo "chromium is missing and cannot be installed here (needs root and apt-get)" >&2
+        echo "missing ${missing[*]} and cannot install here (needs root and apt-get)" >&2
     fi
 fi
+REQUIRE_FUSE=""
+[[ -e /dev/fuse ]] && REQUIRE_FUSE=1
 
 step "pytest"
 # Run from outside the checkout so the installed package is what is tested.
 (cd "${TMPDIR:-/tmp}" && TITANSTORE_SERVER_BIN="$TARGET_DIR/debug/titanstore-server" TITANSTORE_REQUIRE_CHROMIUM=1 \
+    TITANSTORE_REQUIRE_FUSE="$REQUIRE_FUSE" \
     PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -p no:cacheprovider \
     -c "$ROOT/pyproject.toml" --rootdir "$ROOT" "$ROOT/pytests")
 

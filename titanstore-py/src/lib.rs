@@ -1,11 +1,12 @@
 //! `titanstore._titanstore`: the native half of the `titanstore` Python
 //! package. The public API is re-exported (and documented) by the pure-Python
 //! package; this module only holds what must be Rust: the client, the fault
-//! proxies, the node entry point and the linearizability checker.
+//! proxies, the power-loss filesystem, the node entry point and the linearizability checker.
 
 mod checker;
 mod client;
 mod errors;
+mod lazyfs;
 mod node;
 mod proxy;
 mod watch;
@@ -18,6 +19,8 @@ mod _titanstore {
     use super::checker::{CheckResult, check_kv_history};
     #[pymodule_export]
     use super::client::NativeClient;
+    #[pymodule_export]
+    use super::lazyfs::LazyFs;
     #[pymodule_export]
     use super::node::{run_ctl, run_node};
     #[pymodule_export]

@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 from . import _process
 from .faults import NetworkFaults, _is_int
-from ._titanstore import Proxy
+from ._titanstore import LazyFs, Proxy
 from .client import DEFAULT_MAX_LINE_BYTES, Client, NodeStatus
 from .exceptions import HarnessError, TitanStoreError
 from .power import power_loss_support
@@ -230,6 +230,10 @@ class Cluster(NetworkFaults, _process._Watched):
     ``python -m titanstore.node``. Other keyword arguments become node flags:
     ``snapshot_threshold=50`` is ``--snapshot-threshold 50``; they are checked
     against the server's ``--help`` here, so a misspelt flag fails at once.
+    ``power_loss=True`` puts every node's data dir on a :class:`LazyFs` (an
+    in-memory FUSE filesystem that forgets what was not fsynced) so that
+    :meth:`power_loss` can pull the plug; it raises :class:`HarnessError`
+    saying why when this machine cannot (see :mod:`titanstore.power`).
     """
 
     def __init__(
@@ -240,6 +244,7 @@ class Cluster(NetworkFaults, _process._Watched):
         binary: Optional[Union[str, Path]] = None,
         keep_data: bool = False,
         startup_timeout: float = 15.0,
+        power_loss: bool = False,
         **node_flags: FlagValue,
     ) -> None:
         # Everything is checked before a temp dir or proxy exists.
@@ -284,11 +289,19 @@ class Cluster(NetworkFaults, _process._Watched):
                 self._max_line_bytes,
             )
         self._proxies: Dict[Tuple[str, str], Proxy] = {}
+        self._disks: Dict[str, LazyFs] = {}
+        self.power_loss_enabled = bool(power_loss)
+        if self.power_loss_enabled:
+            reason = power_loss_support()
+            if reason is not None:
+                raise HarnessError(f"Cluster(power_loss=True) cannot run here: {reason}")
         self._closed = False
         _LIVE_CLUSTERS.add(self)
         try:
             for a, b in itertools.permutations(self._nodes, 2):
                 self._proxies[(a, b)] = Proxy(self._nodes[b].raft_addr)
+            for node in self._nodes.values():
+                self._mount_disk(node)
         except BaseException:
             self.close()
             raise
@@ -396,6 +409,7 @@ class Cluster(NetworkFaults, _process._Watched):
                 self._proxies[(node_id, other)] = Proxy(self._nodes[other].raft_addr)
                 self._proxies[(other, node_id)] = Proxy(node.raft_addr)
             self._nodes[node_id] = node
+            self._mount_disk(node)
         self._fault("add-node", (node_id,), "learner" if learner else "voter")
         self.start(node_id)
         self._wait_member(node_id, voter=not learner)
@@ -475,6 +489,12 @@ class Cluster(NetworkFaults, _process._Watched):
             node.paused = False
         for proxy in self._proxies.values():
             proxy.close()
+        for disk in self._disks.values():
+            try:
+                disk.unmount()
+            except HarnessError:
+                pass
+        self._disks.clear()
         _LIVE_CLUSTERS.discard(self)
         if self._owns_dir and not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -621,21 +641,54 @@ class Cluster(NetworkFaults, _process._Watched):
             process.wait()
             raise self._error(f"{node_id} did not stop within {timeout} s of SIGTERM") from None
 
-    def power_loss(self, node_id: str) -> None:
-        """Pulls the plug: the node dies and every write it did not fsync is
-        lost (needs FUSE; see :func:`titanstore.power.power_loss_support`)."""
-        self._check_open()
-        self.node(node_id)
-        reason = power_loss_support()
-        if reason is not None:
-            raise HarnessError(f"power_loss({node_id!r}) is not available here: {reason}")
-        raise HarnessError("power loss is not implemented")  # pragma: no cover
+    def _mount_disk(self, node: ClusterNode) -> None:
+        if not self.power_loss_enabled or node.id in self._disks:
+            return
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        self._disks[node.id] = LazyFs(str(node.data_dir))
 
-    def power_loss_all(self) -> None:
-        """:meth:`power_loss` on every running node at the same moment."""
+    def power_loss(self, node_id: str) -> Tuple[int, int]:
+        """Pulls the plug: SIGKILL, then every write the node did not fsync
+        is dropped from its disk. Returns ``(writes, bytes)`` lost. Needs
+        ``Cluster(power_loss=True)``; start the node again with :meth:`start`."""
+        self._check_open()
+        node = self.node(node_id)
+        disk = self._disks.get(node_id)
+        if disk is None:
+            reason = power_loss_support() or "the cluster was made without power_loss=True"
+            raise HarnessError(f"power_loss({node_id!r}) is not available: {reason}")
+        with self._lock:
+            self.poll_exits()
+            process = node.process if node.is_running else None
+            node.exit_expected = True
+        if process is not None:
+            process.kill()
+            process.wait()
+        node.paused = False
+        lost = disk.power_loss()
+        self._fault("power-loss", (node_id,), f"unsynced writes dropped={lost[0]} bytes={lost[1]}")
+        return lost
+
+    def power_loss_all(self) -> Dict[str, Tuple[int, int]]:
+        """:meth:`power_loss` on every node at once (every process is killed
+        before any disk forgets): the whole cluster loses power."""
+        self._check_open()
         for node in self.nodes:
-            if node.is_running:
-                self.power_loss(node.id)
+            if node.id not in self._disks:
+                self.power_loss(node.id)  # raises with the reason
+        with self._lock:
+            self.poll_exits()
+            running = [n for n in self.nodes if n.is_running]
+            for node in running:
+                node.exit_expected = True
+        for node in running:
+            assert node.process is not None
+            node.process.kill()
+        for node in running:
+            assert node.process is not None
+            node.process.wait()
+            node.paused = False
+        return {n.id: self.power_loss(n.id) for n in self.nodes}
 
     def pause(self, node_id: str) -> None:
         """SIGSTOP: the node freezes mid-flight, as in a long GC pause or VM stall."""

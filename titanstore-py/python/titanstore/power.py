@@ -22,7 +22,7 @@ __all__ = ["power_loss_support"]
 def power_loss_support() -> Optional[str]:
     """None when power loss works here, else why not (one sentence)."""
     if not hasattr(_titanstore, "LazyFs"):
-        return "this build of titanstore has no FUSE filesystem (power loss is not available yet)"
+        return "this build of titanstore has no FUSE filesystem"
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse does not exist (no FUSE in this kernel or container)"
     if shutil.which("fusermount3") is None and shutil.which("fusermount") is None:

@@ -356,7 +356,8 @@ def run(
     errors: List[str] = []
     started_wall = time.time()
     try:
-        with Cluster(nodes=nodes, data_dir=work / "cluster", binary=binary, **flags) as cluster:
+        power = "power-loss" in kinds
+        with Cluster(nodes=nodes, data_dir=work / "cluster", binary=binary, power_loss=power, **flags) as cluster:
             cluster.wait_for_leader(timeout=30)
             result = _run_cluster(
                 cluster, kinds, duration, seed, clients, key_names, reads, check_timeout, show, errors
