@@ -220,3 +220,56 @@ fn a_join_whose_address_duplicates_a_member_exits_with_the_reason() {
     assert!(err.contains("duplicate address"), "{err}");
     assert!(!members(&cluster, "node1").contains("node9"));
 }
+
+/// A node started on another cluster's data dir keeps that cluster's id:
+/// it refuses the messages of the cluster it was pointed at, logs both ids
+/// and keeps running; that cluster goes on as if it were down.
+#[test]
+fn a_node_on_another_clusters_data_dir_is_refused() {
+    let mut ours = TestCluster::launch(3, &[]);
+    let mut other = TestCluster::launch(1, &[]);
+    ours.wait_for_leader(Duration::from_secs(10));
+    other.wait_for_leader(Duration::from_secs(10));
+    let id_of = |c: &TestCluster, node: &str| {
+        wait_for("a cluster id", Duration::from_secs(10), || {
+            c.status(node)?.field("cluster_id").filter(|id| id != "-")
+        })
+    };
+    let (our_id, other_id) = (id_of(&ours, "node1"), id_of(&other, "node1"));
+    assert_ne!(our_id, other_id);
+    other.stop("node1");
+    ours.kill("node3");
+    let dir = ours.node("node3").data_dir.clone();
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(&other.node("node1").data_dir, &dir);
+    ours.start("node3");
+    let log = wait_for(
+        "the refusal in node3's log",
+        Duration::from_secs(10),
+        || {
+            let log = std::fs::read_to_string(&ours.node("node3").log_path).ok()?;
+            log.contains("refusing messages from a node of another cluster")
+                .then_some(log)
+        },
+    );
+    assert!(log.contains(&our_id) && log.contains(&other_id), "{log}");
+    assert_eq!(set_via_leader(&ours, "after", "yes"), "OK");
+    let status = ours.status("node3").expect("node3 keeps running");
+    assert_eq!(
+        status.field("cluster_id").as_deref(),
+        Some(other_id.as_str())
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -27,6 +27,18 @@ pub fn free_port() -> u16 {
     panic!("no free port in 20000-31999");
 }
 
+/// `GET path` over HTTP/1.0 on loopback: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
 /// Polls `f` until it returns Some or the deadline passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -48,6 +60,8 @@ pub struct TestNode {
     pub client_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Serves `/metrics` and `/health` here (`--metrics-addr`), when set.
+    pub metrics_port: Option<u16>,
     /// Started with `--join <these client addrs>` instead of `--peers`.
     pub join: Option<Vec<String>>,
     child: Option<Child>,
@@ -71,6 +85,15 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn launch(n: usize, extra_args: &[&str]) -> TestCluster {
+        TestCluster::launch_with(n, extra_args, false)
+    }
+
+    /// Like [`TestCluster::launch`], every node also serving `--metrics-addr`.
+    pub fn launch_with_metrics(n: usize, extra_args: &[&str]) -> TestCluster {
+        TestCluster::launch_with(n, extra_args, true)
+    }
+
+    fn launch_with(n: usize, extra_args: &[&str], metrics: bool) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
             .map(|i| TestNode {
@@ -79,6 +102,7 @@ impl TestCluster {
                 client_port: free_port(),
                 data_dir: dir.path().join(format!("node{i}")),
                 log_path: dir.path().join(format!("node{i}.log")),
+                metrics_port: metrics.then(free_port),
                 join: None,
                 child: None,
             })
@@ -129,6 +153,7 @@ impl TestCluster {
             client_port: free_port(),
             data_dir: dir.join(id),
             log_path: dir.join(format!("{id}.log")),
+            metrics_port: None,
             join: Some(join),
             child: None,
         });
@@ -179,6 +204,9 @@ impl TestCluster {
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log);
+        if let Some(port) = node.metrics_port {
+            cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{port}"));
+        }
         if let Some(join) = &node.join {
             cmd.arg("--join").arg(join.join(","));
         } else if !peers.is_empty() {

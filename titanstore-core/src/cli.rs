@@ -78,7 +78,39 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// host:port to serve GET /metrics (Prometheus text) and GET /health on.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Client connections served at once; one more gets `ERR BUSY` and is
+    /// closed [default: the open-file limit (raised to its hard limit at
+    /// start) minus 256 kept for the node's own files and peers].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a client connection may go without completing a request line
+    /// (and with none in flight) before it is closed; fractions allowed.
+    #[arg(long, default_value_t = 300.0)]
+    pub client_idle_timeout: f64,
+    /// Bytes of client request lines in flight on all connections together;
+    /// further requests get `ERR BUSY` until replies free room.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_inflight_bytes: usize,
 }
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Open files the node keeps for itself (WAL, snapshots, peers, metrics)
+/// when it sizes the default `--max-connections`.
+const RESERVED_FDS: u64 = 256;
 
 /// Parses `id=host:port`.
 pub fn parse_peer_addr(text: &str) -> Result<(String, String), String> {
@@ -144,6 +176,12 @@ impl Args {
         if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
             return Err("--heartbeat-ms must be > 0 and below --election-timeout-min-ms".into());
         }
+        if !(self.client_idle_timeout.is_finite() && self.client_idle_timeout > 0.0) {
+            return Err("--client-idle-timeout must be a positive number of seconds".into());
+        }
+        if self.max_connections == Some(0) || self.max_inflight_bytes == 0 {
+            return Err("--max-connections and --max-inflight-bytes must be > 0".into());
+        }
         if self.snapshot_threshold == 0 || self.max_line_bytes == 0 || self.request_timeout_ms == 0
         {
             return Err(
@@ -154,7 +192,7 @@ impl Args {
         Ok(())
     }
 
-    fn node_config(&self, raft_port: u16, client_port: u16) -> NodeConfig {
+    fn node_config(&self, raft_port: u16, client_port: u16, max_connections: usize) -> NodeConfig {
         let data_dir = self
             .data_dir
             .clone()
@@ -179,6 +217,9 @@ impl Args {
         config.request_timeout = Duration::from_millis(self.request_timeout_ms);
         config.server = ServerConfig {
             max_line_bytes: self.max_line_bytes,
+            max_connections,
+            idle_timeout: Duration::from_secs_f64(self.client_idle_timeout),
+            max_buffered_bytes: self.max_inflight_bytes,
             ..ServerConfig::default()
         };
         config
@@ -204,7 +245,7 @@ where
         eprintln!("error: {msg}");
         return 2;
     }
-    init_logging(&args.log);
+    init_logging(&args.log, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("titanstore")
@@ -228,27 +269,70 @@ where
     }
 }
 
-fn init_logging(default_filter: &str) {
+fn init_logging(default_filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A second call (e.g. two nodes in one Python process) keeps the first.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}
+
+/// Raises the soft open-file limit to the hard one and sizes the default
+/// `--max-connections` below it.
+fn connection_limit(args: &Args) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(%err, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let default = limit.saturating_sub(RESERVED_FDS).max(16);
+    match args.max_connections {
+        Some(n) => {
+            if n as u64 > default {
+                tracing::warn!(
+                    max_connections = n,
+                    open_file_limit = limit,
+                    "--max-connections is above what the open-file limit leaves; \
+                     accepts will fail (and be retried) when files run out"
+                );
+            }
+            n
+        }
+        None => usize::try_from(default).unwrap_or(usize::MAX),
+    }
 }
 
 async fn serve(args: Args) -> Result<(), String> {
     let raft_listener = bind(args.bind, args.port, "raft").await?;
     let client_listener = bind(args.bind, args.client_port, "client").await?;
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(bind(addr.ip(), addr.port(), "metrics").await?),
+        None => None,
+    };
     let raft_port = local_port(&raft_listener)?;
     let client_port = local_port(&client_listener)?;
-    let config = args.node_config(raft_port, client_port);
+    let max_connections = connection_limit(&args);
+    let config = args.node_config(raft_port, client_port, max_connections);
+    let metrics_note = match &metrics_listener {
+        Some(listener) => format!(
+            " metrics={}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        ),
+        None => String::new(),
+    };
     // One parseable line on stdout: harnesses learn the bound ports from it.
     println!(
-        "titanstore node {} listening raft={}:{} client={}:{} data_dir={}",
+        "titanstore node {} listening raft={}:{} client={}:{} data_dir={}{metrics_note}",
         config.id,
         args.bind,
         raft_port,
@@ -256,7 +340,12 @@ async fn serve(args: Args) -> Result<(), String> {
         client_port,
         config.data_dir.display()
     );
-    node::run(config, raft_listener, client_listener, shutdown_signal())
+    let listeners = node::Listeners {
+        raft: raft_listener,
+        client: client_listener,
+        metrics: metrics_listener,
+    };
+    node::run(config, listeners, shutdown_signal())
         .await
         .map_err(|err| err.to_string())
 }

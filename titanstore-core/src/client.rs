@@ -466,6 +466,12 @@ impl Client {
                 Attempt::Retry(ClientError::NoLeader)
             }
             Reply::Dropped(reason) => Attempt::Retry(ClientError::Server(reason)),
+            // Not attempted: another node may have room (or, later, this one).
+            Reply::NoSpace(reason) => {
+                self.rotate();
+                Attempt::Retry(ClientError::Server(format!("NOSPACE {reason}")))
+            }
+            Reply::Busy(reason) => Attempt::Retry(ClientError::Server(format!("BUSY {reason}"))),
             Reply::Unknown(reason) => Attempt::Done(Err(ClientError::Indeterminate(reason))),
             Reply::Conflict(current_rev) => {
                 Attempt::Done(Err(ClientError::Conflict { current_rev }))

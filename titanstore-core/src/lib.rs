@@ -13,6 +13,7 @@ pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod ctl;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod raft;

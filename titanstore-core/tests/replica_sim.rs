@@ -9,7 +9,7 @@
 
 mod whole_node;
 
-use titanstore_core::raft::Role;
+use titanstore_core::raft::{Message, MessageBody, Role};
 use whole_node::{OpOutcome, Options, Sim, run_seeds};
 
 #[test]
@@ -185,6 +185,49 @@ fn new_cluster_bootstraps_and_picks_a_cluster_id() {
     sim.finish().unwrap();
 }
 
+/// A message stamped with another cluster's id is refused (the node stays
+/// as it was), the same message with the node's own id (or none) is not.
+#[test]
+fn messages_from_another_cluster_are_refused() {
+    let mut sim = Sim::quiet(4, 3);
+    elect(&mut sim, 0);
+    sim.ticks(40);
+    let ours = sim.nodes[1]
+        .up
+        .as_ref()
+        .unwrap()
+        .replica
+        .cluster_id()
+        .unwrap()
+        .to_string();
+    let term = sim.status(1).unwrap().term;
+    let timeout_now = || Message {
+        from: "n1".into(),
+        to: "n2".into(),
+        body: MessageBody::TimeoutNow { term },
+    };
+    let up = sim.nodes[1].up.as_mut().unwrap();
+    up.replica.step_from("0123456789abcdef", timeout_now());
+    assert_eq!(up.replica.foreign_messages(), 1);
+    let mut effects = Vec::new();
+    up.replica.poll(&mut effects).unwrap();
+    assert_eq!(
+        up.replica.raft_status().term,
+        term,
+        "a foreign TimeoutNow was obeyed"
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    // The same message from its own cluster starts an election at once.
+    up.replica.step_from(&ours, timeout_now());
+    up.replica.poll(&mut effects).unwrap();
+    assert!(
+        up.replica.raft_status().term > term,
+        "its own cluster's TimeoutNow was refused"
+    );
+    assert_eq!(up.replica.foreign_messages(), 1);
+    sim.finish().unwrap();
+}
+
 /// A leader whose disk stops completing writes steps down; another node
 /// leads; STATUS says why.
 #[test]
@@ -200,6 +243,43 @@ fn a_leader_with_a_stalled_disk_steps_down() {
     let w = sim.write(sim.leader().unwrap(), "k1", "after");
     assert!(sim.until(200, |s| s.outcome(w) == OpOutcome::Ok));
     let _ = h;
+    sim.finish().unwrap();
+}
+
+/// A leader whose disk fills up (ENOSPC) steps down and answers writes
+/// `ERR NOSPACE`; a healthy node leads and takes writes; once the disk has
+/// room the node catches up by itself, and no acknowledged write is lost.
+#[test]
+fn a_leader_with_a_full_disk_steps_down_and_recovers() {
+    let mut sim = Sim::quiet(6, 3);
+    elect(&mut sim, 0);
+    sim.fill_disk(0);
+    let first = sim.write(0, "k0", "into-a-full-disk");
+    assert!(sim.until(1000, |s| (1..3).any(|i| s.role(i) == Some(Role::Leader))));
+    assert_ne!(sim.role(0), Some(Role::Leader));
+    let line = sim.status_line(0).unwrap();
+    assert!(line.contains("disk=full"), "{line}");
+    let refused = sim.write(0, "k1", "refused");
+    assert!(sim.until(10, |s| s.reply(refused).is_some()));
+    let reply = sim.reply(refused).unwrap_or_default();
+    assert!(reply.starts_with("ERR NOSPACE"), "{reply}");
+    let leader = sim.leader().unwrap();
+    let w = sim.write(leader, "k2", "while-full");
+    assert!(sim.until(200, |s| s.outcome(w) == OpOutcome::Ok));
+    // Node 0 keeps its place: it leads again only if elected, and its
+    // disk catches up once it has room.
+    sim.free_disk(0);
+    let after = sim.write(leader, "k3", "after-room");
+    assert!(sim.until(200, |s| s.outcome(after) == OpOutcome::Ok));
+    let commit = sim.status(leader).unwrap().commit;
+    assert!(
+        sim.until(1000, |s| s.status(0).is_some_and(|st| st.applied >= commit)),
+        "the node never caught up: {:?}",
+        sim.status(0)
+    );
+    let line = sim.status_line(0).unwrap();
+    assert!(line.contains("disk=ok"), "{line}");
+    let _ = first;
     sim.finish().unwrap();
 }
 

@@ -244,6 +244,8 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
         Reply::NoLeader => ClientError::NoLeader,
         Reply::Dropped(reason) => ClientError::Server(reason),
         Reply::Unknown(reason) => ClientError::Indeterminate(reason),
+        Reply::NoSpace(reason) => ClientError::Server(format!("NOSPACE {reason}")),
+        Reply::Busy(reason) => ClientError::Server(format!("BUSY {reason}")),
         Reply::Error(reason) => ClientError::Server(reason),
         other => ClientError::Protocol(format!("unexpected pipeline reply {other:?}")),
     };

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -14,9 +16,10 @@ use super::NodeError;
 use super::handle::NodeRequest;
 use super::replica::{Effect, Replica, Token};
 use super::storage_thread::{StorageDone, StorageJob};
+use crate::metrics::Metrics;
 use crate::protocol::{Reply, WatchEnd, WatchEvent};
-use crate::raft::Message;
-use crate::transport::{PeerSender, SnapshotSource};
+use crate::raft::MessageBody;
+use crate::transport::{Envelope, PeerSender, SnapshotSource};
 use crate::types::{NodeId, Snapshot};
 
 /// Most inputs of one kind folded into one pass before the effects are run.
@@ -29,7 +32,7 @@ pub(super) struct EventLoop {
     /// Addresses that override the configuration's (`--peer-addr`).
     peer_addrs: HashMap<NodeId, String>,
     /// Where new peers' senders read snapshot images from.
-    snapshots: std::sync::Arc<dyn SnapshotSource>,
+    snapshots: Arc<dyn SnapshotSource>,
     storage: Option<std_mpsc::Sender<StorageJob>>,
     snapshot_writer: Option<std_mpsc::Sender<Snapshot>>,
     waiting: HashMap<Token, oneshot::Sender<Reply>>,
@@ -37,6 +40,28 @@ pub(super) struct EventLoop {
     watchers: HashMap<Token, mpsc::Sender<WatchEvent>>,
     next_token: Token,
     effects: Vec<Effect>,
+    metrics: Arc<Metrics>,
+    /// Stamped on every outgoing message (empty until the cluster has one).
+    cluster_id: Arc<str>,
+    /// When the oldest unanswered AppendEntries to each peer left.
+    rtt_probes: HashMap<NodeId, Instant>,
+}
+
+/// The threads that carry out storage effects.
+pub(super) struct Workers {
+    pub(super) storage: std_mpsc::Sender<StorageJob>,
+    pub(super) snapshot_writer: std_mpsc::Sender<Snapshot>,
+}
+
+/// A round-trip probe older than this counts as lost.
+const PROBE_LOST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What woke the event loop.
+enum Wake {
+    Tick(tokio::time::Instant),
+    Message(Envelope),
+    Request(NodeRequest),
+    Storage(StorageDone),
 }
 
 impl EventLoop {
@@ -45,10 +70,14 @@ impl EventLoop {
         tick: std::time::Duration,
         peers: HashMap<NodeId, PeerSender>,
         peer_addrs: HashMap<NodeId, String>,
-        snapshots: std::sync::Arc<dyn SnapshotSource>,
-        storage: std_mpsc::Sender<StorageJob>,
-        snapshot_writer: std_mpsc::Sender<Snapshot>,
+        snapshots: Arc<dyn SnapshotSource>,
+        workers: Workers,
+        metrics: Arc<Metrics>,
     ) -> EventLoop {
+        let Workers {
+            storage,
+            snapshot_writer,
+        } = workers;
         EventLoop {
             replica,
             tick,
@@ -61,12 +90,15 @@ impl EventLoop {
             watchers: HashMap::new(),
             next_token: 1,
             effects: Vec::new(),
+            metrics,
+            rtt_probes: HashMap::new(),
+            cluster_id: Arc::from(""),
         }
     }
 
     pub(super) async fn run(
         mut self,
-        mut inbox: mpsc::Receiver<Message>,
+        mut inbox: mpsc::Receiver<Envelope>,
         mut requests: mpsc::Receiver<NodeRequest>,
         mut done: mpsc::UnboundedReceiver<StorageDone>,
         shutdown: impl Future<Output = ()>,
@@ -75,25 +107,39 @@ impl EventLoop {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
-            tokio::select! {
+            let wake = tokio::select! {
                 _ = &mut shutdown => break Ok(()),
-                _ = ticker.tick() => {
+                due = ticker.tick() => Wake::Tick(due),
+                msg = inbox.recv() => match msg {
+                    Some(msg) => Wake::Message(msg),
+                    None => break Err(NodeError::RaftEndpointStopped),
+                },
+                Some(request) = requests.recv() => Wake::Request(request),
+                Some(report) = done.recv() => Wake::Storage(report),
+            };
+            let started = Instant::now();
+            match wake {
+                Wake::Tick(due) => {
+                    self.metrics
+                        .tick_late(started.saturating_duration_since(due.into_std()));
                     self.replica.set_wall_clock(unix_ms());
                     self.replica.tick();
+                    self.metrics.publish(
+                        self.replica.gauges(),
+                        self.replica.counters(),
+                        &self.replica.peer_lags(),
+                    );
                 }
-                msg = inbox.recv() => {
-                    let Some(msg) = msg else {
-                        break Err(NodeError::RaftEndpointStopped);
-                    };
-                    self.replica.step(msg);
+                Wake::Message(msg) => {
+                    self.on_message(msg, started);
                     for _ in 0..MAX_DRAIN {
                         match inbox.try_recv() {
-                            Ok(msg) => self.replica.step(msg),
+                            Ok(msg) => self.on_message(msg, started),
                             Err(_) => break,
                         }
                     }
                 }
-                Some(request) = requests.recv() => {
+                Wake::Request(request) => {
                     self.on_request(request);
                     for _ in 0..MAX_DRAIN {
                         match requests.try_recv() {
@@ -102,9 +148,11 @@ impl EventLoop {
                         }
                     }
                 }
-                Some(report) = done.recv() => {
+                Wake::Storage(report) => {
                     let mut result = self.replica.storage_done(report);
-                    while result.is_ok() && let Ok(report) = done.try_recv() {
+                    while result.is_ok()
+                        && let Ok(report) = done.try_recv()
+                    {
                         result = self.replica.storage_done(report);
                     }
                     if let Err(err) = result {
@@ -113,7 +161,9 @@ impl EventLoop {
                 }
             }
             let polled = self.replica.poll(&mut self.effects);
-            if let Err(err) = self.run_effects() {
+            let ran = self.run_effects();
+            self.metrics.loop_pass(started.elapsed());
+            if let Err(err) = ran {
                 break Err(err);
             }
             if let Err(err) = polled {
@@ -125,6 +175,17 @@ impl EventLoop {
         self.storage = None;
         self.snapshot_writer = None;
         result
+    }
+
+    /// A peer message; an AppendEntries reply closes that peer's round-trip probe.
+    fn on_message(&mut self, Envelope { cluster_id, msg }: Envelope, now: Instant) {
+        if matches!(msg.body, MessageBody::AppendEntriesReply { .. })
+            && let Some(sent) = self.rtt_probes.remove(&msg.from)
+        {
+            self.metrics
+                .peer_round_trip(&msg.from, now.saturating_duration_since(sent));
+        }
+        self.replica.step_from(&cluster_id, msg);
     }
 
     fn on_request(
@@ -145,9 +206,24 @@ impl EventLoop {
     }
 
     fn run_effects(&mut self) -> Result<(), NodeError> {
+        if self.cluster_id.is_empty()
+            && let Some(id) = self.replica.cluster_id()
+        {
+            self.cluster_id = Arc::from(id);
+        }
         for effect in std::mem::take(&mut self.effects) {
             match effect {
                 Effect::Send(msg) => {
+                    if matches!(msg.body, MessageBody::AppendEntries { .. }) {
+                        // A probe whose message was lost is restarted.
+                        let probe = self
+                            .rtt_probes
+                            .entry(msg.to.clone())
+                            .or_insert_with(Instant::now);
+                        if probe.elapsed() > PROBE_LOST {
+                            *probe = Instant::now();
+                        }
+                    }
                     if !self.peers.contains_key(&msg.to)
                         && let Some(addr) = self
                             .peer_addrs
@@ -157,12 +233,11 @@ impl EventLoop {
                     {
                         // A member added at runtime: open its stream now.
                         tracing::info!(peer = %msg.to, %addr, "connecting to new member");
-                        let sender =
-                            PeerSender::spawn(addr, std::sync::Arc::clone(&self.snapshots));
+                        let sender = PeerSender::spawn(addr, Arc::clone(&self.snapshots));
                         self.peers.insert(msg.to.clone(), sender);
                     }
                     match self.peers.get(&msg.to) {
-                        Some(peer) => peer.send(msg),
+                        Some(peer) => peer.send(msg, Arc::clone(&self.cluster_id)),
                         None => tracing::debug!(to = %msg.to, "no route to node"),
                     }
                 }

@@ -25,6 +25,7 @@ pub use handle::NodeHandle;
 pub use replica::{Effect, Replica, ReplicaConfig, Token};
 pub use watches::ApiConfig;
 
+use crate::metrics::Metrics;
 use crate::raft::{Bootstrap, RaftConfig, RaftNode};
 use crate::server::{self, ServerConfig};
 use crate::state_machine::StateMachine;
@@ -185,6 +186,8 @@ pub enum NodeError {
     Join(String),
     #[error("the raft endpoint stopped receiving peer messages")]
     RaftEndpointStopped,
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
     #[error("raft endpoint failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -265,14 +268,29 @@ fn own_spec(config: &NodeConfig) -> Result<crate::protocol::MemberSpec, NodeErro
     })
 }
 
+/// The sockets a node serves on, bound by the caller (so that port 0 works
+/// and a busy port fails before anything starts).
+pub struct Listeners {
+    pub raft: TcpListener,
+    pub client: TcpListener,
+    /// `GET /metrics` and `GET /health` (`--metrics-addr`).
+    pub metrics: Option<TcpListener>,
+}
+
 /// Runs a node until `shutdown` completes or storage fails.
 pub async fn run(
     config: NodeConfig,
-    raft_listener: TcpListener,
-    client_listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), NodeError> {
+    let Listeners {
+        raft: raft_listener,
+        client: client_listener,
+        metrics: metrics_listener,
+    } = listeners;
     let mut config = config;
+    let metrics =
+        Metrics::new(config.data_dir.clone()).map_err(|err| NodeError::Metrics(err.to_string()))?;
     let (storage, recovered) = Storage::open_real(&config.data_dir)?;
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(?torn, "cut off a torn record at the end of the WAL");
@@ -304,13 +322,17 @@ pub async fn run(
     let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
     let writer = storage.snapshot_writer();
     let writer_done = done_tx.clone();
+    let writer_metrics = Arc::clone(&metrics);
     let snapshot_thread = std::thread::Builder::new()
         .name(format!("{}-snapshot", config.id))
-        .spawn(move || storage_thread::run_snapshot_writer(writer, snapshot_rx, writer_done))
+        .spawn(move || {
+            storage_thread::run_snapshot_writer(writer, snapshot_rx, writer_done, writer_metrics)
+        })
         .map_err(|err| NodeError::StorageFailed(err.to_string()))?;
+    let storage_metrics = Arc::clone(&metrics);
     let storage_thread = std::thread::Builder::new()
         .name(format!("{}-storage", config.id))
-        .spawn(move || storage_thread::run(storage, job_rx, done_tx))
+        .spawn(move || storage_thread::run(storage, job_rx, done_tx, storage_metrics))
         .map_err(|err| NodeError::StorageFailed(err.to_string()))?;
 
     let snapshots: Arc<dyn SnapshotSource> = Arc::new(DiskSnapshots {
@@ -346,8 +368,16 @@ pub async fn run(
         client_listener,
         NodeHandle::new(request_tx),
         config.server.clone(),
+        Arc::clone(&metrics),
         stopped(stop_rx.clone()),
     ));
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            stopped(stop_rx.clone()),
+        ))
+    });
 
     // A join that can never succeed stops the node with its reason.
     let (join_failed_tx, join_failed_rx) = tokio::sync::oneshot::channel::<NodeError>();
@@ -381,8 +411,11 @@ pub async fn run(
         peers,
         config.peer_addrs.clone(),
         Arc::clone(&snapshots),
-        job_tx,
-        snapshot_tx,
+        event_loop::Workers {
+            storage: job_tx,
+            snapshot_writer: snapshot_tx,
+        },
+        metrics,
     );
     let result = event_loop
         .run(inbox_rx, request_rx, done_rx, shutdown)
@@ -394,6 +427,9 @@ pub async fn run(
 
     let _ = stop_tx.send(true);
     let _ = client_server.await;
+    if let Some(server) = metrics_server {
+        let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    }
     // Peers hold long-lived streams open: give the endpoint a moment, not forever.
     let raft_result = tokio::time::timeout(Duration::from_secs(1), raft_server).await;
     // The event loop dropped the job sender: the storage thread drains and exits.

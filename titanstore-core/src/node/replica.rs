@@ -35,6 +35,7 @@ use members::{AfterCommit, CatchUp, HeldWrite, PendingTransfer};
 use super::NodeError;
 use super::storage_thread::{StorageDone, StorageJob};
 use super::watches::{ApiConfig, WatchHub};
+use crate::metrics::{RaftGauges, ReplicaCounters};
 use crate::protocol::{Reply, Request, Scan, ScanPage, WatchEvent};
 use crate::raft::{Message, MessageBody, ProposeError, RaftNode, Ready, Role, Status};
 use crate::state_machine::{StateMachine, WriteResult};
@@ -102,6 +103,9 @@ struct PendingRead {
     deadline: u64,
 }
 
+/// Ticks to wait after a snapshot could not be saved.
+const SNAPSHOT_RETRY_TICKS: u64 = 100;
+
 /// Ticks between sweeps of requests past their deadline.
 const SWEEP_TICKS: u64 = 10;
 
@@ -125,6 +129,11 @@ pub struct Replica {
     /// Submit tick of each storage-worker job not yet reported, in order.
     outstanding: VecDeque<u64>,
     disk_stalled: bool,
+    /// The disk refused a write (ENOSPC): writes get `ERR NOSPACE`, and the
+    /// node neither leads nor campaigns, until the storage worker has room.
+    disk_full: bool,
+    /// No snapshot is attempted before this tick (after one failed).
+    snapshot_retry_tick: u64,
     now: u64,
     rng: SmallRng,
     /// Term in which this node proposed the cluster id (once per term).
@@ -139,6 +148,10 @@ pub struct Replica {
     wall_ms: u64,
     /// Snapshot images refused because they failed their checksum or decode.
     pub bad_snapshots: u64,
+    /// How writes were answered, leader changes (for metrics).
+    counters: ReplicaCounters,
+    last_leader: Option<NodeId>,
+    foreign_messages: u64,
 }
 
 impl Replica {
@@ -165,6 +178,8 @@ impl Replica {
             incoming: None,
             outstanding: VecDeque::new(),
             disk_stalled: false,
+            disk_full: false,
+            snapshot_retry_tick: 0,
             now: 0,
             rng,
             bootstrap_proposed: None,
@@ -176,6 +191,9 @@ impl Replica {
             watches,
             wall_ms: 0,
             bad_snapshots: 0,
+            counters: ReplicaCounters::default(),
+            last_leader: None,
+            foreign_messages: 0,
         }
     }
 
@@ -204,7 +222,38 @@ impl Replica {
         self.watches.cancel(token);
     }
 
-    /// A message from a peer.
+    /// A message from a peer, with the cluster id its sender stamped on it.
+    /// A node that holds a cluster id refuses messages carrying another (a
+    /// node of another cluster, or one started on a foreign data dir) and
+    /// logs both ids; an empty id (a sender with none yet) is accepted.
+    pub fn step_from(&mut self, cluster_id: &str, msg: Message) {
+        if let Some(mine) = self.kv.cluster_id()
+            && !cluster_id.is_empty()
+            && cluster_id != mine
+        {
+            self.foreign_messages += 1;
+            // The first, then one in a thousand: a foreign peer retries forever.
+            if self.foreign_messages % 1000 == 1 {
+                tracing::warn!(id = %self.cfg.id, from = %msg.from, their_cluster = %cluster_id,
+                    our_cluster = %mine, refused = self.foreign_messages,
+                    "refusing messages from a node of another cluster");
+            }
+            return;
+        }
+        self.step(msg);
+    }
+
+    /// This node's cluster id, once its bootstrap entry is applied.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.kv.cluster_id()
+    }
+
+    /// Messages refused because they carried another cluster's id.
+    pub fn foreign_messages(&self) -> u64 {
+        self.foreign_messages
+    }
+
+    /// A message from a peer (no cluster check: see [`Replica::step_from`]).
     pub fn step(&mut self, msg: Message) {
         if let MessageBody::InstallSnapshot { meta, data, .. } = &msg.body
             && meta.last_index > self.raft.committed()
@@ -280,6 +329,13 @@ impl Replica {
 
     /// Starts a linearizable read (ReadIndex).
     fn read(&mut self, query: Query, token: Token, deadline: u64) {
+        if self.disk_full && self.raft.role() != Role::Leader {
+            // It cannot apply what it cannot persist: the read would wait
+            // for the disk. The leader answers it at once.
+            let reply = self.not_leader(self.raft.status().leader);
+            self.reply(token, reply);
+            return;
+        }
         let id = self.next_read_id;
         self.next_read_id += 1;
         match self.raft.read_index(id) {
@@ -330,6 +386,22 @@ impl Replica {
                     self.snapshot = meta.clone();
                 }
                 self.raft.on_snapshot_taken(meta);
+            }
+            StorageDone::NoSpace(why) => {
+                tracing::warn!(id = %self.cfg.id, %why,
+                    "disk full: refusing writes, not leading or campaigning until there is room");
+                self.disk_full = true;
+                self.raft.set_disk_stalled(true);
+            }
+            StorageDone::SpaceAvailable => {
+                tracing::info!(id = %self.cfg.id, "disk has room again");
+                self.disk_full = false;
+                self.raft.set_disk_stalled(self.disk_stalled);
+            }
+            StorageDone::SnapshotFailed(why) => {
+                tracing::warn!(id = %self.cfg.id, %why, "snapshot not saved; trying again later");
+                self.snapshot_in_flight = false;
+                self.snapshot_retry_tick = self.now + SNAPSHOT_RETRY_TICKS;
             }
             StorageDone::Failed(err) => return Err(NodeError::StorageFailed(err)),
         }
@@ -431,9 +503,43 @@ impl Replica {
         self.disk_stalled
     }
 
+    /// The disk refused a write for lack of space (and has not taken one since).
+    pub fn disk_full(&self) -> bool {
+        self.disk_full
+    }
+
     /// Entries applied since the last call (only with `record_applied`).
     pub fn take_applied(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.applied_log)
+    }
+
+    /// How writes were answered so far, and leader changes seen.
+    pub fn counters(&self) -> ReplicaCounters {
+        self.counters
+    }
+
+    /// The Raft state as the metrics and `/health` show it.
+    pub fn gauges(&self) -> RaftGauges {
+        let status = self.raft.status();
+        RaftGauges {
+            role: Some(status.role),
+            term: status.term,
+            leader: status.leader,
+            commit: status.commit,
+            applied: self.kv.applied_index(),
+            last_index: status.last_index,
+            snapshot_index: status.snapshot_index,
+            voters: status.voters,
+            learners: status.learners,
+            disk_full: self.disk_full,
+            disk_stalled: self.disk_stalled,
+            refused: status.refused.is_some(),
+        }
+    }
+
+    /// Leader only: how many entries each peer is behind its last index.
+    pub fn peer_lags(&self) -> Vec<(NodeId, u64)> {
+        self.raft.peer_lags()
     }
 
     /// Writes still waiting for an answer.
@@ -444,6 +550,11 @@ impl Replica {
     // ----- decisions -----
 
     fn reply(&mut self, token: Token, reply: Reply) {
+        match reply {
+            Reply::Dropped(_) => self.counters.dropped += 1,
+            Reply::Unknown(_) => self.counters.unknown += 1,
+            _ => {}
+        }
         self.effects.push(Effect::Reply { token, reply });
     }
 
@@ -472,11 +583,19 @@ impl Replica {
             } else {
                 tracing::info!(id = %self.cfg.id, "disk writes complete again");
             }
-            self.raft.set_disk_stalled(stalled);
+            self.raft.set_disk_stalled(stalled || self.disk_full);
         }
     }
 
     fn propose(&mut self, command: Command, token: Token, deadline: u64) {
+        if self.disk_full {
+            self.counters.no_space += 1;
+            self.reply(
+                token,
+                Reply::NoSpace("this node's disk is full; the write was not attempted".into()),
+            );
+            return;
+        }
         if self.disk_stalled {
             self.reply(
                 token,
@@ -574,7 +693,14 @@ impl Replica {
             ),
             (
                 "disk",
-                if self.disk_stalled { "stalled" } else { "ok" }.to_string(),
+                if self.disk_full {
+                    "full"
+                } else if self.disk_stalled {
+                    "stalled"
+                } else {
+                    "ok"
+                }
+                .to_string(),
             ),
             (
                 "bootstrap",
@@ -608,6 +734,12 @@ impl Replica {
             failed_reads,
         } = ready;
         if let Some(soft) = &soft_state {
+            if soft.leader.is_some() && soft.leader != self.last_leader {
+                self.counters.leader_changes += 1;
+            }
+            if soft.leader.is_some() {
+                self.last_leader.clone_from(&soft.leader);
+            }
             tracing::info!(
                 id = %self.cfg.id,
                 role = %soft.role,
@@ -754,6 +886,7 @@ impl Replica {
                 }
                 match write.then {
                     AfterCommit::Ok => {
+                        self.counters.committed += 1;
                         self.reply(write.token, write_reply(applied.result.as_ref()))
                     }
                     AfterCommit::CatchUpThenPromote(id) => self.catching_up.push(CatchUp {
@@ -791,7 +924,10 @@ impl Replica {
         // encoding is O(keys), so snapshots of a big map stay rare and their
         // cost per write stays constant, while the log stays O(state).
         let threshold = self.cfg.snapshot_threshold.max(self.kv.len() as u64 / 4);
-        if self.snapshot_in_flight || applied < self.snapshot.last_index + threshold {
+        if self.snapshot_in_flight
+            || self.now < self.snapshot_retry_tick
+            || applied < self.snapshot.last_index + threshold
+        {
             return;
         }
         let capacity = self.last_image_len + self.last_image_len / 8;

@@ -8,10 +8,12 @@
 //! written. The node's own snapshots are written by [`run_snapshot_writer`]
 //! on a thread of their own, so a big snapshot never holds up WAL fsyncs.
 
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::raft::Message;
 use crate::storage::{SnapshotWriter, Storage};
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
@@ -45,6 +47,14 @@ pub enum StorageDone {
     SnapshotSaved(SnapshotMeta),
     /// The WAL is compacted behind this snapshot.
     SnapshotTaken(SnapshotMeta),
+    /// The disk is full: the jobs from the one reported next on wait and
+    /// are retried until there is room (the reports then follow as usual).
+    NoSpace(String),
+    /// The disk took a write again after [`StorageDone::NoSpace`].
+    SpaceAvailable,
+    /// The node's own snapshot could not be saved (e.g. a full disk); the
+    /// node goes on and tries again later.
+    SnapshotFailed(String),
     /// The disk failed: the node must stop, since it can no longer keep promises.
     Failed(String),
 }
@@ -57,86 +67,213 @@ pub(crate) fn run(
     mut storage: Storage,
     jobs: std_mpsc::Receiver<StorageJob>,
     done: mpsc::UnboundedSender<StorageDone>,
+    metrics: Arc<Metrics>,
 ) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
+    // Jobs a full disk refused; they go first, before anything newer.
+    let mut retry: Vec<StorageJob> = Vec::new();
+    let mut full = DiskFull::default();
+    loop {
+        let mut batch = std::mem::take(&mut retry);
+        if batch.is_empty() {
+            match jobs.recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => return,
+            }
+        }
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        match write_batch(&mut storage, batch) {
-            Ok(reports) => {
-                for report in reports {
-                    if done.send(report).is_err() {
-                        return;
-                    }
-                }
-            }
+        let entries: usize = batch
+            .iter()
+            .map(|job| match job {
+                StorageJob::Write { entries, .. } => entries.len(),
+                StorageJob::Compact(_) => 0,
+            })
+            .sum();
+        let before = storage.stats();
+        let written = write_batch(&mut storage, batch);
+        let after = storage.stats();
+        let fsyncs = after.wal_fsyncs - before.wal_fsyncs;
+        if fsyncs > 0 {
+            metrics.fsyncs.inc_by(fsyncs);
+            let each = (after.wal_fsync_time - before.wal_fsync_time) / fsyncs as u32;
+            metrics.fsync_seconds.observe(each.as_secs_f64());
+        }
+        let outcome = match written {
+            Ok(outcome) => outcome,
             Err(err) => {
                 tracing::error!(%err, "storage failed; the node must stop");
                 let _ = done.send(StorageDone::Failed(err.to_string()));
                 return;
             }
+        };
+        if entries > 0 && outcome.unfinished.is_empty() {
+            metrics.batch_entries.observe(entries as f64);
+        }
+        let reports = full.reports(outcome.reports, outcome.no_space);
+        for report in reports {
+            if done.send(report).is_err() {
+                return;
+            }
+        }
+        if !outcome.unfinished.is_empty() {
+            retry = outcome.unfinished;
+            // Wait for room, but stop at once when the node shuts down.
+            match jobs.recv_timeout(NO_SPACE_RETRY) {
+                Ok(job) => retry.push(job),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 }
 
+/// Whether the disk is full, as the replica was told.
+#[derive(Debug, Default)]
+pub struct DiskFull {
+    full: bool,
+}
+
+impl DiskFull {
+    /// A batch's reports, with [`StorageDone::NoSpace`] after them when the
+    /// disk has just filled up, or [`StorageDone::SpaceAvailable`] before
+    /// them when it has just taken writes again.
+    pub fn reports(
+        &mut self,
+        mut reports: Vec<StorageDone>,
+        no_space: Option<String>,
+    ) -> Vec<StorageDone> {
+        match no_space {
+            Some(why) if !self.full => {
+                self.full = true;
+                tracing::error!(%why, "disk full: writes are refused until there is room");
+                reports.push(StorageDone::NoSpace(why));
+            }
+            None if self.full => {
+                self.full = false;
+                tracing::info!("disk has room again: writes resume");
+                reports.insert(0, StorageDone::SpaceAvailable);
+            }
+            _ => {}
+        }
+        reports
+    }
+}
+
+/// How often a full disk is tried again.
+const NO_SPACE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What became of a batch of jobs.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// One report per job carried out (and durable), in order.
+    pub reports: Vec<StorageDone>,
+    /// Jobs not carried out because the disk is full, in order: retry them
+    /// (before any later job) once there is room. What they had written
+    /// already is harmless to write again.
+    pub unfinished: Vec<StorageJob>,
+    /// Why the disk refused (set when `unfinished` is not empty).
+    pub no_space: Option<String>,
+}
+
 /// Carries out a batch of jobs with as few fsyncs as it can (one for all
-/// appends), returning one report per job. The storage thread and the
-/// whole-node simulation both run exactly this.
+/// appends), returning one report per job. A full disk is not a failure:
+/// the jobs from the one that hit it on come back unfinished. The storage
+/// thread and the whole-node simulation both run exactly this.
 pub fn write_batch(
     storage: &mut Storage,
     batch: Vec<StorageJob>,
-) -> Result<Vec<StorageDone>, crate::storage::StorageError> {
-    let mut reports = Vec::with_capacity(batch.len());
+) -> Result<BatchOutcome, crate::storage::StorageError> {
+    let mut done: Vec<(StorageJob, Option<LogIndex>)> = Vec::with_capacity(batch.len());
     let mut dirty = false;
-    for job in batch {
-        match job {
-            StorageJob::Write {
-                seq,
-                snapshot,
-                entries,
-                hard_state,
-                then,
-            } => {
-                let snapshot_index = match snapshot {
-                    Some(snapshot) => {
-                        // Syncs what this batch appended before it, then saves.
-                        storage.save_snapshot(&snapshot)?;
-                        dirty = false;
-                        Some(snapshot.meta.last_index)
-                    }
-                    None => None,
-                };
-                if !entries.is_empty() {
-                    storage.append(&entries)?;
-                    dirty = true;
-                }
-                if let Some(hard_state) = &hard_state {
-                    storage.set_hard_state(hard_state)?;
-                    dirty = true;
-                }
-                reports.push(StorageDone::Written {
-                    seq,
-                    last: entries.last().map(|e| (e.index, e.term)),
-                    snapshot_index,
-                    then,
-                });
+    let mut jobs = batch.into_iter();
+    let mut unfinished = Vec::new();
+    let mut no_space = None;
+    while let Some(job) = jobs.next() {
+        match run_job(storage, &job, &mut dirty) {
+            Ok(snapshot_index) => done.push((job, snapshot_index)),
+            Err(err) if err.is_no_space() => {
+                no_space = Some(err.to_string());
+                unfinished.push(job);
+                unfinished.extend(jobs);
+                break;
             }
-            StorageJob::Compact(meta) => {
-                // Syncs what this batch appended before it, then compacts.
-                storage.compact_to(&meta)?;
-                dirty = false;
-                reports.push(StorageDone::SnapshotTaken(meta));
-            }
+            Err(err) => return Err(err),
         }
     }
-    if dirty {
-        storage.sync()?;
+    if dirty && let Err(err) = storage.sync() {
+        if !err.is_no_space() {
+            return Err(err);
+        }
+        // Nothing of this batch is known durable: all of it is redone.
+        no_space = Some(err.to_string());
+        let rest = std::mem::take(&mut unfinished);
+        unfinished = done.drain(..).map(|(job, _)| job).chain(rest).collect();
     }
-    Ok(reports)
+    let reports = done
+        .into_iter()
+        .map(|(job, snapshot_index)| match job {
+            StorageJob::Write {
+                seq, entries, then, ..
+            } => StorageDone::Written {
+                seq,
+                last: entries.last().map(|e| (e.index, e.term)),
+                snapshot_index,
+                then,
+            },
+            StorageJob::Compact(meta) => StorageDone::SnapshotTaken(meta),
+        })
+        .collect();
+    Ok(BatchOutcome {
+        reports,
+        unfinished,
+        no_space,
+    })
+}
+
+/// Carries out one job; `dirty` tells whether an fsync is owed. Returns the
+/// index of the snapshot it saved, if any.
+fn run_job(
+    storage: &mut Storage,
+    job: &StorageJob,
+    dirty: &mut bool,
+) -> Result<Option<LogIndex>, crate::storage::StorageError> {
+    match job {
+        StorageJob::Write {
+            snapshot,
+            entries,
+            hard_state,
+            ..
+        } => {
+            let snapshot_index = match snapshot {
+                Some(snapshot) => {
+                    // Syncs what this batch appended before it, then saves.
+                    storage.save_snapshot(snapshot)?;
+                    *dirty = false;
+                    Some(snapshot.meta.last_index)
+                }
+                None => None,
+            };
+            if !entries.is_empty() {
+                storage.append(entries)?;
+                *dirty = true;
+            }
+            if let Some(hard_state) = hard_state {
+                storage.set_hard_state(hard_state)?;
+                *dirty = true;
+            }
+            Ok(snapshot_index)
+        }
+        StorageJob::Compact(meta) => {
+            // Syncs what this batch appended before it, then compacts.
+            storage.compact_to(meta)?;
+            *dirty = false;
+            Ok(None)
+        }
+    }
 }
 
 /// Saves the node's own snapshots, one at a time, off the storage thread.
@@ -145,10 +282,22 @@ pub(crate) fn run_snapshot_writer(
     writer: SnapshotWriter,
     snapshots: std_mpsc::Receiver<Snapshot>,
     done: mpsc::UnboundedSender<StorageDone>,
+    metrics: Arc<Metrics>,
 ) {
     while let Ok(snapshot) = snapshots.recv() {
+        let started = std::time::Instant::now();
         let report = match writer.save(&snapshot) {
-            Ok(_) => StorageDone::SnapshotSaved(snapshot.meta),
+            Ok(_) => {
+                metrics.snapshots.inc();
+                metrics
+                    .snapshot_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                StorageDone::SnapshotSaved(snapshot.meta)
+            }
+            Err(err) if err.is_no_space() => {
+                tracing::warn!(%err, "cannot save a snapshot: the disk is full; will try again");
+                StorageDone::SnapshotFailed(err.to_string())
+            }
             Err(err) => {
                 tracing::error!(%err, "cannot save a snapshot; the node must stop");
                 StorageDone::Failed(err.to_string())

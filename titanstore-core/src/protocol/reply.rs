@@ -24,6 +24,11 @@ pub enum Reply {
     Dropped(String),
     /// `ERR UNKNOWN <reason>`: the write may or may not have been applied.
     Unknown(String),
+    /// `ERR NOSPACE <reason>`: this node's disk is full; the write was not
+    /// proposed (safe to retry, e.g. on another node).
+    NoSpace(String),
+    /// `ERR BUSY <reason>`: refused under load, not attempted; retry later.
+    Busy(String),
     /// `ERR <reason>`: a bad request or another failure.
     Error(String),
     /// `MEMBERS <id>:<host>:<raft_port>:<client_port>:<voter|learner> ...`
@@ -77,6 +82,14 @@ impl Reply {
             }
             Reply::Unknown(reason) => {
                 out.extend_from_slice(b"ERR UNKNOWN ");
+                out.extend_from_slice(reason.as_bytes());
+            }
+            Reply::NoSpace(reason) => {
+                out.extend_from_slice(b"ERR NOSPACE ");
+                out.extend_from_slice(reason.as_bytes());
+            }
+            Reply::Busy(reason) => {
+                out.extend_from_slice(b"ERR BUSY ");
                 out.extend_from_slice(reason.as_bytes());
             }
             Reply::Error(reason) => {
@@ -169,6 +182,12 @@ impl Reply {
         }
         if let Some(reason) = line.strip_prefix(b"ERR UNKNOWN ") {
             return Ok(Reply::Unknown(lossy(reason)));
+        }
+        if let Some(reason) = line.strip_prefix(b"ERR NOSPACE ") {
+            return Ok(Reply::NoSpace(lossy(reason)));
+        }
+        if let Some(reason) = line.strip_prefix(b"ERR BUSY ") {
+            return Ok(Reply::Busy(lossy(reason)));
         }
         if let Some(reason) = line.strip_prefix(b"ERR ") {
             return Ok(Reply::Error(lossy(reason)));

@@ -107,6 +107,8 @@ fn replies_round_trip() {
         Reply::NoLeader,
         Reply::Dropped("leader changed".into()),
         Reply::Unknown("timed out".into()),
+        Reply::NoSpace("disk full".into()),
+        Reply::Busy("too many requests".into()),
         Reply::Error("unknown command 'X'".into()),
     ] {
         let mut line = Vec::new();

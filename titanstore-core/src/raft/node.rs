@@ -507,6 +507,20 @@ impl RaftNode {
         &self.cluster
     }
 
+    /// Leader only: each peer's distance behind this node's last index
+    /// (empty on any other role).
+    pub fn peer_lags(&self) -> Vec<(NodeId, u64)> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let last = self.log.last_index();
+        self.progress
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, p)| (id.clone(), last.saturating_sub(p.matched)))
+            .collect()
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

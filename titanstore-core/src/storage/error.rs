@@ -20,6 +20,10 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// The disk is full (ENOSPC or a quota): nothing was changed that a
+    /// retry cannot redo, so the storage stays usable.
+    #[error("no space left on device: {op} {}", path.display())]
+    NoSpace { op: &'static str, path: PathBuf },
     /// Another process (or another open `Storage`) holds the data directory.
     #[error("data directory {} is locked by another TitanStore node", path.display())]
     Locked { path: PathBuf },
@@ -70,9 +74,29 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Builds an [`StorageError::Io`] for `op` on `path`.
+    /// Builds an [`StorageError::Io`] for `op` on `path`, or a
+    /// [`StorageError::NoSpace`] when the disk is full.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
-        move |source| StorageError::Io { op, path, source }
+        move |source| {
+            if is_full(&source) {
+                StorageError::NoSpace { op, path }
+            } else {
+                StorageError::Io { op, path, source }
+            }
+        }
     }
+
+    /// Whether this is a full disk (the write can be retried once there is room).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::NoSpace { .. })
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub(crate) fn is_full(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }

@@ -113,6 +113,8 @@ pub struct StorageStats {
     pub wal_fsyncs: u64,
     /// WAL segment files currently retained.
     pub segments: usize,
+    /// Time spent in those `fdatasync` calls.
+    pub wal_fsync_time: std::time::Duration,
 }
 
 /// Saves snapshots from any thread (see [`Storage::snapshot_writer`]).
@@ -232,8 +234,12 @@ impl Storage {
 
     /// After a WAL sync: makes a pending hard state durable in its files.
     fn flush_hard_state(&mut self) -> Result<(), StorageError> {
-        if let Some(hs) = self.pending_hard_state.take() {
-            self.hard_state.save(&hs, &self.dir.root)?;
+        if let Some(hs) = self.pending_hard_state.take()
+            && let Err(err) = self.hard_state.save(&hs, &self.dir.root)
+        {
+            // Still owed: a retry (after a full disk) writes it again.
+            self.pending_hard_state = Some(hs);
+            return Err(err);
         }
         Ok(())
     }
@@ -331,6 +337,7 @@ impl Storage {
         StorageStats {
             wal_fsyncs: self.wal.fsyncs(),
             segments: self.wal.segment_count(),
+            wal_fsync_time: self.wal.fsync_time(),
         }
     }
 

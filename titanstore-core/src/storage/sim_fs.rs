@@ -49,6 +49,8 @@ struct SimState {
     /// Mutating operations left before every one fails (`None`: unlimited).
     budget: Option<u64>,
     file_syncs: u64,
+    /// Bytes the disk holds at most (`None`: unlimited); see [`SimFs::set_capacity`].
+    capacity: Option<u64>,
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -58,7 +60,27 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
+fn disk_full() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "simulated full disk")
+}
+
 impl SimState {
+    /// Bytes in use (every file's current contents).
+    fn used(&self) -> u64 {
+        self.inodes.values().map(|i| i.current.len() as u64).sum()
+    }
+
+    /// How many of `wanted` more bytes fit.
+    fn room(&self, wanted: usize) -> usize {
+        match self.capacity {
+            None => wanted,
+            Some(cap) => {
+                let free = cap.saturating_sub(self.used());
+                wanted.min(usize::try_from(free).unwrap_or(usize::MAX))
+            }
+        }
+    }
+
     fn spend(&mut self) -> io::Result<()> {
         match &mut self.budget {
             Some(0) => Err(io::Error::other("simulated power loss")),
@@ -192,6 +214,18 @@ impl SimFs {
         self.lock().budget = ops;
     }
 
+    /// Limits the disk to `bytes` in all (`None`: unlimited). A write that
+    /// does not fit writes what fits and fails with `StorageFull` (ENOSPC),
+    /// as a real file system does.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.lock().capacity = bytes;
+    }
+
+    /// Bytes the files hold now.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used()
+    }
+
     /// The current bytes of a file, if it exists.
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.lock();
@@ -239,7 +273,17 @@ impl SimAppendFile {
 
 impl AppendFile for SimAppendFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.with_inode(|i| i.current.extend_from_slice(data))
+        let room = self.fs.lock().room(data.len());
+        self.with_inode(|i| i.current.extend_from_slice(&data[..room]))?;
+        if room < data.len() {
+            return Err(disk_full());
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        self.with_inode(|i| i.current.resize(len, 0))
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -317,8 +361,16 @@ impl Vfs for SimFs {
         let mut st = self.lock();
         st.spend()?;
         let ino = st.create(path)?;
+        // Like `File::create` + `write_all`: truncated first, then filled.
         if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.current = data.to_vec();
+            inode.current.clear();
+        }
+        let room = st.room(data.len());
+        if let Some(inode) = st.inodes.get_mut(&ino) {
+            inode.current = data[..room].to_vec();
+        }
+        if room < data.len() {
+            return Err(disk_full());
         }
         Ok(())
     }

@@ -77,12 +77,20 @@ impl SnapshotStore {
         let mut bytes = Vec::with_capacity(snap.data.len() + 256);
         encode_framed(snap, &mut bytes)?;
         let (tmp, path) = (self.dir.join(TEMP_FILE), self.path());
-        self.vfs
+        let written = self
+            .vfs
             .write(&tmp, &bytes)
-            .map_err(StorageError::io("write snapshot temp file", &tmp))?;
-        self.vfs
-            .sync_file(&tmp)
-            .map_err(StorageError::io("fsync snapshot temp file", &tmp))?;
+            .map_err(StorageError::io("write snapshot temp file", &tmp))
+            .and_then(|()| {
+                self.vfs
+                    .sync_file(&tmp)
+                    .map_err(StorageError::io("fsync snapshot temp file", &tmp))
+            });
+        if let Err(err) = written {
+            // A part-written temp file must not keep a full disk full.
+            let _ = self.vfs.remove(&tmp);
+            return Err(err);
+        }
         self.vfs
             .rename(&tmp, &path)
             .map_err(StorageError::io("rename snapshot into place", &path))?;

@@ -19,6 +19,8 @@ pub trait AppendFile: Send + Sync + fmt::Debug {
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
     /// Makes every appended byte durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes (undoes a failed append).
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
 /// An exclusive lock on a file; released when dropped.
@@ -69,6 +71,10 @@ impl AppendFile for RealAppendFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
     }
 }
 

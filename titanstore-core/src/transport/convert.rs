@@ -162,6 +162,7 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
     Ok(pb::RaftMessage {
         from: msg.from.clone(),
         to: msg.to.clone(),
+        cluster_id: String::new(),
         body: Some(body),
     })
 }
@@ -287,6 +288,7 @@ mod tests {
         let wire = pb::RaftMessage {
             from: "a".into(),
             to: "b".into(),
+            cluster_id: String::new(),
             body: Some(Body::AppendEntries(pb::AppendEntries {
                 entries: vec![pb::Entry {
                     term: 1,

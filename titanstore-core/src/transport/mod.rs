@@ -14,5 +14,13 @@ pub use convert::{ConvertError, from_wire, to_wire};
 pub use peer::{PeerSender, SnapshotSource};
 pub use server::serve;
 
+/// A message as it arrives: with the cluster id its sender put on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Empty when the sender has no cluster id yet.
+    pub cluster_id: String,
+    pub msg: crate::raft::Message,
+}
+
 /// Largest gRPC message accepted or sent (snapshots travel as one message).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;

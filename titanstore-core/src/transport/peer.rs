@@ -21,8 +21,11 @@ const QUEUE_DEPTH: usize = 8192;
 
 /// The node's handle to one peer's sender task.
 pub struct PeerSender {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Outgoing>,
 }
+
+/// A message and the cluster id it goes out with.
+type Outgoing = (Message, Arc<str>);
 
 impl PeerSender {
     /// Starts the sender task for the peer at `raft_addr` (`host:port`).
@@ -32,17 +35,18 @@ impl PeerSender {
         PeerSender { tx }
     }
 
-    /// Queues a message; drops it if the peer's queue is full.
-    pub fn send(&self, msg: Message) {
-        if let Err(err) = self.tx.try_send(msg) {
-            tracing::debug!(to = %err.into_inner().to, "peer queue full, dropping message");
+    /// Queues a message, stamped with this node's cluster id (empty if it
+    /// has none yet); drops it if the peer's queue is full.
+    pub fn send(&self, msg: Message, cluster_id: Arc<str>) {
+        if let Err(err) = self.tx.try_send((msg, cluster_id)) {
+            tracing::debug!(to = %err.into_inner().0.to, "peer queue full, dropping message");
         }
     }
 }
 
 async fn run(
     raft_addr: String,
-    queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Outgoing>,
     snapshots: Arc<dyn SnapshotSource>,
 ) {
     // The request body of the gRPC stream reads straight from this queue, so a
@@ -84,19 +88,22 @@ async fn run(
 /// The stream of wire messages for one gRPC call: it ends when the node drops
 /// its sender (shutdown); a broken connection drops it and a new call starts.
 fn outgoing(
-    queue: Arc<Mutex<mpsc::Receiver<Message>>>,
+    queue: Arc<Mutex<mpsc::Receiver<Outgoing>>>,
     snapshots: Arc<dyn SnapshotSource>,
 ) -> impl futures_util::Stream<Item = titanstore_proto::RaftMessage> + Send + 'static {
     futures_util::stream::unfold((queue, snapshots), |(queue, snapshots)| async move {
         loop {
-            let mut msg = queue.lock().await.recv().await?;
+            let (mut msg, cluster_id) = queue.lock().await.recv().await?;
             if let MessageBody::InstallSnapshot { meta, data, .. } = &mut msg.body
                 && !fill_snapshot(&snapshots, meta, data).await
             {
                 continue;
             }
             match to_wire(&msg) {
-                Ok(wire) => return Some((wire, (queue, snapshots))),
+                Ok(mut wire) => {
+                    wire.cluster_id = cluster_id.to_string();
+                    return Some((wire, (queue, snapshots)));
+                }
                 Err(err) => tracing::error!(%err, "cannot encode message"),
             }
         }

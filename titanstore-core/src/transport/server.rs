@@ -8,13 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{MAX_MESSAGE_BYTES, from_wire};
-use crate::raft::Message;
+use super::{Envelope, MAX_MESSAGE_BYTES, from_wire};
 use crate::types::NodeId;
 
 struct RaftService {
     id: NodeId,
-    inbox: mpsc::Sender<Message>,
+    inbox: mpsc::Sender<Envelope>,
 }
 
 #[tonic::async_trait]
@@ -24,11 +23,12 @@ impl Raft for RaftService {
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<StreamClosed>, Status> {
         let mut stream = request.into_inner();
-        while let Some(wire) = stream.message().await? {
+        while let Some(mut wire) = stream.message().await? {
             if wire.to != self.id {
                 tracing::warn!(to = %wire.to, from = %wire.from, "dropping a message addressed to another node");
                 continue;
             }
+            let cluster_id = std::mem::take(&mut wire.cluster_id);
             let msg = match from_wire(wire) {
                 Ok(msg) => msg,
                 Err(err) => {
@@ -36,7 +36,7 @@ impl Raft for RaftService {
                     continue;
                 }
             };
-            if self.inbox.send(msg).await.is_err() {
+            if self.inbox.send(Envelope { cluster_id, msg }).await.is_err() {
                 return Err(Status::unavailable("node is shutting down"));
             }
         }
@@ -48,7 +48,7 @@ impl Raft for RaftService {
 pub async fn serve(
     listener: TcpListener,
     id: NodeId,
-    inbox: mpsc::Sender<Message>,
+    inbox: mpsc::Sender<Envelope>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let service = RaftServer::new(RaftService { id, inbox })

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use titanstore_core::checker::{self, Kind, Op, Outcome, Verdict};
-use titanstore_core::node::storage_thread::{StorageDone, StorageJob, write_batch};
+use titanstore_core::node::storage_thread::{DiskFull, StorageDone, StorageJob, write_batch};
 use titanstore_core::node::{ApiConfig, Effect, Replica, ReplicaConfig, Token, boot};
 use titanstore_core::protocol::{
     Delete, Get, Member, MemberSpec, Reply, Request, Set, StatusCmd, Transfer,
@@ -58,6 +58,8 @@ pub struct Options {
     pub partition_pm: u32,
     /// Per tick: a node's disk stalls for a while.
     pub stall_pm: u32,
+    /// Per tick: a running node's disk fills up (ENOSPC) for a while.
+    pub full_pm: u32,
     /// Per InstallSnapshot message: its image is damaged in transit.
     pub corrupt_snapshot_pm: u32,
     /// Per tick: a node's storage worker runs its queued jobs.
@@ -84,6 +86,7 @@ impl Options {
             power_pm: 2 + (seed % 4) as u32,
             partition_pm: 4,
             stall_pm: 1,
+            full_pm: 1,
             corrupt_snapshot_pm: 100,
             persist_pm: 300 + (seed % 5) as u32 * 120,
             snapshot_threshold: 15 + seed % 30,
@@ -108,6 +111,7 @@ pub struct Stats {
     pub power_losses: u64,
     pub mid_batch_crashes: u64,
     pub stalls: u64,
+    pub disk_fulls: u64,
     pub stepdowns_disk: u64,
     pub snapshots_sent: u64,
     pub snapshots_corrupted: u64,
@@ -129,6 +133,7 @@ impl Stats {
         self.power_losses += o.power_losses;
         self.mid_batch_crashes += o.mid_batch_crashes;
         self.stalls += o.stalls;
+        self.disk_fulls += o.disk_fulls;
         self.stepdowns_disk += o.stepdowns_disk;
         self.snapshots_sent += o.snapshots_sent;
         self.snapshots_corrupted += o.snapshots_corrupted;
@@ -150,6 +155,8 @@ pub struct Up {
     writer: SnapshotWriter,
     jobs: VecDeque<StorageJob>,
     saves: VecDeque<titanstore_core::types::Snapshot>,
+    /// What the replica was told about a full disk (as the storage thread does).
+    full: DiskFull,
 }
 
 /// One simulated machine.
@@ -159,6 +166,8 @@ pub struct Node {
     dir: PathBuf,
     pub up: Option<Up>,
     stalled_until: u64,
+    /// Its disk is full until this tick (0: not full).
+    full_until: u64,
     /// Crash during the next storage batch: (operations allowed, power loss?).
     crash_in_batch: Option<(u64, bool)>,
     pub refused: Option<String>,
@@ -243,6 +252,7 @@ impl Sim {
                     fs: SimFs::new(),
                     up: None,
                     stalled_until: 0,
+                    full_until: 0,
                     crash_in_batch: None,
                     refused: None,
                     spare: i > opts.nodes,
@@ -334,6 +344,7 @@ impl Sim {
             writer,
             jobs: VecDeque::new(),
             saves: VecDeque::new(),
+            full: DiskFull::default(),
         });
         Ok(())
     }
@@ -346,6 +357,9 @@ impl Sim {
             return;
         }
         node.crash_in_batch = None;
+        // The operator made room before restarting it (recovery writes too).
+        node.fs.set_capacity(None);
+        node.full_until = 0;
         if std::env::var("SIM_TRACE").is_ok() {
             eprintln!("t={} crash {} power={power}", self.now, node.id);
         }
@@ -458,6 +472,21 @@ impl Sim {
             self.nodes[i].stalled_until = self.now + len;
             self.stats.stalls += 1;
         }
+        if self.pm(self.opts.full_pm) {
+            let i = self.rng.random_range(0..n);
+            if self.nodes[i].up.is_some() && self.nodes[i].full_until == 0 {
+                let slack = self.rng.random_range(0..2000);
+                self.nodes[i].full_until = self.now + self.rng.random_range(50..400);
+                let fs = &self.nodes[i].fs;
+                fs.set_capacity(Some(fs.used_bytes() + slack));
+                self.stats.disk_fulls += 1;
+            }
+        }
+        for i in 0..n {
+            if self.nodes[i].full_until != 0 && self.nodes[i].full_until <= self.now {
+                self.free_disk(i);
+            }
+        }
     }
 
     /// Whether some founding node has not finished its bootstrap yet.
@@ -557,7 +586,13 @@ impl Sim {
             let mut failed = false;
             if !batch.is_empty() {
                 match write_batch(&mut up.storage, batch) {
-                    Ok(r) => reports.extend(r),
+                    Ok(outcome) => {
+                        // Refused by a full disk: retried first, next time.
+                        for job in outcome.unfinished.into_iter().rev() {
+                            up.jobs.push_front(job);
+                        }
+                        reports.extend(up.full.reports(outcome.reports, outcome.no_space));
+                    }
                     Err(_) if crash.is_some() => failed = true,
                     Err(e) => return Err(format!("{}: storage failed: {e}", node.id)),
                 }
@@ -566,6 +601,9 @@ impl Sim {
                 match up.writer.save(&snap) {
                     Ok(_) => reports.push(StorageDone::SnapshotSaved(snap.meta)),
                     Err(_) if crash.is_some() => {}
+                    Err(e) if e.is_no_space() => {
+                        reports.push(StorageDone::SnapshotFailed(e.to_string()))
+                    }
                     Err(e) => return Err(format!("{}: snapshot save failed: {e}", node.id)),
                 }
             }
@@ -889,6 +927,7 @@ impl Sim {
         self.cut.clear();
         for i in 0..self.nodes.len() {
             self.nodes[i].stalled_until = 0;
+            self.free_disk(i);
             self.nodes[i].crash_in_batch = None;
             if !self.nodes[i].spare {
                 self.start(i)?;
@@ -1149,6 +1188,7 @@ impl Sim {
             power_pm: 0,
             partition_pm: 0,
             stall_pm: 0,
+            full_pm: 0,
             corrupt_snapshot_pm: 0,
             drop_pm: 0,
             dup_pm: 0,
@@ -1183,6 +1223,7 @@ impl Sim {
     pub fn set_faults_off(&mut self) {
         let o = &mut self.opts;
         (o.kill_pm, o.power_pm, o.partition_pm, o.stall_pm) = (0, 0, 0, 0);
+        o.full_pm = 0;
         (o.drop_pm, o.dup_pm, o.persist_pm) = (0, 0, 1000);
     }
 
@@ -1290,6 +1331,19 @@ impl Sim {
     pub fn wipe(&mut self, i: usize) {
         self.crash(i, false);
         self.nodes[i].fs = SimFs::new();
+    }
+
+    /// Node `i`'s disk refuses to grow (ENOSPC) until [`Sim::free_disk`].
+    pub fn fill_disk(&mut self, i: usize) {
+        let fs = &self.nodes[i].fs;
+        fs.set_capacity(Some(fs.used_bytes()));
+        self.nodes[i].full_until = u64::MAX;
+    }
+
+    /// Node `i`'s disk has room again.
+    pub fn free_disk(&mut self, i: usize) {
+        self.nodes[i].fs.set_capacity(None);
+        self.nodes[i].full_until = 0;
     }
 
     /// Stalls node `i`'s disk for `ticks`.

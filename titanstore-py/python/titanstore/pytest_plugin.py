@@ -76,6 +76,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     error = call.excinfo.value if call.excinfo is not None else None
     if isinstance(error, HarnessError) and error.logs:
         logs = "(in the HarnessError's notes above)"
+        # pytest >= 9 repeats the whole crash message, notes included, in the
+        # short summary: keep that line to the error's one sentence.
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:
+            crash.message = crash.message.split("\n", 1)[0]
     else:
         logs = cluster.logs(lines=60)
     report.sections.append(("titanstore node logs", logs))

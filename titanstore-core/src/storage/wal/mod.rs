@@ -40,9 +40,14 @@ pub(crate) struct Wal {
     dir_dirty: bool,
     log: LogPositions,
     hard_state: HardState,
+    /// The active segment still lacks its leading hard-state record (its
+    /// roll hit a full disk).
+    needs_header: bool,
     /// Set by a failed write or fsync: what is on disk is then unknown.
     poisoned: Option<String>,
     fsyncs: u64,
+    /// Time spent in WAL `fdatasync` calls since open.
+    fsync_time: std::time::Duration,
     scratch: Vec<u8>,
 }
 
@@ -69,6 +74,10 @@ impl Wal {
 
     pub fn fsyncs(&self) -> u64 {
         self.fsyncs
+    }
+
+    pub fn fsync_time(&self) -> std::time::Duration {
+        self.fsync_time
     }
 
     pub fn segment_count(&self) -> usize {
@@ -105,6 +114,12 @@ impl Wal {
         let offset = self.active_len;
         if let Err(e) = self.active.append(&self.scratch) {
             let err = StorageError::io("append to WAL segment", self.active_path())(e);
+            // A full disk: cut what part of the record went in, and the log
+            // is as before (retried once there is room). If the cut fails,
+            // what the segment holds is unknown.
+            if err.is_no_space() && self.active.truncate(offset).is_ok() {
+                return Err(err);
+            }
             return Err(self.poison(err));
         }
         let len = self.scratch.len();
@@ -118,13 +133,26 @@ impl Wal {
         self.check_poisoned()?;
         if self.active_len >= self.segment_bytes {
             self.roll()?;
+        } else if self.needs_header {
+            self.write_header()?;
         }
         self.append_record(rec)
     }
 
+    /// The hard state every segment begins with.
+    fn write_header(&mut self) -> Result<(), StorageError> {
+        let hs = self.hard_state.clone();
+        self.append_record(&RecordRef::HardState(&hs))?;
+        self.needs_header = false;
+        Ok(())
+    }
+
     fn sync_active(&mut self) -> Result<(), StorageError> {
         if self.unsynced {
-            if let Err(e) = self.active.sync_data() {
+            let started = std::time::Instant::now();
+            let synced = self.active.sync_data();
+            self.fsync_time += started.elapsed();
+            if let Err(e) = synced {
                 let err = StorageError::io("fdatasync WAL segment", self.active_path())(e);
                 return Err(self.poison(err));
             }
@@ -151,14 +179,15 @@ impl Wal {
             .map_err(StorageError::io("create WAL segment", &path));
         self.active = match file {
             Ok(f) => f,
+            Err(e) if e.is_no_space() => return Err(e),
             Err(e) => return Err(self.poison(e)),
         };
         self.segments.push(seg);
         self.active_len = 0;
         self.dir_dirty = true;
-        let hs = self.hard_state.clone();
-        self.append_record(&RecordRef::HardState(&hs))?;
-        Ok(())
+        // On a full disk the header is written before the next record instead.
+        self.needs_header = true;
+        self.write_header()
     }
 
     /// Appends a batch of consecutive entries, dropping any retained entries

@@ -244,6 +244,8 @@ pub(crate) fn open(
         hard_state: log.hard_state,
         poisoned: None,
         fsyncs: 0,
+        fsync_time: std::time::Duration::ZERO,
+        needs_header: false,
         scratch: Vec::new(),
     };
     if fresh {

@@ -1,0 +1,262 @@
+//! Running it for real: `/metrics` and `/health` on live nodes, and the
+//! client port's limits under hostile load (silent, slow and too many
+//! connections, request bytes in flight, an over-long line sent in chunks).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use harness::{LineClient, TestCluster, http_get, set_via_leader, wait_for};
+
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_and_health_follow_the_cluster() {
+    let mut cluster = TestCluster::launch_with_metrics(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_WAIT);
+    for i in 0..20 {
+        assert_eq!(set_via_leader(&cluster, &format!("k{i}"), "v"), "OK");
+    }
+    let port = |c: &TestCluster, id: &str| c.node(id).metrics_port.unwrap();
+    let body = wait_for("the leader's metrics", LEADER_WAIT, || {
+        let (status, body) = http_get(port(&cluster, &leader), "/metrics")?;
+        (status == 200
+            && metric(&body, "titanstore_proposals_total{outcome=\"committed\"}")? >= 20.0)
+            .then_some(body)
+    });
+    for expected in [
+        "titanstore_role{role=\"leader\"} 1",
+        "# TYPE titanstore_wal_fsync_duration_seconds histogram",
+        "titanstore_client_requests_total{command=\"set\"} 20",
+        "# TYPE titanstore_client_request_duration_seconds histogram",
+        "titanstore_peer_replication_lag_entries{peer=",
+        "titanstore_peer_round_trip_seconds{peer=",
+        "titanstore_event_loop_longest_pass_seconds",
+        "titanstore_wal_segments 1",
+    ] {
+        assert!(body.contains(expected), "no {expected:?} in\n{body}");
+    }
+    for name in [
+        "titanstore_term",
+        "titanstore_commit_index",
+        "titanstore_applied_index",
+        "titanstore_last_index",
+        "titanstore_leader_changes_total",
+        "titanstore_wal_fsyncs_total",
+        "titanstore_wal_bytes",
+        "titanstore_client_connections",
+    ] {
+        assert!(metric(&body, name).is_some(), "no {name} in\n{body}");
+    }
+    assert!(metric(&body, "titanstore_commit_index").unwrap() >= 20.0);
+    assert!(metric(&body, "titanstore_wal_bytes").unwrap() > 0.0);
+
+    // Healthy everywhere once every node has applied what it knows committed.
+    for node in ["node1", "node2", "node3"] {
+        let (status, body) = wait_for("a healthy node", LEADER_WAIT, || {
+            http_get(port(&cluster, node), "/health").filter(|(s, _)| *s == 200)
+        });
+        assert_eq!(status, 200);
+        assert!(body.contains("\"healthy\":true"), "{body}");
+        assert!(body.ends_with("}\n") && body.lines().count() == 1, "{body}");
+    }
+
+    // A node cut off from the others stops seeing a leader: 503 with a reason.
+    let lone = cluster.other_than(&leader);
+    for id in ["node1", "node2", "node3"] {
+        if id != lone {
+            cluster.kill(id);
+        }
+    }
+    let (status, body) = wait_for("an unhealthy lone node", LEADER_WAIT, || {
+        http_get(port(&cluster, &lone), "/health").filter(|(s, _)| *s == 503)
+    });
+    assert_eq!(status, 503);
+    assert!(body.contains("no leader known"), "{body}");
+    let (status, _) = http_get(port(&cluster, &lone), "/nothing-here").unwrap();
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_leader_cut_off_from_its_quorum_reports_unhealthy() {
+    let cluster = TestCluster::launch_with_metrics(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_WAIT);
+    let port = cluster.node(&leader).metrics_port.unwrap();
+    wait_for("a healthy leader", LEADER_WAIT, || {
+        http_get(port, "/health").filter(|(s, _)| *s == 200)
+    });
+    for node in &cluster.nodes {
+        if node.id != leader {
+            cluster.pause(&node.id);
+        }
+    }
+    // Check-quorum: within an election timeout (300 ms) plus a scrape.
+    let started = Instant::now();
+    let (_, body) = wait_for("the isolated leader to step down", LEADER_WAIT, || {
+        http_get(port, "/health").filter(|(s, _)| *s == 503)
+    });
+    assert!(body.contains("no leader known"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    for node in &cluster.nodes {
+        if node.id != leader {
+            cluster.resume(&node.id);
+        }
+    }
+}
+
+#[test]
+fn idle_and_slow_connections_are_closed_active_ones_are_not() {
+    let cluster = TestCluster::launch(1, &["--client-idle-timeout", "0.5"]);
+    cluster.wait_for_leader(LEADER_WAIT);
+    let addr = cluster.nodes[0].client_addr();
+    let mut silent = LineClient::connect(&addr);
+    let mut slow = LineClient::connect(&addr);
+    let mut active = LineClient::connect(&addr);
+    let started = Instant::now();
+    // The slow one sends a byte of a request every 100 ms, never a whole line.
+    let mut notice = None;
+    while started.elapsed() < Duration::from_secs(5) && notice.is_none() {
+        slow.send_raw(b"G");
+        assert_eq!(active.cmd("PING"), "PONG");
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_millis(700) {
+            notice = silent.read_line();
+        }
+    }
+    let notice = String::from_utf8(notice.expect("the silent connection was not closed")).unwrap();
+    assert!(notice.starts_with("ERR idle"), "{notice}");
+    assert!(silent.is_closed());
+    let line = slow
+        .read_line()
+        .map(|l| String::from_utf8_lossy(&l).into_owned());
+    assert!(
+        line.as_deref().is_some_and(|l| l.starts_with("ERR idle")),
+        "{line:?}"
+    );
+    assert!(slow.is_closed());
+    assert_eq!(active.cmd("PING"), "PONG");
+}
+
+#[test]
+fn ten_thousand_silent_connections_do_not_stop_new_clients() {
+    // This test holds 10,000 sockets itself.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let cluster = TestCluster::launch(1, &[]);
+    cluster.wait_for_leader(LEADER_WAIT);
+    let addr = cluster.nodes[0].client_addr();
+    let mut silent = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        match TcpStream::connect(&addr) {
+            Ok(stream) => silent.push(stream),
+            Err(err) => panic!("connection {} failed: {err}", silent.len()),
+        }
+    }
+    let mut client = wait_for("a new client to be served", LEADER_WAIT, || {
+        let mut c = LineClient::try_connect(&addr)?;
+        (c.try_cmd("SET fresh yes")? == "OK").then_some(c)
+    });
+    assert_eq!(client.cmd("GET fresh"), "VALUE yes");
+    drop(silent);
+}
+
+#[test]
+fn past_max_connections_a_client_is_told_busy() {
+    let cluster = TestCluster::launch(1, &["--max-connections", "4"]);
+    cluster.wait_for_leader(LEADER_WAIT);
+    let addr = cluster.nodes[0].client_addr();
+    // (The connections of the leader check may take a moment to be released.)
+    let mut held: Vec<LineClient> = Vec::new();
+    wait_for("four served connections", LEADER_WAIT, || {
+        let mut c = LineClient::connect(&addr);
+        if c.cmd("PING") == "PONG" {
+            held.push(c);
+        }
+        (held.len() == 4).then_some(())
+    });
+    let mut extra = LineClient::connect(&addr);
+    let line = extra
+        .read_line()
+        .map(|l| String::from_utf8_lossy(&l).into_owned());
+    assert!(
+        line.as_deref().is_some_and(|l| l.starts_with("ERR BUSY")),
+        "{line:?}"
+    );
+    assert!(extra.is_closed());
+    drop(held.pop());
+    wait_for("a freed slot", LEADER_WAIT, || {
+        LineClient::try_connect(&addr)?
+            .try_cmd("PING")
+            .filter(|r| r == "PONG")
+    });
+}
+
+#[test]
+fn request_bytes_in_flight_are_bounded_with_err_busy() {
+    // Five writes of 20,009 bytes fill the budget exactly.
+    let cluster = TestCluster::launch(3, &["--max-inflight-bytes", "100045"]);
+    let leader = cluster.wait_for_leader(LEADER_WAIT);
+    // With both followers paused nothing commits: the writes stay in flight.
+    for node in &cluster.nodes {
+        if node.id != leader {
+            cluster.pause(&node.id);
+        }
+    }
+    let addr = cluster.node(&leader).client_addr();
+    let mut writer = LineClient::connect(&addr);
+    let value = "x".repeat(20_000);
+    let batch: String = (0..5).map(|i| format!("SET big{i} {value}\n")).collect();
+    writer.send_raw(batch.as_bytes());
+    // Any further request, even a PING on another connection, is refused at
+    // once instead of buffered.
+    let mut other = LineClient::connect(&addr);
+    let refused = wait_for("ERR BUSY", LEADER_WAIT, || {
+        let reply = other.cmd("PING");
+        reply.starts_with("ERR BUSY").then_some(reply)
+    });
+    assert!(refused.contains("retry later"), "{refused}");
+    for node in &cluster.nodes {
+        if node.id != leader {
+            cluster.resume(&node.id);
+        }
+    }
+    for _ in 0..5 {
+        assert_eq!(writer.read_line().as_deref(), Some(&b"OK"[..]));
+    }
+    assert_eq!(other.cmd("PING"), "PONG");
+}
+
+#[test]
+fn an_over_long_line_sent_in_chunks_gets_its_error_before_the_close() {
+    let cluster = TestCluster::launch(1, &["--max-line-bytes", "1024"]);
+    cluster.wait_for_leader(LEADER_WAIT);
+    let mut stream = TcpStream::connect(cluster.nodes[0].client_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"PING\n").unwrap();
+    // 4 MiB of one line, in 64 KiB chunks; the server refuses after 1 KiB.
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..64 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert_eq!(reply, "PONG\nERR line too long\n");
+}
