@@ -42,6 +42,9 @@ FAULT_KINDS = (
 
 Link = FrozenSet[str]
 
+#: Faults that take a node down; at most a minority at once.
+_PROCESS_KINDS = frozenset({"kill", "kill-leader", "pause", "power-loss"})
+
 #: A fault that cannot be applied when due is tried again this many times, 0.5 s apart.
 _RETRIES = 4
 
@@ -72,7 +75,8 @@ class PlannedFault:
 def plan(kinds: Tuple[str, ...], duration: float, seed: int, quiet_tail: float = 2.0) -> List[PlannedFault]:
     """The seeded schedule: faults start every 0.5-2.5 s and hold 1-4 s, so
     they overlap; none starts in the last ``quiet_tail`` seconds. Every kind
-    comes once (in a seeded order, 0.4-1.2 s apart) before any comes twice."""
+    comes once (in a seeded order, 0.6-1.4 s apart, holding 1-2.5 s) before
+    any comes twice."""
     rng = random.Random(seed)
     faults: List[PlannedFault] = []
     first = list(kinds)
@@ -81,11 +85,11 @@ def plan(kinds: Tuple[str, ...], duration: float, seed: int, quiet_tail: float =
     while kinds and t < duration - quiet_tail:
         must = bool(first)
         kind = first.pop(0) if first else rng.choice(kinds)
-        hold = 0.0 if kind == "transfer" else rng.uniform(1.0, 4.0)
+        hold = 0.0 if kind == "transfer" else rng.uniform(1.0, 2.5 if must else 4.0)
         hold = min(hold, max(duration - t - 0.5, 0.0))
         faults.append(PlannedFault(len(faults), kind, t, hold, rng.randrange(1 << 32), must))
         # The first round comes faster, so short runs still see every kind.
-        t += rng.uniform(0.4, 1.2) if first else rng.uniform(0.5, 2.5)
+        t += rng.uniform(0.6, 1.4) if first else rng.uniform(0.5, 2.5)
     return faults
 
 
@@ -133,6 +137,7 @@ class Nemesis:
         self._down: Set[str] = set()  # killed, paused or powered off by a fault
         self._lock = threading.Lock()
         self._paused_once = False
+        self._blackholed_once = False
         self._final = True
 
     # ----- the loop --------------------------------------------------------
@@ -142,6 +147,7 @@ class Nemesis:
         events: List[Tuple[float, int, int, PlannedFault]] = []
         counter = itertools.count()
         attempts: Dict[int, int] = {}
+        waiting: Set[int] = set()  # first faults of a process kind not yet applied
         for fault in self.schedule:
             heapq.heappush(events, (fault.at, 1, next(counter), fault))
         while events and not self.stop.is_set():
@@ -150,9 +156,19 @@ class Nemesis:
             if self.stop.is_set():
                 break
             try:
+                if is_start and not fault.must and fault.kind in _PROCESS_KINDS and waiting:
+                    # A node slot is owed to a first fault of its kind.
+                    self.skipped[fault.kind] = self.skipped.get(fault.kind, 0) + 1
+                    self.skip_reasons[fault.kind] = "yielded to the first fault of a kind still waiting"
+                    continue
                 if is_start:
                     retry = fault.must or attempts.get(fault.index, 0) < _RETRIES
                     applied = self._start(fault, final=not retry)
+                    if fault.must and fault.kind in _PROCESS_KINDS:
+                        if applied is None:
+                            waiting.add(fault.index)
+                        else:
+                            waiting.discard(fault.index)
                     if applied is not None:
                         heapq.heappush(events, (self._now() + fault.hold, 0, next(counter), fault))
                     elif retry:
@@ -258,7 +274,8 @@ class Nemesis:
                 verified = not self.cluster.node(target).is_running
             self._down.add(target)
         elif fault.kind in ("partition", "bridge", "isolate-leader"):
-            mode = rng.choice(("blackhole", "reset"))
+            # The first cut drops silently; later ones pick blackhole or reset.
+            mode = rng.choice(("blackhole", "reset")) if self._blackholed_once else "blackhole"
             detail = f"mode={mode}"
             if fault.kind == "isolate-leader":
                 if leader is None:
@@ -321,6 +338,7 @@ class Nemesis:
                 self._active[fault.index] = applied
             self._apply_network()
             verified = self._network_matches()
+            self._blackholed_once = self._blackholed_once or "blackhole" in links.values()
         applied.verified = verified
         with self._lock:
             if fault.kind == "transfer":
