@@ -512,7 +512,9 @@ def _run_cluster(
                                   f"{st.role} term {st.term} leader {st.leader or '-'} commit {st.commit} applied {st.applied}")
                 for node_id, st in cluster.statuses().items()
             )  # fmt: skip
-            errors.append(f"the cluster did not converge within 30 s of healing ({seen})")
+            cut = [f"{a}->{b} {proxy.mode}" for (a, b), proxy in cluster._proxies.items() if proxy.mode != "pass"]
+            links = "every link passes" if not cut else "links not passing: " + ", ".join(cut)
+            errors.append(f"the cluster did not converge within 30 s of healing ({seen}; {links})")
         # A leader elected after the heal counts too.
         observed = _leader_and_term(cluster)
         if observed is not None and last is not None and observed != last:
