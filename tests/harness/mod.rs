@@ -79,6 +79,8 @@ impl TestNode {
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     pub extra_args: Vec<String>,
+    /// Per node: used instead of `extra_args` (set before a restart).
+    pub node_args: std::collections::HashMap<String, Vec<String>>,
     expect_exit: bool,
     _dir: tempfile::TempDir,
 }
@@ -110,6 +112,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             nodes,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            node_args: std::collections::HashMap::new(),
             expect_exit: false,
             _dir: dir,
         };
@@ -201,7 +204,7 @@ impl TestCluster {
             .arg(format!("127.0.0.1:{}", node.raft_port))
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(&self.extra_args)
+            .args(self.node_args.get(&node.id).unwrap_or(&self.extra_args))
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(port) = node.metrics_port {
