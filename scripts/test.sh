@@ -7,6 +7,27 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages the tests need (installed when missing)"
+# The chaos report test renders report.html in headless Chromium; power loss
+# mounts a FUSE filesystem (fusermount3, Debian package fuse3) where
+# /dev/fuse exists; the peer TLS test makes its certificates with openssl.
+missing=()
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [[ -e /dev/fuse ]] && ! command -v fusermount3 >/dev/null 2>&1; then
+    missing+=(fuse3)
+fi
+if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    else
+        echo "missing ${missing[*]} and cannot install here (needs root and apt-get)" >&2
+    fi
+fi
+REQUIRE_FUSE=""
+[[ -e /dev/fuse ]] && REQUIRE_FUSE=1
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -34,26 +55,6 @@ MATURIN_PEP517_ARGS="--profile dev" "$VENV/bin/python" -m pip install --quiet \
 step "python: mypy --strict and stubtest of the extension's .pyi"
 "$VENV/bin/python" -m mypy
 "$VENV/bin/python" -m mypy.stubtest titanstore._titanstore
-
-step "system packages the tests need (installed when missing)"
-# The chaos report test renders report.html in headless Chromium; power loss
-# mounts a FUSE filesystem (fusermount3, Debian package fuse3) where
-# /dev/fuse exists.
-missing=()
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-if [[ -e /dev/fuse ]] && ! command -v fusermount3 >/dev/null 2>&1; then
-    missing+=(fuse3)
-fi
-if ((${#missing[@]})); then
-    if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-        apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-    else
-        echo "missing ${missing[*]} and cannot install here (needs root and apt-get)" >&2
-    fi
-fi
-REQUIRE_FUSE=""
-[[ -e /dev/fuse ]] && REQUIRE_FUSE=1
 
 step "pytest"
 # Run from outside the checkout so the installed package is what is tested.

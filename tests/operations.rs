@@ -260,3 +260,43 @@ fn an_over_long_line_sent_in_chunks_gets_its_error_before_the_close() {
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(reply, "PONG\nERR line too long\n");
 }
+
+#[test]
+fn running_out_of_file_descriptors_is_survived() {
+    // The node may hold 128 files but is told to take 1,000 connections:
+    // accepts fail with EMFILE. It must log, retry, keep its WAL working and
+    // serve new clients once connections close.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let cluster = TestCluster::launch_wrapped(
+        1,
+        &["--max-connections", "1000"],
+        &["prlimit", "--nofile=128:128"],
+    );
+    cluster.wait_for_leader(LEADER_WAIT);
+    let addr = cluster.nodes[0].client_addr();
+    let mut writer = LineClient::connect(&addr);
+    assert_eq!(writer.cmd("SET before 1"), "OK");
+    // (Once the listen backlog is full too, a connect waits: stop there.)
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+    let flood: Vec<TcpStream> = (0..300)
+        .map_while(|_| TcpStream::connect_timeout(&sock, Duration::from_millis(200)).ok())
+        .collect();
+    assert!(flood.len() > 128, "only {} connections", flood.len());
+    let log = wait_for("accept failures in the log", LEADER_WAIT, || {
+        let log = std::fs::read_to_string(&cluster.nodes[0].log_path).ok()?;
+        log.contains("accept failed").then_some(log)
+    });
+    assert!(log.contains("Too many open files"), "{log}");
+    // Writes (WAL appends, fsyncs, hard state) need no new file.
+    for i in 0..20 {
+        assert_eq!(writer.cmd(&format!("SET during:{i} x")), "OK");
+    }
+    drop(flood);
+    let mut fresh = wait_for("a new client after the flood", LEADER_WAIT, || {
+        let mut c = LineClient::try_connect(&addr)?;
+        (c.try_cmd("GET during:19")? == "VALUE x").then_some(c)
+    });
+    assert_eq!(fresh.cmd("SET after 1"), "OK");
+    let status = cluster.status("node1").unwrap();
+    assert!(status.line.contains("disk=ok"), "{}", status.line);
+}

@@ -79,6 +79,10 @@ impl TestNode {
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     pub extra_args: Vec<String>,
+    /// Per node: used instead of `extra_args` (set before a restart).
+    pub node_args: std::collections::HashMap<String, Vec<String>>,
+    /// Runs each node through this command (e.g. `prlimit --nofile=...`).
+    pub wrapper: Vec<String>,
     expect_exit: bool,
     _dir: tempfile::TempDir,
 }
@@ -93,7 +97,16 @@ impl TestCluster {
         TestCluster::launch_with(n, extra_args, true)
     }
 
+    /// Like [`TestCluster::launch`], each node started through `wrapper`.
+    pub fn launch_wrapped(n: usize, extra_args: &[&str], wrapper: &[&str]) -> TestCluster {
+        TestCluster::launch_full(n, extra_args, false, wrapper)
+    }
+
     fn launch_with(n: usize, extra_args: &[&str], metrics: bool) -> TestCluster {
+        TestCluster::launch_full(n, extra_args, metrics, &[])
+    }
+
+    fn launch_full(n: usize, extra_args: &[&str], metrics: bool, wrapper: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes = (1..=n)
             .map(|i| TestNode {
@@ -110,6 +123,8 @@ impl TestCluster {
         let mut cluster = TestCluster {
             nodes,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            node_args: std::collections::HashMap::new(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             expect_exit: false,
             _dir: dir,
         };
@@ -188,7 +203,14 @@ impl TestCluster {
             .append(true)
             .open(&node.log_path)
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--id")
             .arg(&node.id)
             .arg("--port")
@@ -201,7 +223,7 @@ impl TestCluster {
             .arg(format!("127.0.0.1:{}", node.raft_port))
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(&self.extra_args)
+            .args(self.node_args.get(&node.id).unwrap_or(&self.extra_args))
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(port) = node.metrics_port {

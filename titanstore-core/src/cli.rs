@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::node::{self, NodeConfig, Peer};
 use crate::server::ServerConfig;
+use crate::transport::PeerTls;
 
 /// One TitanStore node: Raft over gRPC between nodes, plaintext protocol for clients.
 #[derive(Debug, Parser)]
@@ -78,6 +79,17 @@ pub struct Args {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// PEM certificate this node presents to peers, as server and as client
+    /// (its subject alt names must include the host peers dial it at).
+    #[arg(long, requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// PEM private key of --peer-tls-cert.
+    #[arg(long, requires_all = ["peer_tls_cert", "peer_tls_ca"])]
+    pub peer_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): a peer whose certificate they did not sign is
+    /// refused at the handshake. With the two above: mutual TLS between nodes.
+    #[arg(long, requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    pub peer_tls_ca: Option<PathBuf>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -190,6 +202,23 @@ impl Args {
             );
         }
         Ok(())
+    }
+
+    /// Reads the `--peer-tls-*` files (all three or none).
+    fn peer_tls(&self) -> Result<Option<PeerTls>, String> {
+        let (Some(cert), Some(key), Some(ca)) =
+            (&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca)
+        else {
+            return Ok(None);
+        };
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|err| format!("{flag} {}: {err}", path.display()))
+        };
+        Ok(Some(PeerTls {
+            cert_pem: read("--peer-tls-cert", cert)?,
+            key_pem: read("--peer-tls-key", key)?,
+            ca_pem: read("--peer-tls-ca", ca)?,
+        }))
     }
 
     fn node_config(&self, raft_port: u16, client_port: u16, max_connections: usize) -> NodeConfig {
@@ -322,7 +351,8 @@ async fn serve(args: Args) -> Result<(), String> {
     let raft_port = local_port(&raft_listener)?;
     let client_port = local_port(&client_listener)?;
     let max_connections = connection_limit(&args);
-    let config = args.node_config(raft_port, client_port, max_connections);
+    let mut config = args.node_config(raft_port, client_port, max_connections);
+    config.peer_tls = args.peer_tls()?;
     let metrics_note = match &metrics_listener {
         Some(listener) => format!(
             " metrics={}",

@@ -240,10 +240,29 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::error::Encode
 }
 
 /// Decodes a value encoded with [`encode`], rejecting trailing bytes.
+///
+/// Untrusted bytes may claim any length for a container: the decoder may
+/// allocate at most 64 times the input's size (a limit picked from a few
+/// tiers, since bincode takes it as a constant), so a forged length is an
+/// error, never an allocation that takes the process down. The limit
+/// changes no byte of the format.
 pub fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, bincode::error::DecodeError> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, codec_config())?;
+    fn with<T: serde::de::DeserializeOwned, const LIMIT: usize>(
+        bytes: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, codec_config().with_limit::<LIMIT>())
+    }
+    const KIB: usize = 1 << 10;
+    const MIB: usize = 1 << 20;
+    let (value, read) = match bytes.len() {
+        n if n <= 64 * KIB => with::<T, { 4 * MIB }>(bytes)?,
+        n if n <= MIB => with::<T, { 64 * MIB }>(bytes)?,
+        n if n <= 16 * MIB => with::<T, { 1024 * MIB }>(bytes)?,
+        n if n <= 256 * MIB => with::<T, { 16384 * MIB }>(bytes)?,
+        _ => with::<T, { usize::MAX }>(bytes)?,
+    };
     if read != bytes.len() {
         return Err(bincode::error::DecodeError::OtherString(format!(
             "{} trailing bytes after value",

@@ -191,3 +191,45 @@ fn a_durable_commit_index_never_covers_entries_a_crash_took_away() {
         }
     }
 }
+
+/// The two-copy files guard the term and the vote; a batch that only moves
+/// the commit index costs the WAL's one fsync, and a power loss after it
+/// keeps the vote (the commit may come back lower, which is safe).
+#[test]
+fn only_a_new_term_or_vote_rewrites_the_hard_state_files() {
+    let fs = SimFs::new();
+    let (mut s, _) = open(&fs).unwrap();
+    s.append(&entries(1, 3, 2)).unwrap();
+    s.set_hard_state(&vote(2, "n1")).unwrap();
+    s.sync().unwrap();
+    let before = fs.file_syncs();
+    s.append(&entries(4, 4, 2)).unwrap();
+    let mut committed = vote(2, "n1");
+    committed.commit = 4;
+    s.set_hard_state(&committed).unwrap();
+    s.sync().unwrap();
+    assert_eq!(
+        fs.file_syncs() - before,
+        1,
+        "a commit-only batch fsyncs more than the WAL"
+    );
+    assert_eq!(s.hard_state(), &committed);
+    let before = fs.file_syncs();
+    s.set_hard_state(&vote(3, "n2")).unwrap();
+    s.sync().unwrap();
+    assert_eq!(
+        fs.file_syncs() - before,
+        3,
+        "a new vote is the WAL's and both copies' fsync"
+    );
+    drop(s);
+    fs.crash(7);
+    let (_, recovered) = open(&fs).unwrap();
+    assert_eq!(
+        (
+            recovered.hard_state.term,
+            recovered.hard_state.voted_for.as_deref()
+        ),
+        (3, Some("n2"))
+    );
+}

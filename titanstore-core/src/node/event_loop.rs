@@ -19,7 +19,7 @@ use super::storage_thread::{StorageDone, StorageJob};
 use crate::metrics::Metrics;
 use crate::protocol::{Reply, WatchEnd, WatchEvent};
 use crate::raft::MessageBody;
-use crate::transport::{Envelope, PeerSender, SnapshotSource};
+use crate::transport::{Dialer, Envelope, PeerSender};
 use crate::types::{NodeId, Snapshot};
 
 /// Most inputs of one kind folded into one pass before the effects are run.
@@ -32,7 +32,7 @@ pub(super) struct EventLoop {
     /// Addresses that override the configuration's (`--peer-addr`).
     peer_addrs: HashMap<NodeId, String>,
     /// Where new peers' senders read snapshot images from.
-    snapshots: Arc<dyn SnapshotSource>,
+    dialer: Dialer,
     storage: Option<std_mpsc::Sender<StorageJob>>,
     snapshot_writer: Option<std_mpsc::Sender<Snapshot>>,
     waiting: HashMap<Token, oneshot::Sender<Reply>>,
@@ -70,7 +70,7 @@ impl EventLoop {
         tick: std::time::Duration,
         peers: HashMap<NodeId, PeerSender>,
         peer_addrs: HashMap<NodeId, String>,
-        snapshots: Arc<dyn SnapshotSource>,
+        dialer: Dialer,
         workers: Workers,
         metrics: Arc<Metrics>,
     ) -> EventLoop {
@@ -83,7 +83,7 @@ impl EventLoop {
             tick,
             peers,
             peer_addrs,
-            snapshots,
+            dialer,
             storage: Some(storage),
             snapshot_writer: Some(snapshot_writer),
             waiting: HashMap::new(),
@@ -233,7 +233,7 @@ impl EventLoop {
                     {
                         // A member added at runtime: open its stream now.
                         tracing::info!(peer = %msg.to, %addr, "connecting to new member");
-                        let sender = PeerSender::spawn(addr, Arc::clone(&self.snapshots));
+                        let sender = PeerSender::spawn(addr, &self.dialer);
                         self.peers.insert(msg.to.clone(), sender);
                     }
                     match self.peers.get(&msg.to) {

@@ -30,7 +30,7 @@ use crate::raft::{Bootstrap, RaftConfig, RaftNode};
 use crate::server::{self, ServerConfig};
 use crate::state_machine::StateMachine;
 use crate::storage::{self, Recovered, Storage};
-use crate::transport::{self, PeerSender, SnapshotSource};
+use crate::transport::{self, Dialer, PeerSender, PeerTls, SnapshotSource};
 use crate::types::{ClusterConfig, MemberAddr, NodeId, Snapshot, SnapshotMeta};
 
 /// Another member of the cluster.
@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub join_as_learner: bool,
     /// Where to reach members, overriding the configuration's addresses.
     pub peer_addrs: std::collections::HashMap<NodeId, String>,
+    /// Mutual TLS between nodes (off: plaintext gRPC).
+    pub peer_tls: Option<PeerTls>,
 }
 
 impl NodeConfig {
@@ -91,6 +93,7 @@ impl NodeConfig {
             join: Vec::new(),
             join_as_learner: false,
             peer_addrs: std::collections::HashMap::new(),
+            peer_tls: None,
         }
     }
 
@@ -338,6 +341,10 @@ pub async fn run(
     let snapshots: Arc<dyn SnapshotSource> = Arc::new(DiskSnapshots {
         dir: config.data_dir.clone(),
     });
+    let dialer = Dialer {
+        snapshots,
+        tls: config.peer_tls.clone().map(Arc::new),
+    };
     let peers = config
         .peers
         .iter()
@@ -347,7 +354,7 @@ pub async fn run(
                 .get(&peer.id)
                 .unwrap_or(&peer.raft_addr)
                 .clone();
-            let sender = PeerSender::spawn(addr, Arc::clone(&snapshots));
+            let sender = PeerSender::spawn(addr, &dialer);
             (peer.id.clone(), sender)
         })
         .collect();
@@ -361,6 +368,7 @@ pub async fn run(
         raft_listener,
         config.id.clone(),
         inbox_tx,
+        config.peer_tls.clone(),
         stopped(stop_rx.clone()),
     ));
     let (request_tx, request_rx) = mpsc::channel(65_536);
@@ -410,7 +418,7 @@ pub async fn run(
         config.tick,
         peers,
         config.peer_addrs.clone(),
-        Arc::clone(&snapshots),
+        dialer.clone(),
         event_loop::Workers {
             storage: job_tx,
             snapshot_writer: snapshot_tx,

@@ -26,6 +26,8 @@
 //!   found counts as durable.
 //! - The hard state (votes) lives in two alternately written files, so a
 //!   damaged record can never make the node forget a vote (`hard_state.rs`).
+//!   They are rewritten only when the term or the vote changes; the commit
+//!   index travels in the WAL's records (losing it is safe).
 //!
 //! On-disk layout: `LOCK`, `hardstate.0`, `hardstate.1`, `snapshot.bin`,
 //! `wal/<seq:020>-<first index:020>.log`.
@@ -140,6 +142,8 @@ pub struct Storage {
     /// Set since the last sync: written to the two-copy files only after
     /// the WAL is synced (see `set_hard_state`).
     pending_hard_state: Option<HardState>,
+    /// The last hard state set (or recovered).
+    current_hard_state: HardState,
     // Declared last so that the lock is released after everything else closed.
     dir: DataDir,
 }
@@ -193,7 +197,7 @@ impl Storage {
             }
         };
         let recovered = Recovered {
-            hard_state: state,
+            hard_state: state.clone(),
             snapshot,
             entries: replayed.entries,
             torn_tail: replayed.torn_tail,
@@ -203,6 +207,7 @@ impl Storage {
             snapshots,
             hard_state,
             pending_hard_state: None,
+            current_hard_state: state,
             dir: data_dir,
         };
         Ok((storage, recovered))
@@ -229,11 +234,26 @@ impl Storage {
     pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
         self.wal.set_hard_state(hs)?;
         self.pending_hard_state = Some(hs.clone());
+        self.current_hard_state = hs.clone();
         Ok(())
     }
 
     /// After a WAL sync: makes a pending hard state durable in its files.
+    /// Only a new term or vote is written there: the commit index alone
+    /// (which moves with nearly every batch) is safe to lose, since a lower
+    /// commit after recovery is only re-learned, and the WAL record already
+    /// holds it. So a write batch costs one fsync, not three, and opens no file.
     fn flush_hard_state(&mut self) -> Result<(), StorageError> {
+        let same_vote =
+            |a: &HardState, b: &HardState| a.term == b.term && a.voted_for == b.voted_for;
+        if self
+            .pending_hard_state
+            .as_ref()
+            .zip(self.hard_state.current())
+            .is_some_and(|(pending, files)| same_vote(pending, files))
+        {
+            self.pending_hard_state = None;
+        }
         if let Some(hs) = self.pending_hard_state.take()
             && let Err(err) = self.hard_state.save(&hs, &self.dir.root)
         {
@@ -326,10 +346,7 @@ impl Storage {
 
     /// The last hard state set (durable once synced).
     pub fn hard_state(&self) -> &HardState {
-        match &self.pending_hard_state {
-            Some(hs) => hs,
-            None => self.hard_state.current().unwrap_or(self.wal.hard_state()),
-        }
+        &self.current_hard_state
     }
 
     /// Counters for benchmarks and tests.

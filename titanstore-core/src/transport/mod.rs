@@ -12,7 +12,42 @@ mod server;
 
 pub use convert::{ConvertError, from_wire, to_wire};
 pub use peer::{PeerSender, SnapshotSource};
+use std::sync::Arc;
+
+/// How a node reaches peers: where snapshot images come from, and TLS.
+#[derive(Clone)]
+pub struct Dialer {
+    pub snapshots: Arc<dyn SnapshotSource>,
+    pub tls: Option<Arc<PeerTls>>,
+}
 pub use server::serve;
+
+/// Mutual TLS between nodes (`--peer-tls-cert/-key/-ca`), PEM encoded. Every
+/// node presents `cert` both as a server and as a client; a peer whose
+/// certificate `ca` did not sign is refused at the handshake.
+#[derive(Clone)]
+pub struct PeerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("PeerTls").finish_non_exhaustive()
+    }
+}
+
+impl PeerTls {
+    fn identity(&self) -> tonic::transport::Identity {
+        tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem)
+    }
+
+    fn ca(&self) -> tonic::transport::Certificate {
+        tonic::transport::Certificate::from_pem(&self.ca_pem)
+    }
+}
 
 /// A message as it arrives: with the cluster id its sender put on it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use titanstore_proto::raft_client::RaftClient;
 use tokio::sync::{Mutex, mpsc};
 
-use super::{MAX_MESSAGE_BYTES, to_wire};
+use super::{Dialer, MAX_MESSAGE_BYTES, PeerTls, to_wire};
 use crate::raft::{Message, MessageBody};
 use crate::types::Snapshot;
 
@@ -29,9 +29,14 @@ type Outgoing = (Message, Arc<str>);
 
 impl PeerSender {
     /// Starts the sender task for the peer at `raft_addr` (`host:port`).
-    pub fn spawn(raft_addr: String, snapshots: Arc<dyn SnapshotSource>) -> PeerSender {
+    pub fn spawn(raft_addr: String, dialer: &Dialer) -> PeerSender {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(raft_addr, rx, snapshots));
+        tokio::spawn(run(
+            raft_addr,
+            rx,
+            Arc::clone(&dialer.snapshots),
+            dialer.tls.clone(),
+        ));
         PeerSender { tx }
     }
 
@@ -48,16 +53,25 @@ async fn run(
     raft_addr: String,
     queue: mpsc::Receiver<Outgoing>,
     snapshots: Arc<dyn SnapshotSource>,
+    tls: Option<Arc<PeerTls>>,
 ) {
     // The request body of the gRPC stream reads straight from this queue, so a
     // message goes from the event loop to the HTTP/2 connection in one hop.
     let queue = Arc::new(Mutex::new(queue));
     let mut backoff = Duration::from_millis(20);
+    let mut failures = 0u64;
     loop {
-        let mut client = match connect(&raft_addr).await {
+        let mut client = match connect(&raft_addr, tls.as_deref()).await {
             Ok(client) => client,
             Err(err) => {
-                tracing::debug!(peer = %raft_addr, %err, "cannot connect to peer");
+                failures += 1;
+                let why = error_chain(&err);
+                // A refused TLS handshake needs an operator: say it, now and then.
+                if tls.is_some() && failures % 100 == 1 {
+                    tracing::warn!(peer = %raft_addr, %why, "cannot connect to peer over TLS");
+                } else {
+                    tracing::debug!(peer = %raft_addr, %why, "cannot connect to peer");
+                }
                 // Whatever queued up while the peer was away is stale by now.
                 let mut rx = queue.lock().await;
                 loop {
@@ -74,9 +88,10 @@ async fn run(
             }
         };
         backoff = Duration::from_millis(20);
+        failures = 0;
         let body = outgoing(Arc::clone(&queue), Arc::clone(&snapshots));
         if let Err(status) = client.stream(body).await {
-            tracing::debug!(peer = %raft_addr, %status, "stream to peer ended");
+            tracing::debug!(peer = %raft_addr, why = %error_chain(&status), "stream to peer ended");
         }
         if queue.lock().await.is_closed() {
             return;
@@ -110,10 +125,39 @@ fn outgoing(
     })
 }
 
+/// An error and its causes, on one line (TLS failures hide in the sources).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 async fn connect(
     raft_addr: &str,
+    tls: Option<&PeerTls>,
 ) -> Result<RaftClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{raft_addr}"))?
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{raft_addr}"))?;
+    if let Some(tls) = tls {
+        // The peer's certificate must name the host it is dialed at.
+        let host = raft_addr
+            .rsplit_once(':')
+            .map_or(raft_addr, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tls.ca())
+                .identity(tls.identity())
+                .domain_name(host),
+        )?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(1))

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Envelope, MAX_MESSAGE_BYTES, from_wire};
+use super::{Envelope, MAX_MESSAGE_BYTES, PeerTls, from_wire};
 use crate::types::NodeId;
 
 struct RaftService {
@@ -49,13 +49,23 @@ pub async fn serve(
     listener: TcpListener,
     id: NodeId,
     inbox: mpsc::Sender<Envelope>,
+    tls: Option<PeerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let service = RaftServer::new(RaftService { id, inbox })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        // Client certificates are required: only the cluster's CA admits a peer.
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tls.identity())
+                .client_ca_root(tls.ca()),
+        )?;
+    }
+    builder
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

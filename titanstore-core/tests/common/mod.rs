@@ -41,7 +41,8 @@ pub fn snapshot(index: LogIndex, term: Term) -> Snapshot {
 /// Offsets of every frame in a segment's bytes (u32 len | crc | crc | payload).
 pub fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut offs = Vec::new();
-    let mut off = 0;
+    // Segments begin with an 8-byte magic and version.
+    let mut off = if bytes.starts_with(b"TSWAL\0") { 8 } else { 0 };
     while off + 12 <= bytes.len() {
         offs.push(off);
         let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;

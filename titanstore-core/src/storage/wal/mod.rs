@@ -24,6 +24,14 @@ use crate::types::{self, Entry, HardState, LogIndex, Term};
 use record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
 pub(crate) use replay::open;
 
+/// The first bytes of every segment written since release 2: a name and the
+/// format version (records: `len | crc32c(len) | crc32c(payload) | payload`,
+/// bincode 2 standard config). Older segments start with a record; a
+/// segment of a newer version is refused rather than misread.
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"TSWAL\0\0\x01";
+/// The version byte of [`SEGMENT_MAGIC`] this binary writes and reads.
+const SEGMENT_VERSION: u8 = 1;
+
 /// The running WAL.
 #[derive(Debug)]
 pub(crate) struct Wal {
@@ -110,22 +118,29 @@ impl Wal {
     /// Frames `rec` and writes it to the active segment; returns (offset, frame length).
     fn append_record(&mut self, rec: &RecordRef<'_>) -> Result<(u64, u32), StorageError> {
         self.scratch.clear();
+        // A segment's first bytes name its format.
+        let header = if self.active_len == 0 {
+            self.scratch.extend_from_slice(&SEGMENT_MAGIC);
+            SEGMENT_MAGIC.len()
+        } else {
+            0
+        };
         encode_framed(rec, &mut self.scratch)?;
-        let offset = self.active_len;
+        let start = self.active_len;
+        let offset = start + header as u64;
         if let Err(e) = self.active.append(&self.scratch) {
             let err = StorageError::io("append to WAL segment", self.active_path())(e);
             // A full disk: cut what part of the record went in, and the log
             // is as before (retried once there is room). If the cut fails,
             // what the segment holds is unknown.
-            if err.is_no_space() && self.active.truncate(offset).is_ok() {
+            if err.is_no_space() && self.active.truncate(start).is_ok() {
                 return Err(err);
             }
             return Err(self.poison(err));
         }
-        let len = self.scratch.len();
-        self.active_len += len as u64;
+        self.active_len += self.scratch.len() as u64;
         self.unsynced = true;
-        Ok((offset, len as u32))
+        Ok((offset, (self.scratch.len() - header) as u32))
     }
 
     /// Rolls to a new segment if the active one is full, then writes `rec`.

@@ -115,7 +115,38 @@ fn replay_segment(
         offset: offset as u64,
         reason,
     };
+    let magic = &super::SEGMENT_MAGIC[..7];
     let mut off = 0usize;
+    if data.len() >= super::SEGMENT_MAGIC.len() && data.starts_with(magic) {
+        let version = data[7];
+        if version != super::SEGMENT_VERSION {
+            return Err(corrupt(
+                0,
+                format!("WAL segment format version {version} is not one this binary reads"),
+            ));
+        }
+        off = super::SEGMENT_MAGIC.len();
+    } else if !data.is_empty()
+        && data.len() < super::SEGMENT_MAGIC.len()
+        && super::SEGMENT_MAGIC.starts_with(&data)
+    {
+        // A segment torn inside its header holds no record.
+        off = data.len();
+        if is_last {
+            warn!(file = %path.display(), "cutting a torn WAL segment header");
+            vfs.truncate(path, 0)
+                .map_err(StorageError::io("truncate torn WAL tail", path))?;
+            vfs.sync_file(path)
+                .map_err(StorageError::io("fsync WAL segment", path))?;
+            let torn = TornTail {
+                file: path.to_path_buf(),
+                offset: 0,
+                bytes_cut: data.len() as u64,
+                reason: "torn segment header".into(),
+            };
+            return Ok((0, Some(torn)));
+        }
+    }
     loop {
         match read_frame(&data, off) {
             Ok(None) => return Ok((off as u64, None)),
