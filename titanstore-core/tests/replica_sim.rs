@@ -9,6 +9,7 @@
 
 mod whole_node;
 
+use titanstore_core::protocol::{Req, Request, Set};
 use titanstore_core::raft::{Message, MessageBody, Role};
 use whole_node::{OpOutcome, Options, Sim, run_seeds};
 
@@ -182,6 +183,60 @@ fn new_cluster_bootstraps_and_picks_a_cluster_id() {
         })
         .collect();
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    sim.finish().unwrap();
+}
+
+/// Exactly-once sessions expire by the clock the leader writes into the
+/// entries: a retry after the ttl gets `ERR SESSION_EXPIRED` (never a second
+/// apply), the id stays refused for one more ttl, then starts afresh.
+#[test]
+fn an_expired_session_refuses_its_retries_then_starts_afresh() {
+    let mut sim = Sim::quiet_with(8, 3, |o| o.session_ttl_ms = 3_000);
+    elect(&mut sim, 0);
+    let req = |client: &str, seq: u64, key: &str| {
+        Request::Req(Req {
+            client: client.as_bytes().to_vec(),
+            seq,
+            write: Box::new(Request::Set(Set {
+                key: key.as_bytes().to_vec(),
+                value: format!("{client}-{seq}").into_bytes(),
+            })),
+        })
+    };
+    let mut ask = |sim: &mut Sim, request: Request| {
+        let token = sim.admin(0, request);
+        assert!(
+            sim.until(200, |s| s.admin_reply(token).is_some()),
+            "no reply"
+        );
+        sim.admin_reply(token).unwrap().to_string()
+    };
+    assert_eq!(ask(&mut sim, req("c1", 1, "k")), "OK");
+    assert_eq!(
+        ask(&mut sim, req("c1", 1, "k")),
+        "OK",
+        "a retry within the ttl"
+    );
+    // 4 s of the leader's clock later, another client's write expires c1.
+    sim.ticks(400);
+    assert_eq!(ask(&mut sim, req("c2", 1, "other")), "OK");
+    assert_eq!(ask(&mut sim, req("c1", 1, "k")), "ERR SESSION_EXPIRED");
+    assert_eq!(ask(&mut sim, req("c1", 2, "k")), "ERR SESSION_EXPIRED");
+    let sets_of_c1 = sim.nodes[0]
+        .up
+        .as_ref()
+        .unwrap()
+        .replica
+        .kv()
+        .get(b"k")
+        .map(<[u8]>::to_vec);
+    assert_eq!(sets_of_c1.as_deref(), Some(&b"c1-1"[..]));
+    // Another ttl on, c1 is forgotten (and c2, idle as long, has expired:
+    // a new client's write moves the clock): a new session under c1's id.
+    sim.ticks(400);
+    assert_eq!(ask(&mut sim, req("c3", 1, "other")), "OK");
+    assert_eq!(ask(&mut sim, req("c2", 2, "other")), "ERR SESSION_EXPIRED");
+    assert_eq!(ask(&mut sim, req("c1", 1, "k")), "OK");
     sim.finish().unwrap();
 }
 

@@ -69,6 +69,9 @@ pub struct Options {
     pub spares: usize,
     /// Per tick: a membership change or leadership transfer is asked for.
     pub membership_pm: u32,
+    /// Exactly-once sessions expire after this long (the sim's wall clock
+    /// runs 10 ms a tick).
+    pub session_ttl_ms: u64,
 }
 
 impl Options {
@@ -92,6 +95,7 @@ impl Options {
             snapshot_threshold: 15 + seed % 30,
             spares: 0,
             membership_pm: 0,
+            session_ttl_ms: ApiConfig::default().session_ttl_ms,
         }
     }
 }
@@ -327,6 +331,7 @@ impl Sim {
                 watch_progress_ticks: 50,
                 watch_history: 400,
                 watch_catch_up_per_tick: 64,
+                session_ttl_ms: self.opts.session_ttl_ms,
                 ..ApiConfig::default()
             },
         };
@@ -1182,7 +1187,12 @@ impl Sim {
     /// A cluster with no random faults and no random clients: the test
     /// decides every partition, election and request.
     pub fn quiet(seed: u64, nodes: usize) -> Sim {
-        let opts = Options {
+        Sim::quiet_with(seed, nodes, |_| {})
+    }
+
+    /// [`Sim::quiet`] with options changed by `tune`.
+    pub fn quiet_with(seed: u64, nodes: usize, tune: impl FnOnce(&mut Options)) -> Sim {
+        let mut opts = Options {
             chaos_ticks: 0,
             kill_pm: 0,
             power_pm: 0,
@@ -1196,6 +1206,7 @@ impl Sim {
             snapshot_threshold: 1000,
             ..Options::shape(nodes, seed)
         };
+        tune(&mut opts);
         let mut sim = Sim::new(seed, opts).unwrap();
         sim.chaos = false;
         sim
