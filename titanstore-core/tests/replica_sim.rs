@@ -203,7 +203,7 @@ fn an_expired_session_refuses_its_retries_then_starts_afresh() {
             })),
         })
     };
-    let mut ask = |sim: &mut Sim, request: Request| {
+    let ask = |sim: &mut Sim, request: Request| {
         let token = sim.admin(0, request);
         assert!(
             sim.until(200, |s| s.admin_reply(token).is_some()),

@@ -332,7 +332,6 @@ impl Sim {
                 watch_history: 400,
                 watch_catch_up_per_tick: 64,
                 session_ttl_ms: self.opts.session_ttl_ms,
-                ..ApiConfig::default()
             },
         };
         let membership = if node.joining {
