@@ -3,6 +3,7 @@ classifies outcomes (whole chaos runs: test_chaos_run.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -33,7 +34,7 @@ def op(kind: str, key: str, value: Optional[str], call: float, ret: float, outco
 
 
 def numbered(*ops: Operation) -> List[Operation]:
-    return [Operation(i, o.kind, o.key, o.value, o.call, o.ret, o.outcome) for i, o in enumerate(ops)]
+    return [dataclasses.replace(o, index=i) for i, o in enumerate(ops)]
 
 
 # ----- the checker on hand-made histories ---------------------------------
@@ -114,9 +115,37 @@ def test_failed_ops_and_unknown_reads_are_ignored() -> None:
     assert check_operations(ops).ok
 
 
+def cas(expected: Optional[str], value: Optional[str], call: float, ret: float, outcome: str = "ok") -> Operation:
+    swapped = op("cas", "c", value, call, ret, outcome)
+    return Operation(0, "cas", b"c", swapped.value, call, ret, outcome, expected=expected.encode() if expected else None)
+
+
+def conflict(expected: Optional[str], call: float, ret: float) -> Operation:
+    return Operation(0, "cas-conflict", b"c", None, call, ret, "ok", expected=expected.encode() if expected else None)
+
+
+def test_compare_and_set_histories() -> None:
+    start = op("write", "c", "0", 0, 1)
+    # Two CASes from the same value cannot both swap.
+    double = numbered(start, cas("0", "1", 2, 3), cas("0", "2", 4, 5))
+    result = check_operations(double)
+    assert result.verdict == "violation"
+    assert "cas(" in result.explanation
+    # A conflict needs another value there; a swap needs the expected one.
+    fine = numbered(start, cas("0", "1", 2, 3), conflict("0", 4, 5), cas("1", "2", 6, 7), op("read", "c", "2", 8, 9))
+    assert check_operations(fine).ok
+    assert not check_operations(numbered(start, conflict("0", 2, 3))).ok
+    # A CAS with an unknown outcome may have swapped, or not.
+    for seen in ("0", "1"):
+        maybe = numbered(start, cas("0", "1", 2, INF, "unknown"), op("read", "c", seen, 4, 5))
+        assert check_operations(maybe).ok, seen
+
+
 def test_native_entry_validates_input() -> None:
     with pytest.raises(ValueError, match="kind"):
-        check_kv_history([("cas", b"k", b"v", 0.0, 1.0, "ok")])
+        check_kv_history([("swap", b"k", b"v", 0.0, 1.0, "ok")])
+    with pytest.raises(ValueError, match="cas-conflict"):
+        check_kv_history([("cas-conflict", b"k", b"v", 0.0, 1.0, "unknown", b"a")])
     with pytest.raises(ValueError, match="outcome"):
         check_kv_history([("read", b"k", b"v", 0.0, 1.0, "maybe")])
     with pytest.raises(ValueError, match="after its call"):
@@ -223,3 +252,52 @@ def test_history_classifies_outcomes() -> None:
     assert math.isinf(history.operations[1].ret)
     assert history.operations[6].value == b"v"
     assert history.counts() == {"ok": 2, "fail": 4, "unknown": 3}
+
+
+def test_cas_counter_on_a_cluster_is_linearizable() -> None:
+    """Four clients increment one counter by get_rev + cas (retrying on
+    CONFLICT) through History; the leader is killed midway. The history,
+    CAS answers included, is linearizable and the count matches the swaps."""
+    import threading
+
+    from titanstore import Cluster, ConflictError
+
+    with Cluster(nodes=3) as cluster:
+        cluster.wait_for_leader(timeout=10)
+        history = History(cluster.client(timeout=2, retry_timeout=5), "setup")
+        history.set("c", "0")
+        swaps: List[int] = []
+
+        def worker(name: str) -> None:
+            view = history.with_client(cluster.client(timeout=2, retry_timeout=5), name)
+            done = 0
+            while done < 40:
+                try:
+                    found = view.get_rev("c")
+                    assert found is not None
+                    view.cas("c", f"{int(found[0].split('-')[0]) + 1}-{name}-{done}", found[1])
+                    done += 1
+                except ConflictError:
+                    continue
+                except TitanStoreError:
+                    time.sleep(0.05)
+            swaps.append(done)
+
+        threads = [threading.Thread(target=worker, args=(f"p{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        # The leader dies while the clients are at it.
+        cluster.wait_until(lambda: len(history) > 60, timeout=20, what="some swaps")
+        cluster.kill(cluster.wait_for_leader(timeout=10))
+        for t in threads:
+            t.join(timeout=60)
+        result = history.check()
+        assert result.ok, history.explain(result)
+        kinds = {op.kind for op in history.operations}
+        assert "cas" in kinds and "cas-conflict" in kinds, kinds
+        assert all(t.is_alive() is False for t in threads)
+        final = history.get("c")
+        assert final is not None
+        # Every swap (and only swaps, exactly once each) moved the counter.
+        unknown = sum(1 for op in history.operations if op.kind == "cas" and op.outcome == "unknown")
+        assert sum(swaps) <= int(final.split("-")[0]) <= sum(swaps) + unknown

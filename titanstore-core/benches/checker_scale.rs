@@ -52,6 +52,7 @@ fn history(total: usize, seed: u64) -> Vec<Op> {
             ret
         };
         ops.push(Op {
+            expected: None,
             kind,
             key: format!("k{key}").into_bytes(),
             value: val,

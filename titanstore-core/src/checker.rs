@@ -1,5 +1,7 @@
 //! Wing & Gong / Lowe linearizability checking, as porcupine does it, for a
-//! key-value store whose keys are independent registers.
+//! key-value store whose keys are independent registers with
+//! compare-and-set (CAS by revision maps to CAS by value when every write of
+//! a key writes a value of its own, as chaos clients do).
 //!
 //! Pure: no Python, no I/O. The history is split by key (linearizability is
 //! compositional), each key's operations become call/return events on a
@@ -19,6 +21,13 @@ pub enum Kind {
     Read,
     /// `value` is what was written (None: a delete).
     Write,
+    /// A compare-and-set that swapped: the register held `expected`, and
+    /// became `value` (None: a compare-and-delete). With an unknown outcome:
+    /// it swapped at some point when the register held `expected`, or never.
+    Cas,
+    /// A compare-and-set answered CONFLICT: the register did not hold
+    /// `expected`, and kept its value.
+    CasConflict,
 }
 
 /// How an operation ended, from the client's point of view.
@@ -39,6 +48,9 @@ pub struct Op {
     pub kind: Kind,
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+    /// For [`Kind::Cas`] and [`Kind::CasConflict`]: the value compared
+    /// against (None: absent); ignored otherwise.
+    pub expected: Option<Vec<u8>>,
     pub call: f64,
     pub ret: f64,
     pub outcome: Outcome,
@@ -108,11 +120,18 @@ struct Entry {
     kind: Kind,
     /// Interned value: 0 is "missing".
     value: u32,
+    /// Interned expected value of a CAS.
+    expected: u32,
     call: f64,
     ret: f64,
 }
 
-fn check_key(ops: &[Op], key: &[u8], indices: &[usize], deadline: Option<Instant>) -> KeyReport {
+fn check_key<'a>(
+    ops: &'a [Op],
+    key: &[u8],
+    indices: &[usize],
+    deadline: Option<Instant>,
+) -> KeyReport {
     let mut report = KeyReport {
         key: key.to_vec(),
         verdict: Verdict::Ok,
@@ -126,28 +145,44 @@ fn check_key(ops: &[Op], key: &[u8], indices: &[usize], deadline: Option<Instant
     let observed: HashSet<Option<&[u8]>> = indices
         .iter()
         .map(|&i| &ops[i])
-        .filter(|op| op.kind == Kind::Read && op.outcome == Outcome::Ok)
-        .map(|op| op.value.as_deref())
+        .filter(|op| op.outcome == Outcome::Ok)
+        .flat_map(|op| match op.kind {
+            Kind::Read => vec![op.value.as_deref()],
+            // A CAS observes its expected value (swapped), or tells it was
+            // not there; a value it compared against counts as observed.
+            Kind::Cas | Kind::CasConflict => vec![op.expected.as_deref()],
+            Kind::Write => Vec::new(),
+        })
         .collect();
     let written: HashSet<Option<&[u8]>> = indices
         .iter()
         .map(|&i| &ops[i])
-        .filter(|op| op.kind == Kind::Write && op.outcome != Outcome::Fail)
+        .filter(|op| matches!(op.kind, Kind::Write | Kind::Cas) && op.outcome != Outcome::Fail)
         .map(|op| op.value.as_deref())
         .collect();
-    let mut interned: HashMap<Option<&[u8]>, u32> = HashMap::from([(None, 0)]);
+    let any_conflict = indices.iter().any(|&i| ops[i].kind == Kind::CasConflict);
+    let mut interned: HashMap<Option<&'a [u8]>, u32> = HashMap::from([(None, 0)]);
     let mut entries = Vec::new();
     for &i in indices {
         let op = &ops[i];
         let ret = match (op.kind, op.outcome) {
-            (_, Outcome::Fail) | (Kind::Read, Outcome::Unknown) => continue,
-            (Kind::Write, Outcome::Unknown) if !observed.contains(&op.value.as_deref()) => {
+            (_, Outcome::Fail) | (Kind::Read | Kind::CasConflict, Outcome::Unknown) => continue,
+            // (Unless a CONFLICT may need it: it can explain why a register
+            // did not hold what a CAS expected.)
+            (Kind::Write | Kind::Cas, Outcome::Unknown)
+                if !observed.contains(&op.value.as_deref()) && !any_conflict =>
+            {
                 continue;
             }
-            (Kind::Write, Outcome::Unknown) => f64::INFINITY,
+            (Kind::Write | Kind::Cas, Outcome::Unknown) => f64::INFINITY,
             (_, Outcome::Ok) => op.ret,
         };
-        if op.kind == Kind::Read && op.value.is_some() && !written.contains(&op.value.as_deref()) {
+        let seen = match op.kind {
+            Kind::Read => op.value.as_deref(),
+            Kind::Cas => op.expected.as_deref(),
+            Kind::Write | Kind::CasConflict => None,
+        };
+        if seen.is_some() && op.outcome == Outcome::Ok && !written.contains(&seen) {
             report.verdict = Verdict::Violation;
             report.explanation = format!(
                 "{} returned a value no write to this key ever wrote",
@@ -156,12 +191,17 @@ fn check_key(ops: &[Op], key: &[u8], indices: &[usize], deadline: Option<Instant
             report.involved = vec![i];
             return report;
         }
-        let next_id = u32::try_from(interned.len()).unwrap_or(u32::MAX);
-        let value = *interned.entry(op.value.as_deref()).or_insert(next_id);
+        let mut intern = |v: Option<&'a [u8]>| {
+            let next_id = u32::try_from(interned.len()).unwrap_or(u32::MAX);
+            *interned.entry(v).or_insert(next_id)
+        };
+        let value = intern(op.value.as_deref());
+        let expected = intern(op.expected.as_deref());
         entries.push(Entry {
             index: i,
             kind: op.kind,
             value,
+            expected,
             call: op.call,
             ret,
         });
@@ -272,6 +312,13 @@ impl<'a> Search<'a> {
         match entry.kind {
             Kind::Write => Some(entry.value),
             Kind::Read => (entry.value == state).then_some(state),
+            // Swapped for sure: only from the expected value.
+            Kind::Cas if entry.ret.is_finite() => (entry.expected == state).then_some(entry.value),
+            // Unknown: where the register held the expected value it swapped;
+            // anywhere else it changed nothing (it conflicted, or never ran).
+            Kind::Cas if entry.expected == state => Some(entry.value),
+            Kind::Cas => Some(state),
+            Kind::CasConflict => (entry.expected != state).then_some(state),
         }
     }
 
@@ -413,7 +460,7 @@ fn explain(ops: &[Op], entries: &[Entry], stuck: &Stuck, report: &mut KeyReport)
         .prefix
         .iter()
         .rev()
-        .filter(|&&i| entries[i].kind == Kind::Write)
+        .filter(|&&i| matches!(entries[i].kind, Kind::Write | Kind::Cas))
         .take(2)
         .map(|&i| entries[i].index)
         .collect();
@@ -459,10 +506,16 @@ fn explain(ops: &[Op], entries: &[Entry], stuck: &Stuck, report: &mut KeyReport)
 /// `#12 read(k) -> 'v' [1.000000, 1.002000]`
 pub fn describe(index: usize, op: &Op) -> String {
     let key = show(Some(&op.key));
+    let expected = show(op.expected.as_deref());
     let what = match (op.kind, &op.value) {
         (Kind::Read, value) => format!("read({key}) -> {}", show(value.as_deref())),
         (Kind::Write, None) => format!("delete({key})"),
         (Kind::Write, Some(value)) => format!("write({key}, {})", show(Some(value))),
+        (Kind::Cas, None) => format!("cad({key}, if {expected})"),
+        (Kind::Cas, Some(value)) => {
+            format!("cas({key}, {expected} -> {})", show(Some(value)))
+        }
+        (Kind::CasConflict, _) => format!("cas({key}, if {expected}) -> conflict"),
     };
     let ret = if op.outcome == Outcome::Unknown {
         "?".to_string()
@@ -495,8 +548,88 @@ fn show(value: Option<&[u8]>) -> String {
 mod tests {
     use super::*;
 
+    fn cas(
+        kind: Kind,
+        expected: Option<&str>,
+        value: Option<&str>,
+        call: f64,
+        ret: f64,
+        outcome: Outcome,
+    ) -> Op {
+        Op {
+            expected: expected.map(|v| v.as_bytes().to_vec()),
+            ..op(kind, value, call, ret, outcome)
+        }
+    }
+
+    fn verdict(ops: &[Op]) -> Verdict {
+        check(ops, None)[0].verdict
+    }
+
+    #[test]
+    fn compare_and_set_swaps_only_from_the_expected_value() {
+        use Kind::{Cas, CasConflict, Read, Write};
+        use Outcome::{Ok, Unknown};
+        let w = op(Write, Some("a"), 0.0, 1.0, Ok);
+        // a -> b swapped, then a conflict against a: fine.
+        let good = vec![
+            w.clone(),
+            cas(Cas, Some("a"), Some("b"), 2.0, 3.0, Ok),
+            cas(CasConflict, Some("a"), Some("c"), 4.0, 5.0, Ok),
+            op(Read, Some("b"), 6.0, 7.0, Ok),
+        ];
+        assert_eq!(verdict(&good), Verdict::Ok);
+        // Swapping from a value the register no longer held.
+        let twice = vec![
+            w.clone(),
+            cas(Cas, Some("a"), Some("b"), 2.0, 3.0, Ok),
+            cas(Cas, Some("a"), Some("c"), 4.0, 5.0, Ok),
+        ];
+        assert_eq!(verdict(&twice), Verdict::Violation);
+        // A conflict while the register held exactly the expected value.
+        let bad_conflict = vec![
+            w.clone(),
+            cas(CasConflict, Some("a"), Some("c"), 2.0, 3.0, Ok),
+        ];
+        assert_eq!(verdict(&bad_conflict), Verdict::Violation);
+        // An unknown write nobody read can still explain a conflict.
+        let explained = vec![
+            w.clone(),
+            op(Write, Some("x"), 1.5, f64::INFINITY, Unknown),
+            cas(CasConflict, Some("a"), Some("c"), 2.0, 3.0, Ok),
+        ];
+        assert_eq!(verdict(&explained), Verdict::Ok);
+        // An unknown CAS whose expected value is long gone never swapped.
+        let gone = vec![
+            w.clone(),
+            cas(Cas, Some("a"), Some("b"), 2.0, f64::INFINITY, Unknown),
+            op(Write, Some("c"), 3.0, 4.0, Ok),
+            cas(Cas, Some("c"), Some("d"), 5.0, 6.0, Ok),
+            op(Read, Some("d"), 7.0, 8.0, Ok),
+        ];
+        assert_eq!(verdict(&gone), Verdict::Ok);
+        // An unknown CAS may have swapped (the read saw it) or not.
+        for read in ["a", "b"] {
+            let maybe = vec![
+                w.clone(),
+                cas(Cas, Some("a"), Some("b"), 2.0, f64::INFINITY, Unknown),
+                op(Read, Some(read), 4.0, 5.0, Ok),
+            ];
+            assert_eq!(verdict(&maybe), Verdict::Ok, "read {read}");
+        }
+        // Compare-and-delete from absent is refused; from a value, it deletes.
+        let cad = vec![
+            w,
+            cas(Cas, Some("a"), None, 2.0, 3.0, Ok),
+            cas(CasConflict, Some("a"), None, 4.0, 5.0, Ok),
+            op(Read, None, 6.0, 7.0, Ok),
+        ];
+        assert_eq!(verdict(&cad), Verdict::Ok);
+    }
+
     fn op(kind: Kind, value: Option<&str>, call: f64, ret: f64, outcome: Outcome) -> Op {
         Op {
+            expected: None,
             kind,
             key: b"k".to_vec(),
             value: value.map(|v| v.as_bytes().to_vec()),
@@ -530,6 +663,7 @@ mod tests {
                     index,
                     kind: o.kind,
                     value,
+                    expected: 0,
                     call: o.call,
                     ret: o.ret,
                 }

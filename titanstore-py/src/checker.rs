@@ -13,8 +13,20 @@ use pyo3::types::{PyBytes, PyDict};
 use titanstore_core::checker::{Kind, Op, Outcome, Verdict};
 
 /// One operation as Python passes it:
-/// `(kind, key, value, call_time, return_time, outcome)`.
-type PyOp = (String, Vec<u8>, Option<Vec<u8>>, f64, f64, String);
+/// `(kind, key, value, call_time, return_time, outcome[, expected])`.
+#[derive(FromPyObject)]
+pub enum PyOp {
+    WithExpected(
+        String,
+        Vec<u8>,
+        Option<Vec<u8>>,
+        f64,
+        f64,
+        String,
+        Option<Vec<u8>>,
+    ),
+    Plain(String, Vec<u8>, Option<Vec<u8>>, f64, f64, String),
+}
 
 /// The checker's answer for a whole history.
 #[pyclass(module = "titanstore._titanstore", frozen)]
@@ -97,17 +109,23 @@ impl CheckResult {
     }
 }
 
-fn parse(index: usize, (kind, key, value, call, ret, outcome): PyOp) -> PyResult<Op> {
+fn parse(index: usize, op: PyOp) -> PyResult<Op> {
+    let (kind, key, value, call, ret, outcome, expected) = match op {
+        PyOp::WithExpected(k, key, v, c, r, o, e) => (k, key, v, c, r, o, e),
+        PyOp::Plain(k, key, v, c, r, o) => (k, key, v, c, r, o, None),
+    };
     let bad = |msg: String| PyValueError::new_err(format!("operation {index}: {msg}"));
     let kind = match (kind.as_str(), &value) {
         ("read", _) => Kind::Read,
         ("write", Some(_)) => Kind::Write,
         ("delete", None) => Kind::Write,
+        ("cas", _) => Kind::Cas,
+        ("cas-conflict", _) => Kind::CasConflict,
         ("write", None) => return Err(bad("a write needs a value".into())),
         ("delete", Some(_)) => return Err(bad("a delete takes no value".into())),
         (other, _) => {
             return Err(bad(format!(
-                "kind must be 'read', 'write' or 'delete', not {other:?}"
+                "kind must be 'read', 'write', 'delete', 'cas' or 'cas-conflict', not {other:?}"
             )));
         }
     };
@@ -129,10 +147,16 @@ fn parse(index: usize, (kind, key, value, call, ret, outcome): PyOp) -> PyResult
             "a completed operation must return (at {ret}) after its call (at {call})"
         )));
     }
+    if kind == Kind::CasConflict && outcome != Outcome::Ok {
+        return Err(bad(
+            "a 'cas-conflict' is an answer: its outcome must be 'ok'".into(),
+        ));
+    }
     Ok(Op {
         kind,
         key,
         value,
+        expected,
         call,
         ret,
         outcome,
@@ -143,7 +167,10 @@ fn parse(index: usize, (kind, key, value, call, ret, outcome): PyOp) -> PyResult
 ///
 /// `ops` holds `(kind, key, value, call_time, return_time, outcome)` with
 /// kind `"read"` (value: what was read, None when missing), `"write"`
-/// (value: what was written) or `"delete"` (value None), and outcome `"ok"`,
+/// (value: what was written) or `"delete"` (value None); or the same with a
+/// seventh item `expected` for kind `"cas"` (the register held `expected`,
+/// None for absent, and became `value`, None for a compare-and-delete) and
+/// `"cas-conflict"` (answered CONFLICT: it did not hold `expected`); and outcome `"ok"`,
 /// `"fail"` (never applied: ignored) or `"unknown"` (a write that may have
 /// been applied: its return time is ignored). Keys whose search is still
 /// running after `timeout` seconds get the verdict `"unknown"`.

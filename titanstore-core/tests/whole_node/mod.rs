@@ -699,6 +699,7 @@ impl Sim {
                 kind,
                 key,
                 value,
+                expected: None,
                 call: self.clock,
                 ret: f64::INFINITY,
                 outcome: Outcome::Unknown,
@@ -819,6 +820,9 @@ impl Sim {
                 Outcome::Ok
             }
             (Kind::Read, _) => Outcome::Fail,
+            // The simulation's own clients send no CAS (its API clients check
+            // their counters against the log instead).
+            (Kind::Cas | Kind::CasConflict, _) => Outcome::Fail,
         };
     }
 
@@ -1287,6 +1291,7 @@ impl Sim {
                 kind: Kind::Write,
                 key: key.as_bytes().to_vec(),
                 value: Some(value.as_bytes().to_vec()),
+                expected: None,
                 call: self.clock,
                 ret: f64::INFINITY,
                 outcome: Outcome::Unknown,

@@ -108,6 +108,11 @@ class CheckResult:
     def elapsed(self) -> float: ...
 
 def check_kv_history(
-    ops: Sequence[Tuple[str, bytes, Optional[bytes], float, float, str]],
+    ops: Sequence[
+        Union[
+            Tuple[str, bytes, Optional[bytes], float, float, str],
+            Tuple[str, bytes, Optional[bytes], float, float, str, Optional[bytes]],
+        ]
+    ],
     timeout: float = 30.0,
 ) -> CheckResult: ...

@@ -33,7 +33,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 from .._titanstore import CheckResult, check_kv_history
 from ..client import Client, Key, Value
-from ..exceptions import NoLeaderError, NotLeaderError, ServerError, TitanStoreConnectionError
+from ..exceptions import ConflictError, NoLeaderError, NotLeaderError, ServerError, TitanStoreConnectionError
 
 __all__ = ["CheckResult", "History", "Operation", "check_operations"]
 
@@ -48,9 +48,12 @@ _Action = Callable[[], object]
 class Operation:
     """One recorded operation.
 
-    ``kind`` is ``"read"``, ``"write"`` or ``"delete"``; ``value`` is what a
-    write wrote or what a read returned (None: missing, or nothing returned).
-    ``ret`` is ``math.inf`` for an operation whose outcome is unknown.
+    ``kind`` is ``"read"``, ``"write"``, ``"delete"``, ``"cas"`` (a
+    compare-and-set or -delete that swapped, or may have) or
+    ``"cas-conflict"`` (answered CONFLICT); ``value`` is what a write wrote or
+    what a read returned (None: missing, or nothing returned); ``expected``
+    is the value a CAS compared against (None: absent). ``ret`` is
+    ``math.inf`` for an operation whose outcome is unknown.
     """
 
     index: int
@@ -62,10 +65,11 @@ class Operation:
     outcome: str
     process: str = ""
     error: Optional[str] = None
+    expected: Optional[bytes] = None
 
-    def as_tuple(self) -> Tuple[str, bytes, Optional[bytes], float, float, str]:
+    def as_tuple(self) -> Tuple[str, bytes, Optional[bytes], float, float, str, Optional[bytes]]:
         """The form :func:`titanstore._titanstore.check_kv_history` takes."""
-        return (self.kind, self.key, self.value, self.call, self.ret, self.outcome)
+        return (self.kind, self.key, self.value, self.call, self.ret, self.outcome, self.expected)
 
     def with_value(self, value: Optional[bytes]) -> "Operation":
         """A copy with another value (to build corrupted histories in tests)."""
@@ -74,10 +78,13 @@ class Operation:
     def __str__(self) -> str:
         key = self.key.decode("utf-8", "backslashreplace")
         shown = "None" if self.value is None else repr(self.value.decode("utf-8", "backslashreplace"))
+        expected = "None" if self.expected is None else repr(self.expected.decode("utf-8", "backslashreplace"))
         what = {
             "read": f"read({key}) -> {shown}",
             "write": f"write({key}, {shown})",
             "delete": f"delete({key})",
+            "cas": f"cas({key}, {expected} -> {shown})",
+            "cas-conflict": f"cas({key}, if {expected}) -> conflict",
         }.get(self.kind, self.kind)
         ret = "?" if math.isinf(self.ret) else f"{self.ret:.6f}"
         error = f" ({self.error})" if self.error else ""
@@ -104,6 +111,8 @@ class _Log:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.ops: List[Operation] = []
+        # (key, revision) -> the value it names, as this history saw it.
+        self.revs: Dict[Tuple[bytes, int], Optional[bytes]] = {}
 
 
 class History:
@@ -163,6 +172,63 @@ class History:
         self._run("read", key, None, read, result)
         return result[0]
 
+    def get_rev(self, key: Key) -> Optional[Tuple[str, int]]:
+        """``client.get_rev`` recorded as a read; remembers which value the
+        revision names, for :meth:`cas` and :meth:`cad`."""
+        result: List[Optional[bytes]] = []
+        revs: List[int] = []
+
+        def read() -> None:
+            found = self.client.get_rev(key)
+            if found is None:
+                result.append(None)
+            else:
+                result.append(_bytes(found[0]))
+                revs.append(found[1])
+
+        self._run("read", key, None, read, result)
+        if result[0] is None:
+            return None
+        with self._log.lock:
+            self._log.revs[(_bytes(key), revs[0])] = result[0]
+        return result[0].decode("utf-8", "surrogateescape"), revs[0]
+
+    def cas(self, key: Key, value: Value, expected_rev: int) -> int:
+        """``client.cas`` recorded as a compare-and-set. ``expected_rev`` must
+        be 0 (absent) or a revision this history saw (from :meth:`get_rev` or
+        an earlier CAS): the checker compares values, and each revision names
+        the one value written at it (chaos clients write unique values)."""
+        data = _bytes(value)
+        return self._compare_and(key, data, expected_rev, lambda: self.client.cas(key, data, expected_rev))
+
+    def cad(self, key: Key, expected_rev: int) -> int:
+        """``client.cad`` recorded as a compare-and-delete (see :meth:`cas`)."""
+        return self._compare_and(key, None, expected_rev, lambda: self.client.cad(key, expected_rev))
+
+    def _compare_and(self, key: Key, value: Optional[bytes], expected_rev: int, action: Callable[[], int]) -> int:
+        raw = _bytes(key)
+        with self._log.lock:
+            if expected_rev != 0 and (raw, expected_rev) not in self._log.revs:
+                raise ValueError(f"revision {expected_rev} of {raw!r} was not seen by this history")
+            expected = self._log.revs.get((raw, expected_rev))
+        process = self.process if self.process is not None else threading.current_thread().name
+        call = time.monotonic()
+        try:
+            rev = action()
+        except ConflictError as err:
+            self._record("cas-conflict", key, value, call, time.monotonic(), "ok", process, str(err), expected)
+            raise
+        except BaseException as err:
+            ret, outcome = time.monotonic(), "fail"
+            if not isinstance(err, _WRITE_NOT_APPLIED):
+                outcome, ret = "unknown", math.inf
+            self._record("cas", key, value, call, ret, outcome, process, f"{type(err).__name__}: {err}", expected)
+            raise
+        self._record("cas", key, value, call, time.monotonic(), "ok", process, None, expected)
+        with self._log.lock:
+            self._log.revs[(raw, rev)] = value
+        return rev
+
     def _run(
         self,
         kind: str,
@@ -198,10 +264,13 @@ class History:
         outcome: str,
         process: str,
         error: Optional[str],
+        expected: Optional[bytes] = None,
     ) -> None:
         with self._log.lock:
             index = len(self._log.ops)
-            self._log.ops.append(Operation(index, kind, _bytes(key), value, call, ret, outcome, process, error))
+            self._log.ops.append(
+                Operation(index, kind, _bytes(key), value, call, ret, outcome, process, error, expected)
+            )
 
     # ----- results ---------------------------------------------------------
 

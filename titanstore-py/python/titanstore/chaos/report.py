@@ -62,6 +62,11 @@ def history_record(op: Operation) -> Dict[str, _Json]:
         "return_ns": _ns(op.ret) if op.outcome != "unknown" else None,
         "outcome": op.outcome,
     }
+    if op.kind in ("cas", "cas-conflict"):
+        # A compare-and-set: what it compared against, and whether it swapped.
+        record["f"] = "cas"
+        record["expected"] = _text(op.expected)
+        record["swapped"] = op.kind == "cas"
     if op.error:
         record["error"] = op.error
     return record
@@ -294,7 +299,7 @@ function zoom(){var box=document.getElementById("zoom");var Z=D.zoom;if(!Z||!Z.m
  Z.marks.forEach(function(m){var i=procs.indexOf(m[0]),x0=ZX(m[4]),x1=m[5]===null?ZX(t1):ZX(m[5]),y=top+i*LH+2;
   var r=el("rect",{x:x0,y:y,width:Math.max(x1-x0,2),height:LH-6,fill:COL[m[6]],"fill-opacity":m[7]==1?0.95:0.35,"class":"zop"},svg);
   if(m[7]==1){r.setAttribute("stroke","#c0006a");r.setAttribute("stroke-width",2.5);}
-  var label=m[1]=="write"?"w "+m[3]:(m[1]=="read"?"r "+(m[3]===null?"nil":m[3]):"del");var tx=el("text",{x:x0+3,y:y+12,"font-size":10,fill:"#111"},svg);tx.textContent=label;
+  var label=m[1]=="write"?"w "+m[3]:(m[1]=="read"?"r "+(m[3]===null?"nil":m[3]):(m[1]=="delete"?"del":(m[1]=="cas"?"cas "+(m[3]===null?"nil":m[3]):"cas \u2717")));var tx=el("text",{x:x0+3,y:y+12,"font-size":10,fill:"#111"},svg);tx.textContent=label;
   hover(r,"#"+m[8]+" "+D.processes[m[0]]+" "+m[1]+"("+m[2]+") "+(m[3]===null?"":m[3])+" "+m[6]+" ["+m[4].toFixed(6)+", "+(m[5]===null?"?":m[5].toFixed(6))+"]");});
  return Z.marks.length;}
 function quantile(a,q){if(!a.length)return null;var s=a.slice().sort(function(x,y){return x-y;});return s[Math.min(s.length-1,Math.floor(q*s.length))];}

@@ -27,7 +27,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 from .._titanstore import CheckResult
 from ..client import Client
 from ..cluster import Cluster, FlagValue
-from ..exceptions import TitanStoreError
+from ..exceptions import ConflictError, TitanStoreError
 from .history import History, Operation, check_operations
 from .nemesis import FAULT_KINDS, AppliedFault, Nemesis, plan, supported_kinds
 
@@ -202,7 +202,7 @@ def lost_writes(ops: Sequence[Operation], final: Dict[bytes, Optional[bytes]]) -
     """
     by_key: Dict[bytes, List[Operation]] = {}
     for op in ops:
-        if op.kind in ("write", "delete") and op.outcome != "fail":
+        if op.kind in ("write", "delete", "cas") and op.outcome != "fail":
             by_key.setdefault(op.key, []).append(op)
     lost: List[Operation] = []
     for key, writes in by_key.items():
@@ -210,9 +210,9 @@ def lost_writes(ops: Sequence[Operation], final: Dict[bytes, Optional[bytes]]) -
             continue
         value = final[key]
         if value is None:
-            explainers = [w for w in writes if w.kind == "delete"]
+            explainers = [w for w in writes if w.kind == "delete" or (w.kind == "cas" and w.value is None)]
         else:
-            explainers = [w for w in writes if w.kind == "write" and w.value == value]
+            explainers = [w for w in writes if w.kind in ("write", "cas") and w.value == value]
         for w in writes:
             if w.outcome != "ok" or w in explainers:
                 continue
@@ -281,9 +281,17 @@ def _worker(
                     stale.sget_bytes(key)
                 else:
                     history.get_bytes(key)
-            elif roll < 0.92:
+            elif roll < 0.80:
                 serial += 1
                 history.set(key, f"{process}-{serial}")
+            elif roll < 0.92:
+                # Read-modify-write by revision: CONFLICT is an answer too.
+                serial += 1
+                found = history.get_rev(key)
+                try:
+                    history.cas(key, f"{process}-{serial}", found[1] if found else 0)
+                except ConflictError:
+                    pass
             else:
                 history.delete(key)
         except (TitanStoreError, OSError, ValueError):
