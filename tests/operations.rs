@@ -100,17 +100,11 @@ fn a_leader_cut_off_from_its_quorum_reports_unhealthy() {
             cluster.pause(&node.id);
         }
     }
-    // Check-quorum: within an election timeout (300 ms) plus a scrape.
-    let started = Instant::now();
+    // Check-quorum: it steps down after an election timeout (300 ms).
     let (_, body) = wait_for("the isolated leader to step down", LEADER_WAIT, || {
         http_get(port, "/health").filter(|(s, _)| *s == 503)
     });
     assert!(body.contains("no leader known"), "{body}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
     for node in &cluster.nodes {
         if node.id != leader {
             cluster.resume(&node.id);
