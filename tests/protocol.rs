@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{LineClient, TestCluster};
+use harness::{LineClient, TestCluster, wait_for};
 
 fn single_node() -> (TestCluster, LineClient) {
     let cluster = TestCluster::launch(1, &["--max-line-bytes", "64"]);
@@ -210,4 +210,35 @@ fn watch_streams_history_then_live_changes() {
     // A node that never compacted holds everything; rev 0 means from now.
     let mut now = cluster.client("node1");
     assert!(now.cmd("WATCH 0").starts_with("WATCHING "));
+}
+
+/// History a node no longer holds (before its snapshot, after a restart) is
+/// `ERR COMPACTED <oldest>` on the wire; the connection stays usable and a
+/// watch from `<oldest>` streams from there.
+#[test]
+fn a_watch_before_the_oldest_held_revision_gets_err_compacted() {
+    let mut cluster = TestCluster::launch(1, &["--snapshot-threshold", "10"]);
+    cluster.wait_for_leader(Duration::from_secs(10));
+    let mut c = cluster.client("node1");
+    for i in 0..30 {
+        assert_eq!(c.cmd(&format!("SET c/{i} v{i}")), "OK");
+    }
+    wait_for("a snapshot", Duration::from_secs(10), || {
+        cluster.status("node1").filter(|s| s.snapshot_index >= 10)
+    });
+    cluster.stop("node1");
+    cluster.start("node1");
+    cluster.wait_for_leader(Duration::from_secs(10));
+    let mut w = cluster.client("node1");
+    let refused = w.cmd("WATCH 1 c/");
+    let oldest: u64 = refused
+        .strip_prefix("ERR COMPACTED ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{refused}"));
+    assert!(oldest > 1, "{refused}");
+    assert_eq!(w.cmd("PING"), "PONG", "the connection goes on");
+    assert_eq!(
+        w.cmd(&format!("WATCH {oldest} c/")),
+        format!("WATCHING {oldest}")
+    );
 }
