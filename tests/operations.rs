@@ -294,3 +294,28 @@ fn running_out_of_file_descriptors_is_survived() {
     let status = cluster.status("node1").unwrap();
     assert!(status.line.contains("disk=ok"), "{}", status.line);
 }
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let cluster = TestCluster::launch(1, &["--log-format", "json"]);
+    cluster.wait_for_leader(LEADER_WAIT);
+    let log = wait_for("the leader's log line", LEADER_WAIT, || {
+        let log = std::fs::read_to_string(&cluster.nodes[0].log_path).ok()?;
+        log.contains("role changed").then_some(log)
+    });
+    // The harness writes its own banner line; every line the node wrote is JSON.
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"role\":\"leader\"")),
+        "{log}"
+    );
+}

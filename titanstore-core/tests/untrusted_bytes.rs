@@ -49,6 +49,14 @@ proptest! {
     }
 
     #[test]
+    fn peer_messages_of_any_bytes_are_refused_or_converted(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        use prost::Message as _;
+        if let Ok(wire) = titanstore_proto::RaftMessage::decode(&data[..]) {
+            let _ = titanstore_core::transport::from_wire(wire);
+        }
+    }
+
+    #[test]
     fn line_codec_bounds_memory_on_any_chunks(
         chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..20),
     ) {
