@@ -20,6 +20,29 @@ fn metric(body: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// SIGSTOPs (or SIGCONTs) every node but `leader`.
+fn set_followers_paused(cluster: &TestCluster, leader: &str, paused: bool) {
+    for node in cluster.nodes.iter().filter(|n| n.id != leader) {
+        if paused {
+            cluster.pause(&node.id);
+        } else {
+            cluster.resume(&node.id);
+        }
+    }
+}
+
+/// The server's last line to `client` starts with `prefix`, then it closed.
+fn assert_closed_with(client: &mut LineClient, prefix: &str) {
+    let line = client
+        .read_line()
+        .map(|l| String::from_utf8_lossy(&l).into_owned());
+    assert!(
+        line.as_deref().is_some_and(|l| l.starts_with(prefix)),
+        "{line:?}"
+    );
+    assert!(client.is_closed());
+}
+
 #[test]
 fn metrics_and_health_follow_the_cluster() {
     let mut cluster = TestCluster::launch_with_metrics(3, &[]);
@@ -95,21 +118,13 @@ fn a_leader_cut_off_from_its_quorum_reports_unhealthy() {
     wait_for("a healthy leader", LEADER_WAIT, || {
         http_get(port, "/health").filter(|(s, _)| *s == 200)
     });
-    for node in &cluster.nodes {
-        if node.id != leader {
-            cluster.pause(&node.id);
-        }
-    }
+    set_followers_paused(&cluster, &leader, true);
     // Check-quorum: it steps down after an election timeout (300 ms).
     let (_, body) = wait_for("the isolated leader to step down", LEADER_WAIT, || {
         http_get(port, "/health").filter(|(s, _)| *s == 503)
     });
     assert!(body.contains("no leader known"), "{body}");
-    for node in &cluster.nodes {
-        if node.id != leader {
-            cluster.resume(&node.id);
-        }
-    }
+    set_followers_paused(&cluster, &leader, false);
 }
 
 #[test]
@@ -134,14 +149,7 @@ fn idle_and_slow_connections_are_closed_active_ones_are_not() {
     let notice = String::from_utf8(notice.expect("the silent connection was not closed")).unwrap();
     assert!(notice.starts_with("ERR idle"), "{notice}");
     assert!(silent.is_closed());
-    let line = slow
-        .read_line()
-        .map(|l| String::from_utf8_lossy(&l).into_owned());
-    assert!(
-        line.as_deref().is_some_and(|l| l.starts_with("ERR idle")),
-        "{line:?}"
-    );
-    assert!(slow.is_closed());
+    assert_closed_with(&mut slow, "ERR idle");
     assert_eq!(active.cmd("PING"), "PONG");
 }
 
@@ -182,14 +190,7 @@ fn past_max_connections_a_client_is_told_busy() {
         (held.len() == 4).then_some(())
     });
     let mut extra = LineClient::connect(&addr);
-    let line = extra
-        .read_line()
-        .map(|l| String::from_utf8_lossy(&l).into_owned());
-    assert!(
-        line.as_deref().is_some_and(|l| l.starts_with("ERR BUSY")),
-        "{line:?}"
-    );
-    assert!(extra.is_closed());
+    assert_closed_with(&mut extra, "ERR BUSY");
     drop(held.pop());
     wait_for("a freed slot", LEADER_WAIT, || {
         LineClient::try_connect(&addr)?
@@ -204,11 +205,7 @@ fn request_bytes_in_flight_are_bounded_with_err_busy() {
     let cluster = TestCluster::launch(3, &["--max-inflight-bytes", "100045"]);
     let leader = cluster.wait_for_leader(LEADER_WAIT);
     // With both followers paused nothing commits: the writes stay in flight.
-    for node in &cluster.nodes {
-        if node.id != leader {
-            cluster.pause(&node.id);
-        }
-    }
+    set_followers_paused(&cluster, &leader, true);
     let addr = cluster.node(&leader).client_addr();
     let mut writer = LineClient::connect(&addr);
     let value = "x".repeat(20_000);
@@ -222,11 +219,7 @@ fn request_bytes_in_flight_are_bounded_with_err_busy() {
         reply.starts_with("ERR BUSY").then_some(reply)
     });
     assert!(refused.contains("retry later"), "{refused}");
-    for node in &cluster.nodes {
-        if node.id != leader {
-            cluster.resume(&node.id);
-        }
-    }
+    set_followers_paused(&cluster, &leader, false);
     for _ in 0..5 {
         assert_eq!(writer.read_line().as_deref(), Some(&b"OK"[..]));
     }

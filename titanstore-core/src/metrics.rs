@@ -50,7 +50,6 @@ pub struct RaftGauges {
     pub voters: usize,
     pub learners: usize,
     pub disk_full: bool,
-    pub disk_stalled: bool,
     pub refused: bool,
 }
 
@@ -353,7 +352,11 @@ impl Metrics {
     pub fn health(&self) -> (bool, String) {
         let raft = match self.published.lock() {
             Ok(last) => last.raft.clone(),
-            Err(_) => return (false, reason_json(false, "metrics state unavailable")),
+            Err(_) => {
+                let body =
+                    serde_json::json!({ "healthy": false, "reason": "metrics state unavailable" });
+                return (false, body.to_string());
+            }
         };
         let (ok, why) = if raft.refused {
             (
@@ -383,12 +386,13 @@ impl Metrics {
         } else {
             (false, "no leader known".to_string())
         };
-        let mut body = serde_json::json!({ "healthy": ok, "reason": why });
-        if let Some(map) = body.as_object_mut() {
-            map.insert("leader".into(), serde_json::json!(raft.leader));
-            map.insert("commit".into(), serde_json::json!(raft.commit));
-            map.insert("applied".into(), serde_json::json!(raft.applied));
-        }
+        let body = serde_json::json!({
+            "healthy": ok,
+            "reason": why,
+            "leader": raft.leader,
+            "commit": raft.commit,
+            "applied": raft.applied,
+        });
         (ok, body.to_string())
     }
 
@@ -428,10 +432,6 @@ fn role_name(role: Option<Role>) -> &'static str {
         Some(Role::Candidate | Role::PreCandidate) => "candidate",
         _ => "follower",
     }
-}
-
-fn reason_json(ok: bool, why: &str) -> String {
-    serde_json::json!({ "healthy": ok, "reason": why }).to_string()
 }
 
 /// Serves `GET /metrics` and `GET /health` on `listener` until `shutdown`.

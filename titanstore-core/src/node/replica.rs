@@ -532,7 +532,6 @@ impl Replica {
             voters: status.voters,
             learners: status.learners,
             disk_full: self.disk_full,
-            disk_stalled: self.disk_stalled,
             refused: status.refused.is_some(),
         }
     }

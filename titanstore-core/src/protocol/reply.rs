@@ -71,31 +71,13 @@ impl Reply {
                     out.extend_from_slice(v.as_bytes());
                 }
             }
-            Reply::NotLeader(addr) => {
-                out.extend_from_slice(b"ERR NOT_LEADER ");
-                out.extend_from_slice(addr.as_bytes());
-            }
+            Reply::NotLeader(addr) => tagged(out, b"ERR NOT_LEADER ", addr),
             Reply::NoLeader => out.extend_from_slice(b"ERR NO_LEADER"),
-            Reply::Dropped(reason) => {
-                out.extend_from_slice(b"ERR DROPPED ");
-                out.extend_from_slice(reason.as_bytes());
-            }
-            Reply::Unknown(reason) => {
-                out.extend_from_slice(b"ERR UNKNOWN ");
-                out.extend_from_slice(reason.as_bytes());
-            }
-            Reply::NoSpace(reason) => {
-                out.extend_from_slice(b"ERR NOSPACE ");
-                out.extend_from_slice(reason.as_bytes());
-            }
-            Reply::Busy(reason) => {
-                out.extend_from_slice(b"ERR BUSY ");
-                out.extend_from_slice(reason.as_bytes());
-            }
-            Reply::Error(reason) => {
-                out.extend_from_slice(b"ERR ");
-                out.extend_from_slice(reason.as_bytes());
-            }
+            Reply::Dropped(reason) => tagged(out, b"ERR DROPPED ", reason),
+            Reply::Unknown(reason) => tagged(out, b"ERR UNKNOWN ", reason),
+            Reply::NoSpace(reason) => tagged(out, b"ERR NOSPACE ", reason),
+            Reply::Busy(reason) => tagged(out, b"ERR BUSY ", reason),
+            Reply::Error(reason) => tagged(out, b"ERR ", reason),
             Reply::Members(members) => {
                 out.extend_from_slice(b"MEMBERS");
                 for m in members {
@@ -200,4 +182,10 @@ impl From<ParseError> for Reply {
     fn from(err: ParseError) -> Reply {
         Reply::Error(err.to_string())
     }
+}
+
+/// `<tag><text>`, as every `ERR <KIND> <text>` reply is written.
+fn tagged(out: &mut Vec<u8>, tag: &[u8], reason: &str) {
+    out.extend_from_slice(tag);
+    out.extend_from_slice(reason.as_bytes());
 }
