@@ -28,7 +28,7 @@ fn entry(index: u64) -> Entry {
     Entry {
         term: 1,
         index,
-        payload: EntryPayload::Command(Command::Set { key, value }),
+        payload: EntryPayload::Command(Command::Set { key, value }).into(),
     }
 }
 

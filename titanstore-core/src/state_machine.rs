@@ -263,7 +263,7 @@ impl StateMachine {
             return None;
         }
         let mut applied = Applied::default();
-        match &entry.payload {
+        match &*entry.payload {
             EntryPayload::Noop => {}
             EntryPayload::Config(config) => self.config = config.clone(),
             EntryPayload::Bootstrap { cluster_id } => {
@@ -549,7 +549,7 @@ mod tests {
         Entry {
             term: 1,
             index,
-            payload: EntryPayload::Command(cmd),
+            payload: EntryPayload::Command(cmd).into(),
         }
     }
 
@@ -563,13 +563,13 @@ mod tests {
         let del = Entry {
             term: 2,
             index: 3,
-            payload: EntryPayload::Command(Command::Delete { key: b"a".to_vec() }),
+            payload: EntryPayload::Command(Command::Delete { key: b"a".to_vec() }).into(),
         };
         assert!(sm.apply(&del));
         assert!(sm.apply(&Entry {
             term: 2,
             index: 4,
-            payload: EntryPayload::Noop
+            payload: EntryPayload::Noop.into()
         }));
         assert_eq!(
             (sm.get(b"a"), sm.get(b"b"), sm.len()),
@@ -592,7 +592,7 @@ mod tests {
         sm.apply(&Entry {
             term: 1,
             index: 1,
-            payload: EntryPayload::Config(config.clone()),
+            payload: EntryPayload::Config(config.clone()).into(),
         });
         assert_eq!((sm.config(), sm.len(), sm.applied_index()), (&config, 0, 1));
     }
@@ -608,7 +608,7 @@ mod tests {
             sm.apply(&Entry {
                 term: 3,
                 index: i,
-                payload: EntryPayload::Command(cmd),
+                payload: EntryPayload::Command(cmd).into(),
             });
         }
         let image = sm.snapshot_image().unwrap();
@@ -641,7 +641,7 @@ mod tests {
         Entry {
             term: 1,
             index,
-            payload: EntryPayload::Command(command),
+            payload: EntryPayload::Command(command).into(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! change them only by adding variants at the end of enums.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +77,10 @@ pub enum EntryPayload {
 pub struct Entry {
     pub term: Term,
     pub index: LogIndex,
-    pub payload: EntryPayload,
+    /// Shared, never copied: an entry is handed to the WAL, to every
+    /// follower's AppendEntries and to the state machine, and each clone is
+    /// one reference count (serde encodes an `Arc<T>` exactly as the `T`).
+    pub payload: Arc<EntryPayload>,
 }
 
 /// Raft state that must be durable before a node answers anyone who depends on it.

@@ -26,7 +26,7 @@ fn wire_entry() -> impl Strategy<Value = Entry> {
     (num(), num()).prop_map(|(index, term)| Entry {
         index,
         term,
-        payload: EntryPayload::Noop,
+        payload: EntryPayload::Noop.into(),
     })
 }
 

@@ -28,13 +28,13 @@ proptest! {
         let entries: Vec<Entry> = payloads
             .into_iter()
             .enumerate()
-            .map(|(i, payload)| Entry { term: 1 + i as u64 / 10, index: 1 + i as u64, payload })
+            .map(|(i, payload)| Entry { term: 1 + i as u64 / 10, index: 1 + i as u64, payload: payload.into() })
             .collect();
         let mut sm = StateMachine::new();
         let mut model = BTreeMap::new();
         for e in &entries {
             prop_assert!(sm.apply(e));
-            match &e.payload {
+            match &*e.payload {
                 EntryPayload::Command(Command::Set { key, value }) => { model.insert(key.clone(), value.clone()); }
                 EntryPayload::Command(Command::Delete { key }) => { model.remove(key); }
                 _ => {}

@@ -108,7 +108,7 @@ fn entries() -> Vec<Entry> {
         Entry {
             index: 1,
             term: 1,
-            payload: EntryPayload::Noop,
+            payload: EntryPayload::Noop.into(),
         },
         Entry {
             index: 2,
@@ -116,12 +116,13 @@ fn entries() -> Vec<Entry> {
             payload: EntryPayload::Command(Command::Set {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
-            }),
+            })
+            .into(),
         },
         Entry {
             index: 3,
             term: 1,
-            payload: EntryPayload::Command(Command::Delete { key: b"k".to_vec() }),
+            payload: EntryPayload::Command(Command::Delete { key: b"k".to_vec() }).into(),
         },
     ]
 }

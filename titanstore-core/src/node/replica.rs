@@ -602,26 +602,37 @@ impl Replica {
             );
             return;
         }
-        match self.raft.propose(command.clone()) {
-            Ok((index, term)) => {
-                self.writes.entry(index).or_default().push(PendingWrite {
-                    term,
-                    token,
-                    deadline,
-                    then: AfterCommit::Ok,
-                });
-            }
-            Err(ProposeError::NotLeader { leader }) => {
+        // Checked first so that the command moves into the log uncloned.
+        let refused = match self.raft.check_can_propose() {
+            Ok(()) => match self.raft.propose(command) {
+                Ok((index, term)) => {
+                    self.writes.entry(index).or_default().push(PendingWrite {
+                        term,
+                        token,
+                        deadline,
+                        then: AfterCommit::Ok,
+                    });
+                    return;
+                }
+                Err(err) => {
+                    self.reply(token, Reply::Dropped(err.to_string()));
+                    return;
+                }
+            },
+            Err(err) => err,
+        };
+        match refused {
+            ProposeError::NotLeader { leader } => {
                 let reply = self.not_leader(leader);
                 self.reply(token, reply);
             }
             // Held until the transfer ends: then proposed here, or redirected.
-            Err(ProposeError::Transferring { .. }) => self.held_writes.push(HeldWrite {
+            ProposeError::Transferring { .. } => self.held_writes.push(HeldWrite {
                 token,
                 command,
                 deadline,
             }),
-            Err(err) => self.reply(token, Reply::Dropped(err.to_string())),
+            err => self.reply(token, Reply::Dropped(err.to_string())),
         }
     }
 

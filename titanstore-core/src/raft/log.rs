@@ -121,7 +121,7 @@ impl RaftLog {
         self.entries.push(Entry {
             term,
             index,
-            payload,
+            payload: std::sync::Arc::new(payload),
         });
         index
     }
@@ -236,7 +236,7 @@ impl RaftLog {
             .iter()
             .rev()
             .filter(|e| e.index <= index)
-            .find_map(|e| match &e.payload {
+            .find_map(|e| match &*e.payload {
                 crate::types::EntryPayload::Config(c) => Some((c.clone(), e.index)),
                 _ => None,
             })
@@ -302,7 +302,7 @@ mod tests {
         Entry {
             term,
             index,
-            payload: EntryPayload::Noop,
+            payload: EntryPayload::Noop.into(),
         }
     }
 

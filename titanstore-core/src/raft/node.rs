@@ -95,7 +95,7 @@ impl RaftNode {
                     previous,
                 });
             }
-            if let EntryPayload::Config(c) = &e.payload {
+            if let EntryPayload::Config(c) = &*e.payload {
                 cluster = c.clone();
             }
             expected += 1;
@@ -345,7 +345,7 @@ impl RaftNode {
     }
 
     /// Only a leader that is not handing over leadership takes proposals.
-    pub(super) fn check_can_propose(&self) -> Result<(), ProposeError> {
+    pub fn check_can_propose(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader.clone(),

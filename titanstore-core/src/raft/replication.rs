@@ -339,7 +339,7 @@ impl RaftNode {
             self.log.truncate_and_append(&entries[pos..]);
             let has_config = entries[pos..]
                 .iter()
-                .any(|e| matches!(e.payload, crate::types::EntryPayload::Config(_)));
+                .any(|e| matches!(*e.payload, crate::types::EntryPayload::Config(_)));
             if cuts_config || has_config {
                 self.refresh_config();
             }

@@ -10,7 +10,7 @@
 //! retry cannot be mistaken for the first write of a new session. It lives
 //! in the state machine and its images.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,20 +42,105 @@ pub enum Admission {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SessionImage", into = "SessionImage")]
 struct Session {
+    last_ms: u64,
+    max_seq: u64,
+    /// The replies of seqs `max_seq + 1 - replies.len() ..= max_seq`, oldest
+    /// first; always `min(max_seq, REPLY_WINDOW)` slots (one form per
+    /// content). A ring, not a map: each REQ write touches one slot.
+    replies: VecDeque<Option<SavedReply>>,
+}
+
+/// A session as images hold it.
+#[derive(Clone, Serialize, Deserialize)]
+struct SessionImage {
     last_ms: u64,
     max_seq: u64,
     replies: BTreeMap<u64, SavedReply>,
 }
 
+impl From<Session> for SessionImage {
+    fn from(session: Session) -> SessionImage {
+        let first = session.max_seq + 1 - session.replies.len() as u64;
+        SessionImage {
+            last_ms: session.last_ms,
+            max_seq: session.max_seq,
+            replies: (first..)
+                .zip(&session.replies)
+                .filter_map(|(seq, reply)| reply.map(|r| (seq, r)))
+                .collect(),
+        }
+    }
+}
+
+impl From<SessionImage> for Session {
+    fn from(image: SessionImage) -> Session {
+        let mut session = Session {
+            last_ms: image.last_ms,
+            ..Session::default()
+        };
+        session.max_seq = image.max_seq;
+        session
+            .replies
+            .resize(image.max_seq.min(REPLY_WINDOW) as usize, None);
+        for (seq, reply) in image.replies {
+            session.put(seq, reply);
+        }
+        session
+    }
+}
+
+impl Session {
+    /// The slot of `seq`, if the window covers it.
+    fn slot(&self, seq: u64) -> Option<usize> {
+        let back = self.max_seq.checked_sub(seq)?;
+        (back < self.replies.len() as u64).then(|| self.replies.len() - 1 - back as usize)
+    }
+
+    fn get(&self, seq: u64) -> Option<SavedReply> {
+        self.slot(seq).and_then(|i| self.replies[i])
+    }
+
+    /// Saves `reply` for `seq`, sliding the window when `seq` is the highest.
+    fn put(&mut self, seq: u64, reply: SavedReply) {
+        if seq > self.max_seq {
+            let ahead = seq - self.max_seq;
+            if ahead >= REPLY_WINDOW {
+                self.replies.clear();
+            } else {
+                self.replies.extend((0..ahead).map(|_| None));
+            }
+            self.max_seq = seq;
+            let keep = seq.min(REPLY_WINDOW) as usize;
+            if self.replies.len() < keep {
+                let missing = keep - self.replies.len();
+                for _ in 0..missing {
+                    self.replies.push_front(None);
+                }
+            }
+            while self.replies.len() > keep {
+                self.replies.pop_front();
+            }
+        }
+        if let Some(i) = self.slot(seq) {
+            self.replies[i] = Some(reply);
+        }
+    }
+}
+
 /// All sessions. See the module docs.
+///
+/// Lookups by client id are hashed (every REQ write does two on every node);
+/// nothing depends on the maps' iteration order: expiry follows the ordered
+/// indexes and images list the ids sorted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sessions {
-    clients: BTreeMap<Vec<u8>, Session>,
+    clients: HashMap<Vec<u8>, Session>,
     /// (last_ms, client): the expiry order. Derived from `clients`.
     by_touch: BTreeSet<(u64, Vec<u8>)>,
     /// Expired client ids and when they expired.
-    expired: BTreeMap<Vec<u8>, u64>,
+    expired: HashMap<Vec<u8>, u64>,
     /// (expired at, client): when to forget them. Derived from `expired`.
     expired_by_time: BTreeSet<(u64, Vec<u8>)>,
     /// Highest leader clock seen in an entry.
@@ -109,8 +194,8 @@ impl Sessions {
             // order, for pipelining).
             None if seq == 0 || seq > REPLY_WINDOW => Admission::Expired,
             None => Admission::Fresh,
-            Some(session) => match session.replies.get(&seq) {
-                Some(reply) => Admission::Duplicate(*reply),
+            Some(session) => match session.get(seq) {
+                Some(reply) => Admission::Duplicate(reply),
                 None if seq + REPLY_WINDOW <= session.max_seq => Admission::Expired,
                 None => Admission::Fresh,
             },
@@ -120,33 +205,45 @@ impl Sessions {
     /// Saves the reply of a fresh (client, seq) that was just applied.
     pub fn record(&mut self, client: &[u8], seq: u64, reply: SavedReply) {
         let now = self.now_ms;
-        let session = self.clients.entry(client.to_vec()).or_default();
-        self.by_touch.remove(&(session.last_ms, client.to_vec()));
-        session.last_ms = now;
-        self.by_touch.insert((now, client.to_vec()));
-        session.replies.insert(seq, reply);
-        session.max_seq = session.max_seq.max(seq);
-        let floor = session.max_seq.saturating_sub(REPLY_WINDOW);
-        while let Some((&oldest, _)) = session.replies.first_key_value()
-            && oldest <= floor
-        {
-            session.replies.remove(&oldest);
-        }
+        let session = match self.clients.get_mut(client) {
+            Some(session) => {
+                // Many writes share a clock millisecond: the expiry index
+                // moves only when the session's last touch does.
+                if session.last_ms != now {
+                    self.by_touch.remove(&(session.last_ms, client.to_vec()));
+                    self.by_touch.insert((now, client.to_vec()));
+                    session.last_ms = now;
+                }
+                session
+            }
+            None => {
+                self.by_touch.insert((now, client.to_vec()));
+                self.clients.entry(client.to_vec()).or_insert(Session {
+                    last_ms: now,
+                    ..Session::default()
+                })
+            }
+        };
+        session.put(seq, reply);
     }
 
     pub(super) fn to_image(&self) -> SessionsImage {
+        let mut clients: Vec<(serde_bytes::ByteBuf, Session)> = self
+            .clients
+            .iter()
+            .map(|(id, s)| (serde_bytes::ByteBuf::from(id.clone()), s.clone()))
+            .collect();
+        clients.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut expired: Vec<(serde_bytes::ByteBuf, u64)> = self
+            .expired
+            .iter()
+            .map(|(id, at)| (serde_bytes::ByteBuf::from(id.clone()), *at))
+            .collect();
+        expired.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         SessionsImage {
             now_ms: self.now_ms,
-            clients: self
-                .clients
-                .iter()
-                .map(|(id, s)| (serde_bytes::ByteBuf::from(id.clone()), s.clone()))
-                .collect(),
-            expired: self
-                .expired
-                .iter()
-                .map(|(id, at)| (serde_bytes::ByteBuf::from(id.clone()), *at))
-                .collect(),
+            clients,
+            expired,
         }
     }
 
@@ -171,6 +268,7 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -224,6 +322,56 @@ mod tests {
         assert_eq!(Sessions::from_image(s.to_image()), s);
         // ... and is then forgotten.
         assert_eq!(s.admit(b"c", 1, 3100, 1000), Admission::Fresh);
+    }
+
+    /// The reply window against a plain map of every seq ever recorded:
+    /// pipelined (out-of-order) seqs, gaps and jumps past the window.
+    #[test]
+    fn reply_window_matches_a_map_model() {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _ in 0..200 {
+            let mut s = Sessions::default();
+            let mut model: BTreeMap<u64, SavedReply> = BTreeMap::new();
+            let mut max = 0u64;
+            for step in 0..400 {
+                let seq = match next(10) {
+                    0 => max + 1 + next(3 * REPLY_WINDOW),
+                    1..=3 => (max + 1).saturating_sub(next(REPLY_WINDOW + 10)).max(1),
+                    _ => max + 1 + next(4),
+                };
+                let expect = match model.get(&seq) {
+                    Some(reply) => Admission::Duplicate(*reply),
+                    None if max == 0 && seq > REPLY_WINDOW => Admission::Expired,
+                    None if seq + REPLY_WINDOW <= max => Admission::Expired,
+                    None => Admission::Fresh,
+                };
+                let got = s.admit(b"c", seq, 1, 1_000_000);
+                let expect = match expect {
+                    Admission::Duplicate(_) if seq + REPLY_WINDOW <= max => Admission::Expired,
+                    other => other,
+                };
+                assert_eq!(got, expect, "seq {seq} (max {max}) at step {step}");
+                if got == Admission::Fresh {
+                    let reply = SavedReply::Rev(seq * 7 + step);
+                    s.record(b"c", seq, reply);
+                    model.insert(seq, reply);
+                    max = max.max(seq);
+                }
+                if step % 97 == 0 {
+                    let back = Sessions::from_image(
+                        crate::types::decode(&crate::types::encode(&s.to_image()).unwrap())
+                            .unwrap(),
+                    );
+                    assert_eq!(back, s);
+                }
+            }
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn entry_from_wire(entry: &pb::Entry) -> Result<Entry, ConvertError> {
     Ok(Entry {
         term: entry.term,
         index: entry.index,
-        payload,
+        payload: payload.into(),
     })
 }
 
@@ -268,12 +268,13 @@ mod tests {
                         payload: EntryPayload::Command(Command::Set {
                             key: b"k\xff".to_vec(),
                             value: b"\xc3\x28 not utf-8".to_vec(),
-                        }),
+                        })
+                        .into(),
                     },
                     Entry {
                         term: 3,
                         index: 9,
-                        payload: EntryPayload::Noop,
+                        payload: EntryPayload::Noop.into(),
                     },
                 ],
                 leader_commit: 7,

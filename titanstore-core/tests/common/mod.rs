@@ -17,7 +17,8 @@ pub fn entry(index: LogIndex, term: Term) -> Entry {
         payload: EntryPayload::Command(Command::Set {
             key: format!("k{index}").into_bytes(),
             value: format!("v{index}-t{term}").into_bytes(),
-        }),
+        })
+        .into(),
     }
 }
 

@@ -194,7 +194,7 @@ impl Sim {
             let done = self
                 .committed
                 .values()
-                .find(|e| matches!(&e.payload, EntryPayload::Command(c) if *c == marker));
+                .find(|e| matches!(&*e.payload, EntryPayload::Command(c) if *c == marker));
             if let Some(e) = done {
                 let index = e.index;
                 if self.nodes.iter().all(|n| n.applied >= index) {
@@ -478,7 +478,7 @@ impl Sim {
         }
         for e in &entries {
             match self.entry_at.get(&(e.index, e.term)) {
-                Some(p) if *p != e.payload => {
+                Some(p) if *p != *e.payload => {
                     return Err(format!(
                         "log matching: {id} has a different entry at ({}, {})",
                         e.index, e.term
@@ -486,7 +486,8 @@ impl Sim {
                 }
                 Some(_) => {}
                 None => {
-                    self.entry_at.insert((e.index, e.term), e.payload.clone());
+                    self.entry_at
+                        .insert((e.index, e.term), (*e.payload).clone());
                 }
             }
         }

@@ -40,7 +40,7 @@ pub fn entry(index: LogIndex, term: Term) -> Entry {
     Entry {
         term,
         index,
-        payload: EntryPayload::Command(set(&format!("k{index}"), &format!("t{term}"))),
+        payload: EntryPayload::Command(set(&format!("k{index}"), &format!("t{term}"))).into(),
     }
 }
 

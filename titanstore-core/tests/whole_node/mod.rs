@@ -1052,7 +1052,7 @@ impl Sim {
         let applied_sets: HashMap<Vec<u8>, LogIndex> = self
             .committed
             .values()
-            .filter_map(|e| match &e.payload {
+            .filter_map(|e| match &*e.payload {
                 EntryPayload::Command(Command::Set { value, .. }) => Some((value.clone(), e.index)),
                 _ => None,
             })
@@ -1328,7 +1328,7 @@ impl Sim {
     /// Whether some node applied a SET of `value`.
     pub fn applied(&self, value: &str) -> bool {
         self.committed.values().any(|e| {
-            matches!(&e.payload, EntryPayload::Command(Command::Set { value: v, .. }) if v == value.as_bytes())
+            matches!(&*e.payload, EntryPayload::Command(Command::Set { value: v, .. }) if v == value.as_bytes())
         })
     }
 
