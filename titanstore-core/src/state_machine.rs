@@ -13,12 +13,15 @@
 //! place new commands (compare-and-set, client sessions) get their effect.
 //! It does no I/O; the storage layer persists the images it produces.
 
+mod image_writer;
 mod sessions;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use image_writer::ImageError;
+use image_writer::ImageWriter;
 pub use sessions::{Admission, REPLY_WINDOW, SavedReply, Sessions};
 
 use crate::types::{
@@ -88,6 +91,35 @@ pub struct StateMachine {
     config: ClusterConfig,
     cluster_id: Option<String>,
     sessions: Sessions,
+    /// A snapshot image being written (work in progress, not state).
+    writer: InProgress,
+}
+
+/// An [`ImageWriter`] at work; never part of equality.
+#[derive(Clone, Debug, Default)]
+struct InProgress(Option<Box<ImageWriter>>);
+
+impl PartialEq for InProgress {
+    fn eq(&self, _: &InProgress) -> bool {
+        true
+    }
+}
+
+impl Eq for InProgress {}
+
+/// Where [`StateMachine::continue_image`] stands.
+#[derive(Debug)]
+pub enum ImageProgress {
+    /// No image is being written (none began, or a restore replaced the state).
+    Idle,
+    /// More slices to go.
+    Pending,
+    /// The image of the state at `index` (of `term`).
+    Done {
+        index: LogIndex,
+        term: Term,
+        data: Vec<u8>,
+    },
 }
 
 /// First bytes of a snapshot image: format version 3, checksummed.
@@ -127,22 +159,6 @@ struct LegacyImage<C, M> {
     applied_term: Term,
     config: C,
     map: M,
-}
-
-/// Borrows the map for encoding: keys and values as byte strings (one length
-/// and one copy each, not one value per byte), each with its revision.
-struct MapOut<'a>(&'a KvMap);
-
-impl Serialize for MapOut<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|(k, v)| {
-            (
-                serde_bytes::Bytes::new(k),
-                v.mod_rev,
-                serde_bytes::Bytes::new(&v.value),
-            )
-        }))
-    }
 }
 
 /// The decoded map of a version 3 image.
@@ -347,6 +363,9 @@ impl StateMachine {
     }
 
     fn put(&mut self, rev: LogIndex, key: &[u8], value: &[u8], change: &mut Option<Change>) {
+        if let Some(writer) = self.writer.0.as_mut() {
+            writer.before_change(key, self.map.get(key));
+        }
         self.map.insert(
             key.into(),
             Stored {
@@ -361,6 +380,9 @@ impl StateMachine {
     }
 
     fn remove(&mut self, key: &[u8], change: &mut Option<Change>) {
+        if let Some(writer) = self.writer.0.as_mut() {
+            writer.before_change(key, self.map.get(key));
+        }
         if self.map.remove(key).is_some() {
             *change = Some(Change {
                 key: key.to_vec(),
@@ -453,35 +475,68 @@ impl StateMachine {
     }
 
     /// Encodes the whole state as a snapshot image (`Snapshot::data`).
-    pub fn snapshot_image(&self) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    pub fn snapshot_image(&self) -> Result<Vec<u8>, ImageError> {
         self.snapshot_image_sized(0)
     }
 
     /// [`StateMachine::snapshot_image`] into a buffer of `capacity` bytes to
     /// start with (e.g. the previous image's size), saving the copies of
     /// growing a 100 MB buffer.
-    pub fn snapshot_image_sized(
-        &self,
-        capacity: usize,
-    ) -> Result<Vec<u8>, bincode::error::EncodeError> {
-        let mut out = Vec::with_capacity(capacity.max(8));
-        out.extend_from_slice(&IMAGE_MAGIC);
-        out.extend_from_slice(&[0; 4]);
-        bincode::serde::encode_into_std_write(
-            &Image {
-                applied_index: self.applied_index,
-                applied_term: self.applied_term,
-                config: &self.config,
-                cluster_id: &self.cluster_id,
-                map: MapOut(&self.map),
-                sessions: self.sessions.to_image(),
-            },
-            &mut out,
-            types::codec_config(),
-        )?;
-        let crc = crc32c::crc32c(&out[8..]);
-        out[4..8].copy_from_slice(&crc.to_le_bytes());
-        Ok(out)
+    pub fn snapshot_image_sized(&self, capacity: usize) -> Result<Vec<u8>, ImageError> {
+        let mut writer = self.image_writer(capacity)?;
+        writer.step(&self.map, usize::MAX, usize::MAX)?;
+        writer.finish()
+    }
+
+    fn image_writer(&self, capacity: usize) -> Result<ImageWriter, ImageError> {
+        ImageWriter::begin(
+            self.applied_index,
+            self.applied_term,
+            &self.config,
+            &self.cluster_id,
+            self.map.len(),
+            self.sessions.to_image(),
+            capacity,
+        )
+    }
+
+    /// Starts writing an image of the state as it is now, to be written a
+    /// slice at a time by [`StateMachine::continue_image`] while entries
+    /// are applied meanwhile. Replaces an image in progress.
+    pub fn begin_image(&mut self, capacity: usize) -> Result<(), ImageError> {
+        self.writer.0 = Some(Box::new(self.image_writer(capacity)?));
+        Ok(())
+    }
+
+    /// Writes up to `max_keys` keys (or about `max_bytes` bytes) more of the
+    /// image in progress.
+    pub fn continue_image(
+        &mut self,
+        max_keys: usize,
+        max_bytes: usize,
+    ) -> Result<ImageProgress, ImageError> {
+        let Some(writer) = self.writer.0.as_mut() else {
+            return Ok(ImageProgress::Idle);
+        };
+        let done = match writer.step(&self.map, max_keys, max_bytes) {
+            Ok(done) => done,
+            Err(err) => {
+                self.writer.0 = None;
+                return Err(err);
+            }
+        };
+        if !done {
+            return Ok(ImageProgress::Pending);
+        }
+        let Some(writer) = self.writer.0.take() else {
+            return Ok(ImageProgress::Idle);
+        };
+        let (index, term) = writer.point();
+        Ok(ImageProgress::Done {
+            index,
+            term,
+            data: writer.finish()?,
+        })
     }
 
     /// Decodes and checks an image without installing it.
@@ -497,6 +552,7 @@ impl StateMachine {
                 config: image.config,
                 cluster_id: image.cluster_id,
                 sessions: Sessions::from_image(image.sessions),
+                writer: InProgress::default(),
             }
         } else if let Some(rest) = data.strip_prefix(&IMAGE2_MAGIC) {
             let body = checked_body(rest)?;
@@ -508,6 +564,7 @@ impl StateMachine {
                 config: image.config,
                 cluster_id: image.cluster_id,
                 sessions: Sessions::default(),
+                writer: InProgress::default(),
             }
         } else {
             let image: LegacyImage<types::LegacyClusterConfig, MapIn> = types::decode(data)?;
@@ -518,6 +575,7 @@ impl StateMachine {
                 config: image.config.into(),
                 cluster_id: None,
                 sessions: Sessions::default(),
+                writer: InProgress::default(),
             }
         };
         if sm.applied_index != meta.last_index {
@@ -792,6 +850,84 @@ mod tests {
             StateMachine::from_image(&back.snapshot_meta(), &image).unwrap(),
             back
         );
+    }
+
+    /// An image written a few keys at a time while SETs, DELETEs, CASes and
+    /// session writes land on keys before, at and after its cursor has
+    /// exactly the bytes of a one-shot image of the state it began at.
+    #[test]
+    fn an_image_written_in_slices_under_writes_is_the_image_of_its_point() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..300 {
+            let mut sm = StateMachine::new();
+            let mut index = 0;
+            let keys = 1 + next(40);
+            let mut write = |sm: &mut StateMachine, next: &mut dyn FnMut(u64) -> u64| {
+                index += 1;
+                let key = format!("k{:02}", next(keys + 5));
+                let command = match next(5) {
+                    0 => Command::Delete {
+                        key: key.clone().into_bytes(),
+                    },
+                    1 => cas(&key, sm.mod_rev(key.as_bytes()), &format!("c{index}")),
+                    2 => Command::Session {
+                        client: b"c".to_vec(),
+                        seq: index,
+                        now_ms: index,
+                        ttl_ms: 1_000_000,
+                        command: Box::new(Command::Set {
+                            key: key.clone().into_bytes(),
+                            value: format!("s{index}").into_bytes(),
+                        }),
+                    },
+                    _ => Command::Set {
+                        key: key.clone().into_bytes(),
+                        value: format!("v{index}").into_bytes(),
+                    },
+                };
+                assert!(sm.apply(&cmd(index, command)));
+            };
+            for _ in 0..next(60) {
+                write(&mut sm, &mut next);
+            }
+            let frozen = sm.clone();
+            sm.begin_image(0).unwrap();
+            let data = loop {
+                for _ in 0..next(4) {
+                    write(&mut sm, &mut next);
+                }
+                match sm.continue_image(1 + next(3) as usize, usize::MAX).unwrap() {
+                    ImageProgress::Pending => {}
+                    ImageProgress::Done {
+                        index: at, data, ..
+                    } => {
+                        assert_eq!(at, frozen.applied_index());
+                        break data;
+                    }
+                    ImageProgress::Idle => panic!("round {round}: image lost"),
+                }
+            };
+            assert_eq!(data, frozen.snapshot_image().unwrap(), "round {round}");
+            let mut back = StateMachine::new();
+            back.restore(&frozen.snapshot_meta(), &data).unwrap();
+            assert_eq!(back, frozen);
+        }
+        // A restore drops the image in progress.
+        let mut sm = StateMachine::new();
+        sm.apply(&set(1, "a", "1"));
+        let image = sm.snapshot_image().unwrap();
+        sm.begin_image(0).unwrap();
+        sm.restore(&sm.snapshot_meta(), &image).unwrap();
+        assert!(matches!(
+            sm.continue_image(10, 10).unwrap(),
+            ImageProgress::Idle
+        ));
     }
 
     #[test]

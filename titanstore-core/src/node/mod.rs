@@ -123,6 +123,8 @@ impl NodeConfig {
             id: self.id.clone(),
             advertise_client_addr: self.advertise_client_addr.clone(),
             snapshot_threshold: self.snapshot_threshold,
+            // ~3 ms of encoding a pass on this kind of machine.
+            snapshot_slice_keys: 16_384,
             request_timeout_ticks: self.ticks(self.request_timeout),
             disk_stall_ticks: (5 * election_max).max(self.ticks(Duration::from_secs(1))),
             record_applied: false,

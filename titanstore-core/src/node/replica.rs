@@ -38,8 +38,10 @@ use super::watches::{ApiConfig, WatchHub};
 use crate::metrics::{RaftGauges, ReplicaCounters};
 use crate::protocol::{Reply, Request, Scan, ScanPage, WatchEvent};
 use crate::raft::{Message, MessageBody, ProposeError, RaftNode, Ready, Role, Status};
-use crate::state_machine::{StateMachine, WriteResult};
-use crate::types::{Command, Entry, EntryPayload, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::state_machine::{ImageProgress, StateMachine, WriteResult};
+use crate::types::{
+    ClusterConfig, Command, Entry, EntryPayload, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
+};
 
 /// Names a client request; its reply comes back in [`Effect::Reply`].
 pub type Token = u64;
@@ -52,6 +54,10 @@ pub struct ReplicaConfig {
     pub advertise_client_addr: String,
     /// Take a snapshot once this many entries were applied since the last one.
     pub snapshot_threshold: u64,
+    /// Keys of a snapshot image written per tick (also at most
+    /// [`SNAPSHOT_SLICE_BYTES`]): a big map is encoded across many ticks,
+    /// while entries are applied, so no pass of the event loop is long.
+    pub snapshot_slice_keys: usize,
     /// How long a client request may wait for commit or read confirmation.
     pub request_timeout_ticks: u64,
     /// A storage job outstanding this long means the disk is stalled: a
@@ -105,6 +111,9 @@ struct PendingRead {
 
 /// Ticks to wait after a snapshot could not be saved.
 const SNAPSHOT_RETRY_TICKS: u64 = 100;
+/// Bytes of a snapshot image written per tick, at most (see
+/// [`ReplicaConfig::snapshot_slice_keys`]).
+pub const SNAPSHOT_SLICE_BYTES: usize = 4 << 20;
 
 /// Ticks between sweeps of requests past their deadline.
 const SWEEP_TICKS: u64 = 10;
@@ -116,6 +125,8 @@ pub struct Replica {
     kv: StateMachine,
     snapshot: SnapshotMeta,
     snapshot_in_flight: bool,
+    /// An image being written: the configuration at its index.
+    snapshot_encoding: Option<ClusterConfig>,
     /// Size of the last snapshot image, to size the next one's buffer.
     last_image_len: usize,
     /// Writes by index; several when newer leaders proposed at the same index.
@@ -170,6 +181,7 @@ impl Replica {
             kv,
             snapshot,
             snapshot_in_flight: false,
+            snapshot_encoding: None,
             last_image_len: 0,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -209,6 +221,7 @@ impl Replica {
         }
         self.watches
             .tick(self.kv.applied_index(), &mut self.effects);
+        self.continue_snapshot();
     }
 
     /// The runtime's wall clock, Unix milliseconds. A leader writes it into
@@ -935,33 +948,61 @@ impl Replica {
         // cost per write stays constant, while the log stays O(state).
         let threshold = self.cfg.snapshot_threshold.max(self.kv.len() as u64 / 4);
         if self.snapshot_in_flight
+            || self.snapshot_encoding.is_some()
             || self.now < self.snapshot_retry_tick
             || applied < self.snapshot.last_index + threshold
         {
             return;
         }
         let capacity = self.last_image_len + self.last_image_len / 8;
-        let data = match self.kv.snapshot_image_sized(capacity) {
-            Ok(data) => data,
-            Err(err) => {
-                tracing::error!(%err, "cannot encode a snapshot");
+        if let Err(err) = self.kv.begin_image(capacity) {
+            tracing::error!(%err, "cannot encode a snapshot");
+            self.snapshot_retry_tick = self.now + SNAPSHOT_RETRY_TICKS;
+            return;
+        }
+        self.snapshot_encoding = Some(self.raft.config_at(applied));
+        // A small map is written at once; a big one goes on at every tick.
+        self.continue_snapshot();
+    }
+
+    /// Writes the next slice of the snapshot image in progress; once it is
+    /// complete, hands it to storage.
+    fn continue_snapshot(&mut self) {
+        if self.snapshot_encoding.is_none() {
+            return;
+        }
+        let progress = self
+            .kv
+            .continue_image(self.cfg.snapshot_slice_keys, SNAPSHOT_SLICE_BYTES);
+        let (index, term, data) = match progress {
+            Ok(ImageProgress::Pending) => return,
+            Ok(ImageProgress::Done { index, term, data }) => (index, term, data),
+            Ok(ImageProgress::Idle) => {
+                // An installed snapshot replaced the state it was writing.
+                tracing::info!("snapshot image abandoned: the state was replaced");
+                self.snapshot_encoding = None;
                 return;
             }
+            Err(err) => {
+                tracing::error!(%err, "cannot encode a snapshot");
+                self.snapshot_encoding = None;
+                self.snapshot_retry_tick = self.now + SNAPSHOT_RETRY_TICKS;
+                return;
+            }
+        };
+        let Some(config) = self.snapshot_encoding.take() else {
+            return;
         };
         self.last_image_len = data.len();
         let snapshot = Snapshot {
             meta: SnapshotMeta {
-                last_index: applied,
-                last_term: self.kv.applied_term(),
-                config: self.raft.config_at(applied),
+                last_index: index,
+                last_term: term,
+                config,
             },
             data,
         };
-        tracing::info!(
-            index = applied,
-            bytes = snapshot.data.len(),
-            "taking a snapshot"
-        );
+        tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
         self.snapshot_in_flight = true;
         self.effects.push(Effect::SaveSnapshot(snapshot));
     }

@@ -323,6 +323,9 @@ impl Sim {
             id: node.id.clone(),
             advertise_client_addr: format!("{}:2", node.id),
             snapshot_threshold: self.opts.snapshot_threshold,
+            // A few keys a tick: images are written across ticks while
+            // entries are applied, as a big map's are for real.
+            snapshot_slice_keys: 3,
             request_timeout_ticks: REQUEST_TIMEOUT,
             disk_stall_ticks: 120,
             record_applied: true,
