@@ -39,7 +39,9 @@ INF = math.inf
 DURATION = float(os.environ.get("TITANSTORE_CHAOS_DURATION", "20"))
 SEEDS = [int(s) for s in os.environ.get("TITANSTORE_CHAOS_SEEDS", "").split(",") if s.strip()]
 PROFILE: List[Tuple[int, int]] = [(n, s) for s in SEEDS for n in (3, 5)] if SEEDS else [(3, 11), (5, 7)]
-THREE_NODE_KINDS = {"kill-leader", "pause", "isolate-leader", "partition", "power-loss", "slow-net"}
+THREE_NODE_KINDS = {
+    "kill-leader", "pause", "isolate-leader", "partition", "power-loss", "slow-net", "add-node", "remove-node",
+}  # fmt: skip
 HISTORY_FIELDS = {"process", "f", "key", "value", "call_ns", "return_ns", "outcome"}
 SUMMARY_FIELDS = {
     "seed", "command", "nodes", "duration_s", "ops", "faults", "coverage", "required", "linearizable", "lost_writes",
@@ -135,8 +137,10 @@ def _check_report(result: RunResult, folder: Path) -> None:
     faults = [json.loads(line) for line in (folder / "faults.jsonl").read_text().splitlines()]
     assert len(faults) == len(result.applied_faults)
     assert all({"at_ns", "kind", "targets", "leader_before", "ended_ns"} <= set(f) for f in faults)
-    logs = sorted(p.name for p in (folder / "logs").iterdir())
-    assert logs == [f"node{i + 1}.log" for i in range(result.nodes)]
+    logs = {p.name for p in (folder / "logs").iterdir()}
+    # Every node that ran has its log: the first members and every one added (removed ones too).
+    added = {t for f in result.applied_faults if f.kind == "add-node" for t in f.targets}
+    assert logs == {f"node{i + 1}.log" for i in range(result.nodes)} | {f"{n}.log" for n in added}
     assert (folder / "report.html").stat().st_size > 10_000
 
 

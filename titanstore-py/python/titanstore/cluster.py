@@ -57,7 +57,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 from . import _process
 from .faults import NetworkFaults, _is_int
 from ._titanstore import LazyFs, Proxy
-from .client import DEFAULT_MAX_LINE_BYTES, Client, NodeStatus
+from .client import DEFAULT_MAX_LINE_BYTES, Client, Member, NodeStatus
 from .exceptions import HarnessError, TitanStoreError
 from .power import power_loss_support
 from .timeline import Timeline
@@ -480,15 +480,23 @@ class Cluster(NetworkFaults, _process._Watched):
                 return
         self._forget(node_id)
 
+    def _leader_members(self) -> Optional[List[Member]]:
+        """``MEMBER LIST`` of the leader a majority follows (a lagging or
+        cut-off node may list an older configuration); None without one."""
+        leader = self.leader()
+        if leader is None:
+            return None
+        try:
+            with self.node(leader).client(timeout=2.0) as client:
+                return client.members()
+        except TitanStoreError:
+            return None
+
     def _listed(self, node_id: str) -> bool:
         """Whether the leader's configuration lists ``node_id`` (True when
-        no leader answers: then nobody can tell it is gone)."""
-        try:
-            leader = self.leader()
-            with (self.node(leader).client(timeout=2.0) if leader else self.client(timeout=2.0)) as client:
-                return any(m.id == node_id for m in client.members())
-        except TitanStoreError:
-            return True
+        no leader answers: nobody can tell it is gone)."""
+        members = self._leader_members()
+        return members is None or any(m.id == node_id for m in members)
 
     def _forget(self, node_id: str) -> None:
         """Stops a node that is no member and puts its id back in the pool."""
@@ -506,27 +514,46 @@ class Cluster(NetworkFaults, _process._Watched):
         role = "voter" if voter else "learner"
 
         def listed() -> bool:
-            try:
-                with self.client(timeout=2.0, retry_timeout=1.0) as client:
-                    return any(m.id == node_id and m.voter == voter for m in client.members())
-            except TitanStoreError:
-                return False
+            members = self._leader_members()
+            return members is not None and any(m.id == node_id and m.voter == voter for m in members)
 
         self.wait_until(listed, timeout, f"{node_id} to be a {role}")
 
-    def remove_node(self, node_id: str) -> None:
-        """Removes a member from the cluster (the leader too), then stops it."""
+    def remove_node(self, node_id: str, timeout: float = 10.0) -> None:
+        """Removes a member from the cluster (the leader too), then stops it.
+
+        ``timeout`` bounds the retries of the request and, when it fails,
+        the wait for a change that may still commit; a removal that commits
+        later still is found by :meth:`forget_removed`."""
         self._check_open()
         self.node(node_id)
         self._fault("remove-node", (node_id,))
-        with self.client() as client:
+        with self.client(timeout=min(timeout, 5.0), retry_timeout=timeout) as client:
             try:
                 client.remove_member(node_id)
             except TitanStoreError:
-                # An answer lost after the change committed still removed it.
-                if self._listed(node_id):
-                    raise
+                # The change may still commit (a reply lost, a leader that
+                # lost its quorum before the commit): give it a moment.
+                deadline = time.monotonic() + timeout
+                while self._listed(node_id):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
         self._forget(node_id)
+
+    def forget_removed(self) -> List[str]:
+        """Stops and forgets the nodes the cluster removed without a
+        :meth:`remove_node` that saw it (a removal that committed after its
+        call gave up); returns their ids."""
+        self._check_open()
+        gone: List[str] = []
+        for node in self.nodes:
+            status = node.status()
+            if status is not None and status.role == "removed" and not self._listed(node.id):
+                self._fault("removed", (node.id,), "the cluster removed it after remove_node gave up")
+                self._forget(node.id)
+                gone.append(node.id)
+        return gone
 
     def replace_node(self, node_id: str) -> None:
         """Replaces a node whose disk is lost: kill it, wipe its data dir,
@@ -637,7 +664,8 @@ class Cluster(NetworkFaults, _process._Watched):
         ]  # fmt: skip
         if node.joins:
             # A new member: it asks the running nodes to add it.
-            join = ",".join(o.client_addr for o in others if o.is_running)
+            # (A paused node would hold the request until its timeout.)
+            join = ",".join(o.client_addr for o in others if o.is_running and not o.paused)
             args += ["--join", join or others[0].client_addr]
             if node.join_as_learner:
                 args.append("--join-as-learner")

@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from ..exceptions import HarnessError
-from .nemesis import FAULT_KINDS, supported_kinds
+from .nemesis import FAULT_KINDS, MIN_VOTERS, supported_kinds
 from .runner import COVERAGE, run
 
 
@@ -27,6 +27,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="python -m titanstore.chaos",
         description="Run a TitanStore cluster under a seeded fault schedule and check what clients saw.",
         epilog="fault kinds: " + ", ".join(FAULT_KINDS) + "; coverage names: " + ", ".join(COVERAGE)
+        + f"\nadd-node, remove-node and transfer change the members or the leader; the cluster keeps between "
+        f"{MIN_VOTERS} voters and --nodes + 2 members, and clients and the final reads follow the members"
         + "".join(f"\nnot available here: {k}: {why}" for k, why in unsupported.items()),
     )  # fmt: skip
     parser.add_argument("--nodes", type=int, default=5)
