@@ -1,7 +1,8 @@
 """The chaos runner end to end (``pytest -m chaos``) and its parts.
 
 The short CI profile runs a few seeds of ~20 s on 3 and 5 nodes with the
-coverage each run requires. Longer runs: ``TITANSTORE_CHAOS_DURATION=3600``
+coverage each run requires, the opt-in membership faults (add-node,
+remove-node) included. Longer runs: ``TITANSTORE_CHAOS_DURATION=3600``
 (seconds per run) and ``TITANSTORE_CHAOS_SEEDS=1,2,3``. The stale-read
 canary (SGET under partitions) must be reported NOT linearizable, and its
 report must render in headless Chromium (set ``TITANSTORE_REQUIRE_CHROMIUM=1``
@@ -93,6 +94,9 @@ def test_required_coverage_follows_the_fault_kinds() -> None:
         "leader-changes", "leader-kills", "leader-pauses", "snapshot-installs", "overlapping-faults",
     ]  # fmt: skip
     assert "snapshot-installs" not in default_required(["kill"], None)
+    assert default_required(["add-node", "remove-node"], None) == [
+        "leader-changes", "nodes-added", "nodes-removed", "leader-removals",
+    ]  # fmt: skip
     assert default_required([], 200) == []
     assert set(default_required(list(supported_kinds()[0]), 200)) <= set(COVERAGE)
 

@@ -36,7 +36,7 @@ from ..exceptions import TitanStoreError
 from ..power import power_loss_support
 
 __all__ = [
-    "FAULT_KINDS", "MEMBERSHIP_KINDS", "MIN_VOTERS", "AppliedFault", "Nemesis", "PlannedFault", "plan", "supported_kinds",
+    "FAULT_KINDS", "MEMBERSHIP_KINDS", "MIN_VOTERS", "OPT_IN_KINDS", "AppliedFault", "Nemesis", "PlannedFault", "plan", "supported_kinds",
 ]  # fmt: skip
 
 #: Every fault kind the runner knows, in the order they are documented.
@@ -53,6 +53,12 @@ FAULT_KINDS = (
     "add-node",
     "remove-node",
 )
+
+#: Kinds a run without ``faults`` leaves out: name them to run them. Under
+#: heavy overlapping faults a join or a removal can hold the nemesis for
+#: seconds (it waits for the change), which stretches the faults in force;
+#: runs stay correct but miss coverage more often than without them.
+OPT_IN_KINDS = ("add-node", "remove-node")
 
 #: Faults that change the members or the leader at once (no hold).
 MEMBERSHIP_KINDS = frozenset({"transfer", "add-node", "remove-node"})
@@ -368,7 +374,7 @@ class Nemesis:
                 self._skip(fault, "no leader")
                 return None
             try:
-                added = self.cluster.add_node(timeout=10.0)
+                added = self.cluster.add_node(timeout=6.0)
             except TitanStoreError as err:
                 self._skip(fault, f"add refused: {err}")
                 return None

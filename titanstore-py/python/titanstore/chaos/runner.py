@@ -29,7 +29,7 @@ from ..client import Client
 from ..cluster import Cluster, FlagValue
 from ..exceptions import ConflictError, TitanStoreError
 from .history import History, Operation, check_operations
-from .nemesis import FAULT_KINDS, MEMBERSHIP_KINDS, AppliedFault, Nemesis, plan, supported_kinds
+from .nemesis import FAULT_KINDS, MEMBERSHIP_KINDS, OPT_IN_KINDS, AppliedFault, Nemesis, plan, supported_kinds
 
 __all__ = ["COVERAGE", "RunResult", "run", "lost_writes"]
 
@@ -366,7 +366,8 @@ def run(
 ) -> RunResult:
     """Runs one chaos run and returns what it found (see the module doc).
 
-    ``faults``: fault kinds (default: every kind this machine supports);
+    ``faults``: fault kinds (default: every kind this machine supports but
+    the opt-in ``add-node`` and ``remove-node``, see ``nemesis.OPT_IN_KINDS``);
     ``reads``: ``"linearizable"`` (GET) or ``"stale"`` (SGET on a random
     node, a canary the checker must flag); ``required``: coverage names that
     must be non-zero (default: what the chosen kinds should produce);
@@ -379,7 +380,7 @@ def run(
         raise ValueError("nodes, clients and keys must be >= 1 and duration > 0")
     supported, unsupported = supported_kinds()
     if faults is None:
-        kinds = list(supported)
+        kinds = [k for k in supported if k not in OPT_IN_KINDS]
         skipped_kinds = dict(unsupported)
     else:
         kinds = list(dict.fromkeys(faults))
