@@ -1,7 +1,8 @@
 """The chaos runner end to end (``pytest -m chaos``) and its parts.
 
 The short CI profile runs a few seeds of ~20 s on 3 and 5 nodes with the
-coverage each run requires. Longer runs: ``TITANSTORE_CHAOS_DURATION=3600``
+coverage each run requires, the opt-in membership faults (add-node,
+remove-node) included. Longer runs: ``TITANSTORE_CHAOS_DURATION=3600``
 (seconds per run) and ``TITANSTORE_CHAOS_SEEDS=1,2,3``. The stale-read
 canary (SGET under partitions) must be reported NOT linearizable, and its
 report must render in headless Chromium (set ``TITANSTORE_REQUIRE_CHROMIUM=1``
@@ -39,7 +40,9 @@ INF = math.inf
 DURATION = float(os.environ.get("TITANSTORE_CHAOS_DURATION", "20"))
 SEEDS = [int(s) for s in os.environ.get("TITANSTORE_CHAOS_SEEDS", "").split(",") if s.strip()]
 PROFILE: List[Tuple[int, int]] = [(n, s) for s in SEEDS for n in (3, 5)] if SEEDS else [(3, 11), (5, 7)]
-THREE_NODE_KINDS = {"kill-leader", "pause", "isolate-leader", "partition", "power-loss", "slow-net"}
+THREE_NODE_KINDS = {
+    "kill-leader", "pause", "isolate-leader", "partition", "power-loss", "slow-net", "add-node", "remove-node",
+}  # fmt: skip
 HISTORY_FIELDS = {"process", "f", "key", "value", "call_ns", "return_ns", "outcome"}
 SUMMARY_FIELDS = {
     "seed", "command", "nodes", "duration_s", "ops", "faults", "coverage", "required", "linearizable", "lost_writes",
@@ -91,6 +94,9 @@ def test_required_coverage_follows_the_fault_kinds() -> None:
         "leader-changes", "leader-kills", "leader-pauses", "snapshot-installs", "overlapping-faults",
     ]  # fmt: skip
     assert "snapshot-installs" not in default_required(["kill"], None)
+    assert default_required(["add-node", "remove-node"], None) == [
+        "leader-changes", "nodes-added", "nodes-removed", "leader-removals",
+    ]  # fmt: skip
     assert default_required([], 200) == []
     assert set(default_required(list(supported_kinds()[0]), 200)) <= set(COVERAGE)
 
@@ -135,8 +141,10 @@ def _check_report(result: RunResult, folder: Path) -> None:
     faults = [json.loads(line) for line in (folder / "faults.jsonl").read_text().splitlines()]
     assert len(faults) == len(result.applied_faults)
     assert all({"at_ns", "kind", "targets", "leader_before", "ended_ns"} <= set(f) for f in faults)
-    logs = sorted(p.name for p in (folder / "logs").iterdir())
-    assert logs == [f"node{i + 1}.log" for i in range(result.nodes)]
+    logs = {p.name for p in (folder / "logs").iterdir()}
+    # Every node that ran has its log: the first members and every one added (removed ones too).
+    added = {t for f in result.applied_faults if f.kind == "add-node" for t in f.targets}
+    assert logs == {f"node{i + 1}.log" for i in range(result.nodes)} | {f"{n}.log" for n in added}
     assert (folder / "report.html").stat().st_size > 10_000
 
 

@@ -7,6 +7,22 @@ ordered pair of nodes, so network faults (:meth:`Cluster.cut`,
 :meth:`Cluster.partition`, :meth:`Cluster.isolate`, latency) happen outside
 the nodes, which carry no test-only code (see ``faults``).
 
+Nodes added at runtime (:meth:`Cluster.add_node`) are behind proxies both
+ways too. A running node dials a member at the address its replicated
+configuration holds, unless the node-local ``--peer-addr ID=HOST:PORT``
+flag (a plain server feature: reach a member through a proxy, NAT or
+tunnel) overrides it, and the override may name an id that is not a member
+yet. So the cluster reserves ``spare_nodes`` ids up front (``node4`` and
+``node5`` for three nodes), with proxies on every link to them, and starts
+every node with ``--peer-addr`` for each of them; a removed node's id goes
+back to that pool (a fresh node with an empty data dir may take it, as the
+spec allows). ``add_node`` takes an id from the pool, so every running node
+already reaches the new one through its own proxy and a partition cuts
+both directions. Only a node added when the pool is empty has links that
+older processes dial directly; faults on such a link raise
+:class:`HarnessError` rather than cut one way (restarting the older node
+routes it). The server needs no change and no harness-only hook.
+
 Nothing outlives the harness: :meth:`Cluster.close` (also on exceptions and at
 interpreter exit) kills every node and proxy, and nodes are forked by one
 long-lived spawner thread with a parent-death signal (see ``_process``), so
@@ -41,7 +57,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
 from . import _process
 from .faults import NetworkFaults, _is_int
 from ._titanstore import LazyFs, Proxy
-from .client import DEFAULT_MAX_LINE_BYTES, Client, NodeStatus
+from .client import DEFAULT_MAX_LINE_BYTES, Client, Member, NodeStatus
 from .exceptions import HarnessError, TitanStoreError
 from .power import power_loss_support
 from .timeline import Timeline
@@ -83,8 +99,11 @@ def _free_port() -> int:
 
 #: Flags the harness sets itself for every node.
 _HARNESS_FLAGS = frozenset(
-    {"id", "port", "client-port", "advertise-client-addr", "advertise-raft-addr", "data-dir", "peers", "bind"}
-)
+    {
+        "id", "port", "client-port", "advertise-client-addr", "advertise-raft-addr", "data-dir", "peers", "bind",
+        "join", "join-as-learner", "peer-addr",
+    }
+)  # fmt: skip
 _MAX_MESSAGE = 300
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -141,6 +160,9 @@ class ClusterNode:
         # Added at runtime: started with --join (and --peer-addr through proxies).
         self.joins = False
         self.join_as_learner = False
+        # Ids the running process reaches through the harness's proxies
+        # (its --peers and --peer-addr); any other member it dials directly.
+        self.routed: frozenset[str] = frozenset()
 
     @property
     def client_addr(self) -> str:
@@ -234,6 +256,10 @@ class Cluster(NetworkFaults, _process._Watched):
     in-memory FUSE filesystem that forgets what was not fsynced) so that
     :meth:`power_loss` can pull the plug; it raises :class:`HarnessError`
     saying why when this machine cannot (see :mod:`titanstore.power`).
+    ``spare_nodes``: ids reserved for :meth:`add_node` with proxies on every
+    link (see the module doc); more nodes than that may be added while none
+    is removed, but network faults on their links to nodes started earlier
+    raise until those restart.
     """
 
     def __init__(
@@ -245,6 +271,7 @@ class Cluster(NetworkFaults, _process._Watched):
         keep_data: bool = False,
         startup_timeout: float = 15.0,
         power_loss: bool = False,
+        spare_nodes: int = 2,
         **node_flags: FlagValue,
     ) -> None:
         # Everything is checked before a temp dir or proxy exists.
@@ -252,11 +279,14 @@ class Cluster(NetworkFaults, _process._Watched):
             raise TypeError(f"Cluster(nodes=...) must be an int, not {type(nodes).__name__}")
         if nodes < 1:
             raise ValueError(f"Cluster(nodes=...) must be at least 1, not {nodes}")
+        if not _is_int(spare_nodes) or spare_nodes < 0:
+            raise ValueError(f"Cluster(spare_nodes=...) must be an int >= 0, not {spare_nodes!r}")
+        slots = nodes + spare_nodes
         if base_port is not None:
             if not _is_int(base_port):
                 raise TypeError(f"Cluster(base_port=...) must be an int, not {type(base_port).__name__}")
-            if not 1 <= base_port <= 65535 - 100 - nodes:
-                raise ValueError(f"Cluster(base_port=...) must be in 1..{65535 - 100 - nodes}, not {base_port}")
+            if not 1 <= base_port <= 65535 - 100 - slots:
+                raise ValueError(f"Cluster(base_port=...) must be in 1..{65535 - 100 - slots}, not {base_port}")
         if not _is_number(startup_timeout) or startup_timeout <= 0:
             raise ValueError(f"Cluster(startup_timeout=...) must be a number > 0, not {startup_timeout!r}")
         if binary is not None and not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
@@ -276,11 +306,14 @@ class Cluster(NetworkFaults, _process._Watched):
         self._lock = threading.RLock()
         self._unexpected: List[str] = []
         self._nodes: Dict[str, ClusterNode] = {}
-        for i in range(nodes):
+        # Ids with proxies on every link that are not members: the spares,
+        # then removed nodes in the order they left (add_node takes the first).
+        self._vacant: Dict[str, ClusterNode] = {}
+        for i in range(slots):
             node_id = f"node{i + 1}"
             raft_port = base_port + i if base_port is not None else _free_port()
             client_port = base_port + 100 + i if base_port is not None else _free_port()
-            self._nodes[node_id] = ClusterNode(
+            (self._nodes if i < nodes else self._vacant)[node_id] = ClusterNode(
                 node_id,
                 raft_port,
                 client_port,
@@ -298,8 +331,9 @@ class Cluster(NetworkFaults, _process._Watched):
         self._closed = False
         _LIVE_CLUSTERS.add(self)
         try:
-            for a, b in itertools.permutations(self._nodes, 2):
-                self._proxies[(a, b)] = Proxy(self._nodes[b].raft_addr)
+            known = {**self._nodes, **self._vacant}
+            for a, b in itertools.permutations(known, 2):
+                self._proxies[(a, b)] = Proxy(known[b].raft_addr)
             for node in self._nodes.values():
                 self._mount_disk(node)
         except BaseException:
@@ -381,65 +415,145 @@ class Cluster(NetworkFaults, _process._Watched):
 
     # ----- membership -----------------------------------------------------
 
-    def add_node(self, learner: bool = False) -> str:
+    def add_node(self, learner: bool = False, timeout: float = 30.0) -> str:
         """Starts a new node that joins the running cluster (``--join``) and
         returns its id once it is a voter (or, with ``learner``, a learner).
 
-        The new node reaches the others through its own proxies; the others
-        reach it at its own address until they restart (then through theirs),
-        so network faults aimed at a node added at runtime are one-sided.
+        The id comes from the pool of spare and removed ids (see the module
+        doc), so every link to the new node goes through proxies both ways
+        and network faults on it are two-sided; a removed id is reused with
+        an empty data dir. With the pool empty the node gets a new id, and
+        faults on its links to nodes started before it raise until those
+        nodes restart.
         """
         self._check_open()
         with self._lock:
-            n = len(self._nodes) + 1
-            while f"node{n}" in self._nodes:
-                n += 1
-            node_id = f"node{n}"
-            node = ClusterNode(
-                node_id,
-                _free_port(),
-                _free_port(),
-                self.data_dir / node_id,
-                self.data_dir / f"{node_id}.log",
-                self._max_line_bytes,
-            )
+            if self._vacant:
+                node_id = next(iter(self._vacant))
+                node = self._vacant.pop(node_id)
+                shutil.rmtree(node.data_dir, ignore_errors=True)  # a removed id rejoins empty
+                node.exit_reported = None
+                for key in [k for k in self._proxies if node_id in k]:
+                    proxy = self._proxies[key]
+                    proxy.mode = "pass"
+                    proxy.latency_ms = 0
+                    proxy.jitter_ms = 0
+            else:
+                n = len(self._nodes) + 1
+                while f"node{n}" in self._nodes:
+                    n += 1
+                node_id = f"node{n}"
+                node = ClusterNode(
+                    node_id,
+                    _free_port(),
+                    _free_port(),
+                    self.data_dir / node_id,
+                    self.data_dir / f"{node_id}.log",
+                    self._max_line_bytes,
+                )
+                for other in self._nodes:
+                    self._proxies[(node_id, other)] = Proxy(self._nodes[other].raft_addr)
+                    self._proxies[(other, node_id)] = Proxy(node.raft_addr)
             node.joins = True
             node.join_as_learner = bool(learner)
-            for other in self._nodes:
-                self._proxies[(node_id, other)] = Proxy(self._nodes[other].raft_addr)
-                self._proxies[(other, node_id)] = Proxy(node.raft_addr)
             self._nodes[node_id] = node
             self._mount_disk(node)
         self._fault("add-node", (node_id,), "learner" if learner else "voter")
-        self.start(node_id)
-        self._wait_member(node_id, voter=not learner)
+        try:
+            self.start(node_id)
+            self._wait_member(node_id, voter=not learner, timeout=timeout)
+        except TitanStoreError:
+            self._abandon(node_id)
+            raise
         return node_id
 
-    def _wait_member(self, node_id: str, voter: bool, timeout: float = 30.0) -> None:
-        role = "voter" if voter else "learner"
+    def _abandon(self, node_id: str) -> None:
+        """Undoes an :meth:`add_node` that failed: the node leaves the
+        configuration (when listed) and the harness; when the cluster cannot
+        remove it now, it stays a node of the harness, running."""
+        try:
+            if self._listed(node_id):
+                with self.client(timeout=2.0, retry_timeout=5.0) as client:
+                    client.remove_member(node_id)
+        except TitanStoreError:
+            if self._listed(node_id):
+                return
+        self._forget(node_id)
 
-        def listed() -> bool:
-            try:
-                with self.client(timeout=2.0, retry_timeout=1.0) as client:
-                    return any(m.id == node_id and m.voter == voter for m in client.members())
-            except TitanStoreError:
-                return False
+    def _leader_members(self) -> Optional[List[Member]]:
+        """``MEMBER LIST`` of the leader a majority follows (a lagging or
+        cut-off node may list an older configuration); None without one."""
+        leader = self.leader()
+        if leader is None:
+            return None
+        try:
+            with self.node(leader).client(timeout=2.0) as client:
+                return client.members()
+        except TitanStoreError:
+            return None
 
-        self.wait_until(listed, timeout, f"{node_id} to be a {role}")
+    def _listed(self, node_id: str) -> bool:
+        """Whether the leader's configuration lists ``node_id`` (True when
+        no leader answers: nobody can tell it is gone)."""
+        members = self._leader_members()
+        return members is None or any(m.id == node_id for m in members)
 
-    def remove_node(self, node_id: str) -> None:
-        """Removes a member from the cluster (the leader too), then stops it."""
-        self._check_open()
-        self.node(node_id)
-        self._fault("remove-node", (node_id,))
-        with self.client() as client:
-            client.remove_member(node_id)
+    def _forget(self, node_id: str) -> None:
+        """Stops a node that is no member and puts its id back in the pool."""
         self.kill(node_id)
         with self._lock:
             node = self._nodes.pop(node_id)
             node.exit_expected = True
+            node.paused = False
+            # Its proxies stay: running nodes know them, and add_node may reuse the id.
+            self._vacant[node_id] = node
             for key in [k for k in self._proxies if node_id in k]:
-                self._proxies.pop(key).close()
+                self._proxies[key].mode = "pass"
+
+    def _wait_member(self, node_id: str, voter: bool, timeout: float) -> None:
+        role = "voter" if voter else "learner"
+
+        def listed() -> bool:
+            members = self._leader_members()
+            return members is not None and any(m.id == node_id and m.voter == voter for m in members)
+
+        self.wait_until(listed, timeout, f"{node_id} to be a {role}")
+
+    def remove_node(self, node_id: str, timeout: float = 10.0) -> None:
+        """Removes a member from the cluster (the leader too), then stops it.
+
+        ``timeout`` bounds the retries of the request and, when it fails,
+        the wait for a change that may still commit; a removal that commits
+        later still is found by :meth:`forget_removed`."""
+        self._check_open()
+        self.node(node_id)
+        self._fault("remove-node", (node_id,))
+        with self.client(timeout=min(timeout, 5.0), retry_timeout=timeout) as client:
+            try:
+                client.remove_member(node_id)
+            except TitanStoreError:
+                # The change may still commit (a reply lost, a leader that
+                # lost its quorum before the commit): give it a moment.
+                deadline = time.monotonic() + timeout
+                while self._listed(node_id):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        self._forget(node_id)
+
+    def forget_removed(self) -> List[str]:
+        """Stops and forgets the nodes the cluster removed without a
+        :meth:`remove_node` that saw it (a removal that committed after its
+        call gave up); returns their ids."""
+        self._check_open()
+        gone: List[str] = []
+        for node in self.nodes:
+            status = node.status()
+            if status is not None and status.role == "removed" and not self._listed(node.id):
+                self._fault("removed", (node.id,), "the cluster removed it after remove_node gave up")
+                self._forget(node.id)
+                gone.append(node.id)
+        return gone
 
     def replace_node(self, node_id: str) -> None:
         """Replaces a node whose disk is lost: kill it, wipe its data dir,
@@ -455,7 +569,7 @@ class Cluster(NetworkFaults, _process._Watched):
         node.joins = True
         node.join_as_learner = False
         self.start(node_id)
-        self._wait_member(node_id, voter=True)
+        self._wait_member(node_id, voter=True, timeout=30.0)
 
     def transfer_leader(self, to: Optional[str] = None) -> str:
         """Moves leadership to ``to`` (or the most caught-up voter); returns the new leader."""
@@ -477,9 +591,10 @@ class Cluster(NetworkFaults, _process._Watched):
             if self._closed:
                 return
             self._closed = True
-            for node in self._nodes.values():
+            everyone = [*self._nodes.values(), *self._vacant.values()]
+            for node in everyone:
                 node.exit_expected = True
-        for node in self._nodes.values():
+        for node in everyone:
             if node.process is not None and node.process.poll() is None:
                 node.process.kill()
                 try:
@@ -536,12 +651,9 @@ class Cluster(NetworkFaults, _process._Watched):
         )
 
     def _command(self, node: ClusterNode) -> List[str]:
+        """The node's command line; also sets ``node.routed`` for the process."""
         others = [other for other in self._nodes.values() if other.id != node.id]
-        peers = ",".join(
-            f"{other.id}:127.0.0.1:{self._proxies[(node.id, other.id)].port}:{other.client_port}"
-            for other in others
-            if not other.joins
-        )
+        peers = [] if node.joins else [other for other in others if not other.joins]
         args = [
             "--id", node.id,
             "--port", str(node.raft_port),
@@ -551,19 +663,37 @@ class Cluster(NetworkFaults, _process._Watched):
             "--data-dir", str(node.data_dir),
         ]  # fmt: skip
         if node.joins:
-            # A new member: it asks the running nodes to add it, and reaches
-            # every other node through its proxies.
-            join = ",".join(o.client_addr for o in others if o.is_running)
+            # A new member: it asks the running nodes to add it.
+            # (A paused node would hold the request until its timeout.)
+            join = ",".join(o.client_addr for o in others if o.is_running and not o.paused)
             args += ["--join", join or others[0].client_addr]
             if node.join_as_learner:
                 args.append("--join-as-learner")
-            via = ",".join(f"{o.id}=127.0.0.1:{self._proxies[(node.id, o.id)].port}" for o in others)
-            if via:
-                args += ["--peer-addr", via]
         elif peers:
-            args += ["--peers", peers]
+            args += ["--peers", ",".join(
+                f"{o.id}:127.0.0.1:{self._proxies[(node.id, o.id)].port}:{o.client_port}" for o in peers
+            )]  # fmt: skip
+        # Every other member, spare and removed id is reached through this
+        # node's proxy to it, also one that joins after this node started.
+        listed = {o.id for o in peers}
+        via = [i for i in (*self._nodes, *self._vacant) if i != node.id and (node.id, i) in self._proxies]
+        override = [i for i in via if i not in listed]
+        if override:
+            args += ["--peer-addr", ",".join(f"{i}=127.0.0.1:{self._proxies[(node.id, i)].port}" for i in override)]
+        node.routed = frozenset(via)
         args += _flag_args(self.node_flags)
         return [*self._server_command(), *args]
+
+    def _link_problem(self, a: str, b: str) -> Optional[str]:
+        """Why a fault on the link a<->b could not hold both ways, or None."""
+        for x, y in ((a, b), (b, a)):
+            node = self._nodes[x]
+            if node.is_running and y not in node.routed:
+                return (
+                    f"the link {a}<->{b} cannot be cut both ways: {x} was started before {y} was added "
+                    f"(spare ids used up) and dials it directly; restart {x}, or make the Cluster with more spare_nodes"
+                )
+        return None
 
     def _spawn(self, node: ClusterNode) -> None:
         self._fault("start", (node.id,))
@@ -743,7 +873,7 @@ class Cluster(NetworkFaults, _process._Watched):
         """Every node's STATUS (None for nodes that are down, paused or silent);
         ``.unexpected_exits`` lists nodes that died without a harness call."""
         self._check_open()
-        statuses = {node.id: node.status() for node in self._nodes.values()}
+        statuses = {node.id: node.status() for node in self.nodes}
         return Statuses(statuses, self.unexpected_exits)
 
     def leader(self) -> Optional[str]:
@@ -790,7 +920,7 @@ class Cluster(NetworkFaults, _process._Watched):
 
     def logs(self, lines: int = 40) -> str:
         """The last ``lines`` of every node's log."""
-        return "\n".join(f"--- {n.id} ({n.log_path}) ---\n{n.log_tail(lines)}" for n in self._nodes.values())
+        return "\n".join(f"--- {n.id} ({n.log_path}) ---\n{n.log_tail(lines)}" for n in self.nodes)
 
     def _error(self, message: str) -> HarnessError:
         exits = self.unexpected_exits

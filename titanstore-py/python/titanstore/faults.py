@@ -6,6 +6,10 @@ crashed peer, a firewall's REJECT); ``mode="blackhole"`` keeps connections
 open and silently drops every byte (``iptables -j DROP``), so peers learn of
 the cut only through their own timeouts.
 
+A fault that could hold only one way (a link to a node added after the
+harness's spare ids ran out, which older processes dial directly; see
+``cluster``) raises :class:`HarnessError` before any link changes.
+
 Arguments that would make a call do nothing (one end of a link, a node in
 two groups, a bare ``str`` for a group) raise instead; every fault is
 recorded through the cluster's ``_fault``.
@@ -17,6 +21,7 @@ import itertools
 from typing import Collection, Dict, Iterable, List, Optional, Set, Tuple
 
 from ._titanstore import Proxy
+from .exceptions import HarnessError
 
 __all__ = ["NetworkFaults"]
 
@@ -45,6 +50,15 @@ class NetworkFaults:
     def _fault(self, kind: str, nodes: Tuple[str, ...], detail: str = "") -> None:
         raise NotImplementedError
 
+    def _link_problem(self, a: str, b: str) -> Optional[str]:
+        raise NotImplementedError
+
+    def _check_two_sided(self, links: Iterable[Tuple[str, str]]) -> None:
+        for a, b in links:
+            problem = self._link_problem(a, b)
+            if problem is not None:
+                raise HarnessError(problem)
+
     def _check_mode(self, mode: str) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {', '.join(map(repr, _MODES))}, not {mode!r}")
@@ -66,6 +80,7 @@ class NetworkFaults:
         """
         self._pair(a, b)
         self._check_mode(mode)
+        self._check_two_sided([(a, b)])
         self._fault("cut", (a, b), f"mode={mode}")
         self._set_link(a, b, mode)
 
@@ -80,6 +95,7 @@ class NetworkFaults:
         self._check_open()
         self.node(node_id)
         self._check_mode(mode)
+        self._check_two_sided((node_id, other) for other in self.node_ids if other != node_id)
         self._fault("isolate", (node_id,), f"mode={mode}")
         for other in self.node_ids:
             if other != node_id:
@@ -115,8 +131,9 @@ class NetworkFaults:
         if rest:
             sets.append(rest)
         shown = " | ".join("{" + ",".join(sorted(g)) + "}" for g in sets)
-        self._fault("partition", tuple(self.node_ids), f"{shown} mode={mode}")
         group_of = {n: i for i, g in enumerate(sets) for n in g}
+        self._check_two_sided((a, b) for a, b in itertools.combinations(self.node_ids, 2) if group_of[a] != group_of[b])
+        self._fault("partition", tuple(self.node_ids), f"{shown} mode={mode}")
         for a, b in itertools.combinations(self.node_ids, 2):
             self._set_link(a, b, "pass" if group_of[a] == group_of[b] else mode)
 
@@ -144,8 +161,12 @@ class NetworkFaults:
         if a is not None and b is not None:
             self._pair(a, b)
             affected: Tuple[str, ...] = (a, b)
+            if ms or jitter_ms:
+                self._check_two_sided([(a, b)])
         else:
             affected = tuple(self.node_ids)
+            if ms or jitter_ms:
+                self._check_two_sided(itertools.combinations(self.node_ids, 2))
         self._fault("latency", affected, f"ms={ms} jitter_ms={jitter_ms}" if jitter_ms else f"ms={ms}")
         for (x, y), proxy in self._proxies.items():
             if a is None or {x, y} == {a, b}:

@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from ..exceptions import HarnessError
-from .nemesis import FAULT_KINDS, supported_kinds
+from .nemesis import FAULT_KINDS, MIN_VOTERS, OPT_IN_KINDS, supported_kinds
 from .runner import COVERAGE, run
 
 
@@ -27,6 +27,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="python -m titanstore.chaos",
         description="Run a TitanStore cluster under a seeded fault schedule and check what clients saw.",
         epilog="fault kinds: " + ", ".join(FAULT_KINDS) + "; coverage names: " + ", ".join(COVERAGE)
+        + f".\nadd-node, remove-node and transfer change the members or the leader; the cluster keeps between "
+        f"{MIN_VOTERS} voters and --nodes + 2 members, and clients and the final reads follow the members. "
+        + ", ".join(OPT_IN_KINDS) + " are opt-in: they run only when --faults names them."
         + "".join(f"\nnot available here: {k}: {why}" for k, why in unsupported.items()),
     )  # fmt: skip
     parser.add_argument("--nodes", type=int, default=5)
@@ -34,7 +37,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: random, printed for replay")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--keys", type=int, default=8)
-    parser.add_argument("--faults", type=_kinds, default=None, help="comma-separated kinds (default: all supported)")
+    parser.add_argument(
+        "--faults", type=_kinds, default=None,
+        help=f"comma-separated kinds (default: all supported but the opt-in {', '.join(OPT_IN_KINDS)})",
+    )  # fmt: skip
     parser.add_argument("--snapshot-threshold", type=int, default=200)
     parser.add_argument("--reads", choices=("linearizable", "stale"), default="linearizable")
     parser.add_argument("--require", type=_kinds, default=None, help="coverage names that must be non-zero")

@@ -9,6 +9,16 @@ that cannot be applied (no leader to aim at, too many nodes already down) is
 counted as skipped, never as applied. Network faults stack: each active
 fault owns the links it cuts, and a link passes again only when no active
 fault still cuts it.
+
+Membership faults change who the cluster is: ``add-node`` starts a fresh
+node that joins (``Cluster.add_node``, behind proxies both ways, so later
+network faults hit it like any member), ``remove-node`` removes a member
+that is up (the first one aims at the leader, later ones half the time) and
+stops it, ``transfer`` moves leadership to a random other voter. The
+cluster stays between 3 voters and the starting size + 2 (``max_members``),
+a removal must leave the nodes that are up a majority of the new
+configuration, and a network fault applied before a node (re)joined never
+cuts that node's links.
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ from ..cluster import Cluster
 from ..exceptions import TitanStoreError
 from ..power import power_loss_support
 
-__all__ = ["FAULT_KINDS", "AppliedFault", "Nemesis", "PlannedFault", "plan", "supported_kinds"]
+__all__ = [
+    "FAULT_KINDS", "MEMBERSHIP_KINDS", "MIN_VOTERS", "OPT_IN_KINDS", "AppliedFault", "Nemesis", "PlannedFault", "plan", "supported_kinds",
+]  # fmt: skip
 
 #: Every fault kind the runner knows, in the order they are documented.
 FAULT_KINDS = (
@@ -38,7 +50,21 @@ FAULT_KINDS = (
     "slow-net",
     "power-loss",
     "transfer",
+    "add-node",
+    "remove-node",
 )
+
+#: Kinds a run without ``faults`` leaves out: name them to run them. Under
+#: heavy overlapping faults a join or a removal can hold the nemesis for
+#: seconds (it waits for the change), which stretches the faults in force;
+#: runs stay correct but miss coverage more often than without them.
+OPT_IN_KINDS = ("add-node", "remove-node")
+
+#: Faults that change the members or the leader at once (no hold).
+MEMBERSHIP_KINDS = frozenset({"transfer", "add-node", "remove-node"})
+
+#: A run never shrinks the cluster below this many voters.
+MIN_VOTERS = 3
 
 Link = FrozenSet[str]
 
@@ -85,7 +111,7 @@ def plan(kinds: Tuple[str, ...], duration: float, seed: int, quiet_tail: float =
     while kinds and t < duration - quiet_tail:
         must = bool(first)
         kind = first.pop(0) if first else rng.choice(kinds)
-        hold = 0.0 if kind == "transfer" else rng.uniform(1.0, 2.5 if must else 4.0)
+        hold = 0.0 if kind in MEMBERSHIP_KINDS else rng.uniform(1.0, 2.5 if must else 4.0)
         hold = min(hold, max(duration - t - 0.5, 0.0))
         faults.append(PlannedFault(len(faults), kind, t, hold, rng.randrange(1 << 32), must))
         # The first round comes faster, so short runs still see every kind.
@@ -122,8 +148,11 @@ class Nemesis:
         started: float,
         stop: threading.Event,
         log: Callable[[str], None] = lambda _line: None,
+        max_members: Optional[int] = None,
     ) -> None:
         self.cluster = cluster
+        #: ``add-node`` never grows the cluster past this (default: its size + 2).
+        self.max_members = max_members if max_members is not None else len(cluster.node_ids) + 2
         self.schedule = schedule
         self.started = started
         self.stop = stop
@@ -137,8 +166,13 @@ class Nemesis:
         self._down: Set[str] = set()  # killed, paused or powered off by a fault
         self._lock = threading.Lock()
         self._paused_once = False
+        self._removed_once = False
         self._blackholed_once = False
         self._final = True
+        #: When each member joined (run seconds; the first members at 0): a
+        #: network fault only cuts links between nodes that were members
+        #: when it was applied, never a removed id's successor.
+        self._joined: Dict[str, float] = {n: 0.0 for n in cluster.node_ids}
 
     # ----- the loop --------------------------------------------------------
 
@@ -203,6 +237,8 @@ class Nemesis:
             if node.paused:
                 self.cluster.resume(node.id)
         self.cluster.start()
+        self.cluster.wait_for_leader(timeout=30)
+        self._forget_removed()
 
     @property
     def active(self) -> int:
@@ -233,12 +269,14 @@ class Nemesis:
         (counted as skipped only on the ``final`` attempt)."""
         self._final = final
         rng = random.Random(fault.seed)
+        self._forget_removed()
         ids = self.cluster.node_ids
         # The first pause always aims at the leader, later ones half the time.
-        wants_leader = fault.kind in ("kill-leader", "isolate-leader", "transfer") or (
-            fault.kind == "pause" and (not self._paused_once or rng.random() < 0.5)
+        wants_leader = fault.kind in ("kill-leader", "isolate-leader", "transfer", "add-node") or (
+            fault.kind in ("pause", "remove-node")
+            and (not (self._paused_once if fault.kind == "pause" else self._removed_once) or rng.random() < 0.5)
         )
-        leader = self._leader(2.0 if wants_leader else 0.0)
+        leader = self._leader(2.0 if wants_leader or fault.kind in MEMBERSHIP_KINDS else 0.0)
         up = [n for n in ids if n not in self._down]
         may_take_down = len(self._down) < (len(ids) - 1) // 2
         at = self._now()
@@ -314,7 +352,9 @@ class Nemesis:
             targets = tuple(ids) if scope == "all" else (scope,)
             detail = f"ms={ms} jitter_ms={jitter}"
         elif fault.kind == "transfer":
-            voters = [n for n in up if n != leader]
+            # A voter the leader reaches: a cut one could never take over.
+            modes = self._wanted()[0]
+            voters = [n for n in up if n != leader and frozenset((leader, n)) not in modes]
             if leader is None or not voters:
                 self._skip(fault, "no leader" if leader is None else "no other voter up")
                 return None
@@ -326,6 +366,55 @@ class Nemesis:
                 self._skip(fault, f"transfer refused: {err}")
                 return None
             verified = new == to
+        elif fault.kind == "add-node":
+            if len(ids) >= self.max_members:
+                self._skip(fault, f"{len(ids)} members already (this run allows {self.max_members})")
+                return None
+            if leader is None:
+                self._skip(fault, "no leader")
+                return None
+            try:
+                added = self.cluster.add_node(timeout=6.0)
+            except TitanStoreError as err:
+                self._skip(fault, f"add refused: {err}")
+                return None
+            self._joined[added] = self._now()
+            targets = (added,)
+            detail = f"members={len(ids) + 1}"
+            verified = self._voter(added)
+        elif fault.kind == "remove-node":
+            if len(ids) <= MIN_VOTERS:
+                self._skip(fault, f"only {len(ids)} members (a run keeps at least {MIN_VOTERS} voters)")
+                return None
+            if leader is None:
+                self._skip(fault, "no leader")
+                return None
+            if wants_leader and leader not in self._down:
+                target = leader
+            else:
+                choices = [n for n in up if n != leader]
+                if not choices:
+                    self._skip(fault, "no follower up")
+                    return None
+                target = rng.choice(choices)
+            # The nodes up after the change must commit it and go on: a
+            # majority of the new configuration that the active cuts leave connected.
+            reach = self._largest_group([n for n in up if n != target])
+            if reach < (len(ids) - 1) // 2 + 1:
+                self._skip(fault, f"removing {target} would leave no connected majority up ({reach} of {len(ids) - 1})")
+                return None
+            try:
+                self.cluster.remove_node(target, timeout=3.0)
+            except TitanStoreError as err:
+                self._skip(fault, f"remove refused: {err}")
+                return None
+            self._joined.pop(target, None)
+            self._removed_once = self._removed_once or target == leader
+            targets = (target,)
+            detail = f"members={len(ids) - 1}" + (" leader" if target == leader else "")
+            # remove_node returned: the change committed, or the leader no longer lists it.
+            members = self.cluster._leader_members()
+            verified = target not in self.cluster.node_ids and (members is None or all(m.id != target for m in members))
         else:
             raise ValueError(f"unknown fault kind {fault.kind!r}")
 
@@ -341,7 +430,7 @@ class Nemesis:
             self._blackholed_once = self._blackholed_once or "blackhole" in links.values()
         applied.verified = verified
         with self._lock:
-            if fault.kind == "transfer":
+            if fault.kind in MEMBERSHIP_KINDS:
                 applied.ended = self._now()
             else:
                 self._active[fault.index] = applied
@@ -352,12 +441,21 @@ class Nemesis:
         )
         return applied
 
+    def _forget_removed(self) -> None:
+        """Drops the nodes a removal that committed late took out."""
+        for node_id in self.cluster.forget_removed():
+            self._joined.pop(node_id, None)
+            self._down.discard(node_id)
+            self.log(f"nemesis: {node_id} was removed by a change that committed after its call gave up")
+
     def _end(self, index: int) -> None:
         with self._lock:
             fault = self._active.pop(index, None)
         if fault is None:
             return
-        if fault.kind in ("kill", "kill-leader", "power-loss"):
+        if fault.kind in _PROCESS_KINDS and fault.targets[0] not in self.cluster.node_ids:
+            pass  # removed meanwhile (see _forget_removed)
+        elif fault.kind in ("kill", "kill-leader", "power-loss"):
             self.cluster.start(fault.targets[0])
             self._down.discard(fault.targets[0])
         elif fault.kind == "pause":
@@ -377,9 +475,11 @@ class Nemesis:
         for fault in active:
             for link, mode in fault.links.items():
                 # A blackhole wins over a reset: it is the harsher of the two.
-                if modes.get(link) != "blackhole":
+                if self._holds(link, fault) and modes.get(link) != "blackhole":
                     modes[link] = mode
             for link, (ms, jitter) in fault.latency.items():
+                if not self._holds(link, fault):
+                    continue
                 old = delays.get(link, (0, 0))
                 delays[link] = (max(old[0], ms), max(old[1], jitter))
         return modes, delays
@@ -405,10 +505,38 @@ class Nemesis:
         proxy = self.cluster._proxies[(a, b)]
         return proxy.latency_ms, proxy.jitter_ms
 
+    def _largest_group(self, nodes: List[str]) -> int:
+        """The most of ``nodes`` that reach each other over links no active fault cuts."""
+        modes = self._wanted()[0]
+        left, best = set(nodes), 0
+        while left:
+            group, todo = set(), [left.pop()]
+            while todo:
+                n = todo.pop()
+                group.add(n)
+                near = {m for m in left if frozenset((n, m)) not in modes}
+                left -= near
+                todo += near
+            best = max(best, len(group))
+        return best
+
+    def _holds(self, link: Link, fault: AppliedFault) -> bool:
+        """Whether ``fault`` still cuts (or slows) ``link``: both ends are
+        members that were members when it was applied."""
+        return all(n in self._joined and self._joined[n] <= fault.at for n in link)
+
+    def _voter(self, node_id: str) -> bool:
+        """The leader's configuration lists ``node_id`` as a voter."""
+        members = self.cluster._leader_members()
+        return members is not None and any(m.id == node_id and m.voter for m in members)
+
     def _network_matches(self) -> bool:
-        """Reads every proxy back: the links are as the active faults want."""
+        """Reads every proxy between members back: the links are as the active faults want."""
         modes, delays = self._wanted()
+        members = set(self.cluster.node_ids)
         for (a, b), proxy in list(self.cluster._proxies.items()):
+            if a not in members or b not in members:
+                continue
             link = frozenset((a, b))
             if proxy.mode != modes.get(link, "pass"):
                 return False

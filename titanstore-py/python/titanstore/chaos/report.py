@@ -242,7 +242,8 @@ function setStatus(extra){var s=document.getElementById("status");
 var D=JSON.parse(document.getElementById("data").textContent),S=D.summary;
 var COL={ok:"#2e9d4a",fail:"#d64545",unknown:"#e0a020"};
 var FCOL={"kill":"#7b61ff","kill-leader":"#5a3fd6","pause":"#1f9bd1","partition":"#e8663d","bridge":"#c2477a",
- "isolate-leader":"#d63d3d","slow-net":"#8c9a2b","power-loss":"#333","transfer":"#2aa198"};
+ "isolate-leader":"#d63d3d","slow-net":"#8c9a2b","power-loss":"#333","transfer":"#2aa198",
+ "add-node":"#3a8f3a","remove-node":"#8f5a3a"};
 var NS="http://www.w3.org/2000/svg";
 function el(tag,attrs,parent){var e=document.createElementNS(NS,tag);for(var k in attrs)e.setAttribute(k,attrs[k]);if(parent)parent.appendChild(e);return e;}
 function h(tag,html,parent){var e=document.createElement(tag);if(html!==undefined)e.innerHTML=html;if(parent)parent.appendChild(e);return e;}

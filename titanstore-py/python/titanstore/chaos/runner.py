@@ -29,7 +29,7 @@ from ..client import Client
 from ..cluster import Cluster, FlagValue
 from ..exceptions import ConflictError, TitanStoreError
 from .history import History, Operation, check_operations
-from .nemesis import FAULT_KINDS, AppliedFault, Nemesis, plan, supported_kinds
+from .nemesis import FAULT_KINDS, MEMBERSHIP_KINDS, OPT_IN_KINDS, AppliedFault, Nemesis, plan, supported_kinds
 
 __all__ = ["COVERAGE", "RunResult", "run", "lost_writes"]
 
@@ -44,9 +44,14 @@ COVERAGE = (
     "power-losses",
     "overlapping-faults",
     "transfers",
+    "nodes-added",
+    "nodes-removed",
+    "leader-removals",
 )
 
-_LEADER_FAULTS = {"kill", "kill-leader", "pause", "partition", "bridge", "isolate-leader", "power-loss", "transfer"}
+_LEADER_FAULTS = {
+    "kill", "kill-leader", "pause", "partition", "bridge", "isolate-leader", "power-loss", "transfer", "remove-node",
+}  # fmt: skip
 _LAGGING_FAULTS = {"kill", "kill-leader", "partition", "bridge", "isolate-leader", "power-loss"}
 _SNAPSHOT_INSTALL_LINE = "installing snapshot from leader"
 
@@ -69,10 +74,14 @@ def default_required(kinds: Sequence[str], snapshot_threshold: Optional[int]) ->
         required.append("snapshot-installs")
     if "power-loss" in chosen:
         required.append("power-losses")
-    if len(chosen - {"transfer"}) > 1:
+    if len(chosen - MEMBERSHIP_KINDS) > 1:
         required.append("overlapping-faults")
     if "transfer" in chosen:
         required.append("transfers")
+    if "add-node" in chosen:
+        required.append("nodes-added")
+    if "remove-node" in chosen:
+        required += ["nodes-removed", "leader-removals"]
     return required
 
 
@@ -262,9 +271,27 @@ def _replay_command(args: Dict[str, object]) -> str:
     return shlex.join(parts)
 
 
+class _Members:
+    """The client addresses of the cluster's members now, for clients that
+    follow membership changes (a removed node is not asked again, an added
+    one is)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def addrs(self) -> Tuple[str, ...]:
+        return tuple(node.client_addr for node in self.cluster.nodes)
+
+    def local(self, addr: str) -> Optional[Client]:
+        """A client bound to the member at ``addr`` only (stale reads)."""
+        node = next((n for n in self.cluster.nodes if n.client_addr == addr), None)
+        return node.client(timeout=1.0) if node is not None else None
+
+
 def _worker(
-    history: History,
-    stale: Optional[History],
+    root: History,
+    members: _Members,
+    stale_reads: bool,
     keys: List[str],
     process: str,
     seed: int,
@@ -272,31 +299,53 @@ def _worker(
 ) -> None:
     rng = random.Random(seed)
     serial = 0
-    while not stop.is_set():
-        key = rng.choice(keys)
-        roll = rng.random()
-        try:
-            if roll < 0.5:
-                if stale is not None:
-                    stale.sget_bytes(key)
+    known: Tuple[str, ...] = ()
+    opened: List[Client] = []
+    history = stale = root
+    try:
+        while not stop.is_set():
+            addrs = members.addrs()
+            if addrs != known:
+                # The members changed (or this is the start): a client as a
+                # user would make from the new list, starting at a random node.
+                known = addrs
+                for client in opened:
+                    client.close()
+                offset = rng.randrange(len(addrs))
+                client = Client(list(addrs[offset:] + addrs[:offset]), timeout=1.0, retry_timeout=1.0)
+                opened = [client]
+                history = stale = root.with_client(client, process)
+                local = members.local(addrs[offset]) if stale_reads else None
+                if local is not None:
+                    opened.append(local)
+                    stale = root.with_client(local, process)
+            key = rng.choice(keys)
+            roll = rng.random()
+            try:
+                if roll < 0.5:
+                    if stale_reads:
+                        stale.sget_bytes(key)
+                    else:
+                        history.get_bytes(key)
+                elif roll < 0.80:
+                    serial += 1
+                    history.set(key, f"{process}-{serial}")
+                elif roll < 0.92:
+                    # Read-modify-write by revision: CONFLICT is an answer too.
+                    serial += 1
+                    found = history.get_rev(key)
+                    try:
+                        history.cas(key, f"{process}-{serial}", found[1] if found else 0)
+                    except ConflictError:
+                        pass
                 else:
-                    history.get_bytes(key)
-            elif roll < 0.80:
-                serial += 1
-                history.set(key, f"{process}-{serial}")
-            elif roll < 0.92:
-                # Read-modify-write by revision: CONFLICT is an answer too.
-                serial += 1
-                found = history.get_rev(key)
-                try:
-                    history.cas(key, f"{process}-{serial}", found[1] if found else 0)
-                except ConflictError:
-                    pass
-            else:
-                history.delete(key)
-        except (TitanStoreError, OSError, ValueError):
-            stop.wait(0.05)
-        stop.wait(rng.uniform(0, 0.01))
+                    history.delete(key)
+            except (TitanStoreError, OSError, ValueError):
+                stop.wait(0.05)
+            stop.wait(rng.uniform(0, 0.01))
+    finally:
+        for client in opened:
+            client.close()
 
 
 def run(
@@ -317,7 +366,8 @@ def run(
 ) -> RunResult:
     """Runs one chaos run and returns what it found (see the module doc).
 
-    ``faults``: fault kinds (default: every kind this machine supports);
+    ``faults``: fault kinds (default: every kind this machine supports but
+    the opt-in ``add-node`` and ``remove-node``, see ``nemesis.OPT_IN_KINDS``);
     ``reads``: ``"linearizable"`` (GET) or ``"stale"`` (SGET on a random
     node, a canary the checker must flag); ``required``: coverage names that
     must be non-zero (default: what the chosen kinds should produce);
@@ -330,7 +380,7 @@ def run(
         raise ValueError("nodes, clients and keys must be >= 1 and duration > 0")
     supported, unsupported = supported_kinds()
     if faults is None:
-        kinds = list(supported)
+        kinds = [k for k in supported if k not in OPT_IN_KINDS]
         skipped_kinds = dict(unsupported)
     else:
         kinds = list(dict.fromkeys(faults))
@@ -371,14 +421,15 @@ def run(
             result = _run_cluster(
                 cluster, kinds, duration, seed, clients, key_names, reads, check_timeout, show, errors
             )
+            # Every node that ran, also those removed during the run.
+            node_logs = sorted(cluster.data_dir.glob("node*.log"))
             if report_dir is not None:
                 report_dir.mkdir(parents=True, exist_ok=True)
                 logs = report_dir / "logs"
                 logs.mkdir(exist_ok=True)
-                for node in cluster.nodes:
-                    if node.log_path.exists():
-                        shutil.copyfile(node.log_path, logs / node.log_path.name)
-            installs = sum(_count_lines(node.log_path, _SNAPSHOT_INSTALL_LINE) for node in cluster.nodes)
+                for path in node_logs:
+                    shutil.copyfile(path, logs / path.name)
+            installs = sum(_count_lines(path, _SNAPSHOT_INSTALL_LINE) for path in node_logs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     operations, check, applied, skipped, reasons, leader_changes, converged, divergent, lost, elapsed = result
@@ -404,6 +455,9 @@ def run(
         "power-losses": sum(1 for f in verified if f.kind == "power-loss"),
         "overlapping-faults": sum(1 for f in verified if f.overlapping > 0),
         "transfers": sum(1 for f in verified if f.kind == "transfer"),
+        "nodes-added": sum(1 for f in verified if f.kind == "add-node"),
+        "nodes-removed": sum(1 for f in verified if f.kind == "remove-node"),
+        "leader-removals": sum(1 for f in verified if f.kind == "remove-node" and f.leader_before in f.targets),
     }
     outcome = RunResult(
         seed=seed, command=command, nodes=nodes, duration_s=duration, clients=clients, keys=keys,
@@ -456,7 +510,7 @@ def _run_cluster(
 ) -> _Result:
     rng = random.Random(seed)
     schedule = plan(tuple(kinds), duration, rng.randrange(1 << 32))
-    addrs = [node.client_addr for node in cluster.nodes]
+    members = _Members(cluster)
     stop_workers = threading.Event()
     stop_nemesis = threading.Event()
     opened: List[Client] = []
@@ -464,26 +518,17 @@ def _run_cluster(
     opened.append(root.client)
     threads: List[threading.Thread] = []
     for i in range(clients):
-        offset = rng.randrange(len(addrs))
-        client = Client(addrs[offset:] + addrs[:offset], timeout=1.0, retry_timeout=1.0)
-        opened.append(client)
         process = f"p{i}"
-        stale: Optional[History] = None
-        if reads == "stale":
-            local = cluster.nodes[offset].client(timeout=1.0)
-            opened.append(local)
-            stale = root.with_client(local, process)
-        view = root.with_client(client, process)
         threads.append(
             threading.Thread(
                 target=_worker,
-                args=(view, stale, keys, process, rng.randrange(1 << 32), stop_workers),
+                args=(root, members, reads == "stale", keys, process, rng.randrange(1 << 32), stop_workers),
                 name=f"chaos-{process}",
                 daemon=True,
             )
         )
     started = time.monotonic()
-    nemesis = Nemesis(cluster, schedule, started, stop_nemesis, show.message)
+    nemesis = Nemesis(cluster, schedule, started, stop_nemesis, show.message, max_members=len(cluster.node_ids) + 2)
     nemesis_thread = threading.Thread(target=nemesis.run, name="chaos-nemesis", daemon=True)
     leader_changes = 0
     try:
@@ -529,7 +574,10 @@ def _run_cluster(
             leader_changes += 1
         # Local reads are only a check once every node applied the same
         # index; before that a lagging node's SGET is stale by design.
-        divergent, final = _final_reads(cluster, root, keys, opened, local=converged)
+        # Through the final members (the first client knew the first ones).
+        final_view = root.with_client(cluster.client(timeout=1.0, retry_timeout=1.0), "final")
+        opened.append(final_view.client)
+        divergent, final = _final_reads(cluster, final_view, keys, opened, local=converged)
         show.message(f"checking {len(root)} operations")
     finally:
         stop_nemesis.set()
