@@ -86,6 +86,8 @@ pub type ScanItem = (Vec<u8>, LogIndex, Vec<u8>);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateMachine {
     map: KvMap,
+    /// Bytes of every key and value in `map` (sizes image buffers).
+    map_bytes: u64,
     applied_index: LogIndex,
     applied_term: Term,
     config: ClusterConfig,
@@ -366,13 +368,17 @@ impl StateMachine {
         if let Some(writer) = self.writer.0.as_mut() {
             writer.before_change(key, self.map.get(key));
         }
-        self.map.insert(
+        let old = self.map.insert(
             key.into(),
             Stored {
                 mod_rev: rev,
                 value: value.into(),
             },
         );
+        self.map_bytes += (key.len() + value.len()) as u64;
+        if let Some(old) = old {
+            self.map_bytes -= (key.len() + old.value.len()) as u64;
+        }
         *change = Some(Change {
             key: key.to_vec(),
             value: Some(value.to_vec()),
@@ -383,7 +389,8 @@ impl StateMachine {
         if let Some(writer) = self.writer.0.as_mut() {
             writer.before_change(key, self.map.get(key));
         }
-        if self.map.remove(key).is_some() {
+        if let Some(old) = self.map.remove(key) {
+            self.map_bytes -= (key.len() + old.value.len()) as u64;
             *change = Some(Change {
                 key: key.to_vec(),
                 value: None,
@@ -489,6 +496,10 @@ impl StateMachine {
     }
 
     fn image_writer(&self, capacity: usize) -> Result<ImageWriter, ImageError> {
+        // Room for the whole image up front (lengths and revisions are at
+        // most 30 bytes an entry): growing a big buffer would copy it all
+        // within one slice. Pages never written are never touched.
+        let bound = self.map_bytes as usize + 30 * self.map.len() + (64 << 10);
         ImageWriter::begin(
             self.applied_index,
             self.applied_term,
@@ -496,7 +507,7 @@ impl StateMachine {
             &self.cluster_id,
             self.map.len(),
             self.sessions.to_image(),
-            capacity,
+            capacity.max(bound),
         )
     }
 
@@ -547,6 +558,7 @@ impl StateMachine {
                 types::decode(body)?;
             StateMachine {
                 map: image.map.0,
+                map_bytes: 0,
                 applied_index: image.applied_index,
                 applied_term: image.applied_term,
                 config: image.config,
@@ -559,6 +571,7 @@ impl StateMachine {
             let image: Image2<ClusterConfig, MapIn, Option<String>> = types::decode(body)?;
             StateMachine {
                 map: image.map.with_rev(image.applied_index),
+                map_bytes: 0,
                 applied_index: image.applied_index,
                 applied_term: image.applied_term,
                 config: image.config,
@@ -570,6 +583,7 @@ impl StateMachine {
             let image: LegacyImage<types::LegacyClusterConfig, MapIn> = types::decode(data)?;
             StateMachine {
                 map: image.map.with_rev(image.applied_index),
+                map_bytes: 0,
                 applied_index: image.applied_index,
                 applied_term: image.applied_term,
                 config: image.config.into(),
@@ -578,6 +592,12 @@ impl StateMachine {
                 writer: InProgress::default(),
             }
         };
+        let mut sm = sm;
+        sm.map_bytes = sm
+            .map
+            .iter()
+            .map(|(k, v)| (k.len() + v.value.len()) as u64)
+            .sum();
         if sm.applied_index != meta.last_index {
             return Err(RestoreError::IndexMismatch {
                 image: sm.applied_index,

@@ -24,6 +24,8 @@ use crate::types::{NodeId, Snapshot};
 
 /// Most inputs of one kind folded into one pass before the effects are run.
 const MAX_DRAIN: usize = 1024;
+/// A pass this long is logged: it nears the shortest election timeout.
+const LONG_PASS: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(super) struct EventLoop {
     replica: Replica,
@@ -118,6 +120,12 @@ impl EventLoop {
                 Some(report) = done.recv() => Wake::Storage(report),
             };
             let started = Instant::now();
+            let wake_kind = match &wake {
+                Wake::Tick(_) => "tick",
+                Wake::Message(_) => "peer message",
+                Wake::Request(_) => "client request",
+                Wake::Storage(_) => "storage report",
+            };
             match wake {
                 Wake::Tick(due) => {
                     self.metrics
@@ -161,8 +169,20 @@ impl EventLoop {
                 }
             }
             let polled = self.replica.poll(&mut self.effects);
+            let garbage = self.replica.take_garbage();
+            if !garbage.is_empty() {
+                tokio::task::spawn_blocking(move || drop(garbage));
+            }
             let ran = self.run_effects();
-            self.metrics.loop_pass(started.elapsed());
+            let pass = started.elapsed();
+            self.metrics.loop_pass(pass);
+            if pass >= LONG_PASS {
+                tracing::warn!(
+                    woken_by = wake_kind,
+                    millis = pass.as_millis() as u64,
+                    "event loop pass took long (peers may time out; see event_loop_pass_duration_seconds)"
+                );
+            }
             if let Err(err) = ran {
                 break Err(err);
             }

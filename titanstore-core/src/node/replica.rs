@@ -127,6 +127,9 @@ pub struct Replica {
     snapshot_in_flight: bool,
     /// An image being written: the configuration at its index.
     snapshot_encoding: Option<ClusterConfig>,
+    /// Big things to free (a replaced state machine, compacted entries):
+    /// see [`Replica::take_garbage`].
+    garbage: Vec<Box<dyn std::any::Any + Send>>,
     /// Size of the last snapshot image, to size the next one's buffer.
     last_image_len: usize,
     /// Writes by index; several when newer leaders proposed at the same index.
@@ -182,6 +185,7 @@ impl Replica {
             snapshot,
             snapshot_in_flight: false,
             snapshot_encoding: None,
+            garbage: Vec::new(),
             last_image_len: 0,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -222,6 +226,13 @@ impl Replica {
         self.watches
             .tick(self.kv.applied_index(), &mut self.effects);
         self.continue_snapshot();
+    }
+
+    /// What the last [`Replica::poll`] let go of and is costly to free
+    /// (a million-key map takes tens of milliseconds): the runtime frees it
+    /// away from the event loop. Not taken, it is freed by the next poll.
+    pub fn take_garbage(&mut self) -> Vec<Box<dyn std::any::Any + Send>> {
+        std::mem::take(&mut self.garbage)
     }
 
     /// The runtime's wall clock, Unix milliseconds. A leader writes it into
@@ -429,6 +440,8 @@ impl Replica {
     /// Runs the core until it has nothing more to hand out and moves every
     /// effect into `out`. An error means the node must stop.
     pub fn poll(&mut self, out: &mut Vec<Effect>) -> Result<(), NodeError> {
+        // What the runtime did not take last time is freed here.
+        self.garbage.clear();
         loop {
             while self.raft.has_ready() {
                 let ready = self.raft.ready();
@@ -440,6 +453,10 @@ impl Replica {
             }
         }
         out.append(&mut self.effects);
+        let discarded = self.raft.take_discarded();
+        if !discarded.is_empty() {
+            self.garbage.push(Box::new(discarded));
+        }
         if let Some(reason) = self.raft.refusal() {
             return Err(NodeError::Refused(reason.to_string()));
         }
@@ -863,11 +880,13 @@ impl Replica {
 
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
         let index = snapshot.meta.last_index;
-        self.kv = match self.incoming.take() {
+        let kv = match self.incoming.take() {
             Some((meta, kv)) if meta == snapshot.meta => kv,
             _ => StateMachine::from_image(&snapshot.meta, &snapshot.data)
                 .map_err(|err| NodeError::Snapshot(err.to_string()))?,
         };
+        let old = std::mem::replace(&mut self.kv, kv);
+        self.garbage.push(Box::new(old));
         self.snapshot = snapshot.meta.clone();
         self.watches.reset(index, &mut self.effects);
         // Writes this node proposed up to here were decided elsewhere; whether

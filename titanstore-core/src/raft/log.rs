@@ -27,6 +27,9 @@ pub(crate) struct RaftLog {
     min_persist_seq: u64,
     /// Number of the Ready being assembled next (see `RaftNode::ready`).
     next_seq: u64,
+    /// Entries cut off by compaction or a snapshot install, for the runtime
+    /// to free away from the event loop (a compaction can drop 100k+).
+    discarded: Vec<Entry>,
 }
 
 impl RaftLog {
@@ -40,6 +43,7 @@ impl RaftLog {
             handed_out: last,
             min_persist_seq: 0,
             next_seq: 1,
+            discarded: Vec::new(),
             snapshot,
             entries,
         }
@@ -193,7 +197,8 @@ impl RaftLog {
     /// Discards the whole log in favour of a snapshot received from the leader.
     pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
         let index = meta.last_index;
-        self.entries.clear();
+        let old = std::mem::take(&mut self.entries);
+        self.discard(old);
         self.committed = index;
         // Only the previous snapshot is known durable until the runtime reports
         // this one persisted: acking `index` earlier could promise the leader
@@ -215,9 +220,24 @@ impl RaftLog {
             return false;
         }
         let drop = (index - self.snapshot.last_index) as usize;
-        self.entries.drain(..drop);
+        let kept = self.entries.split_off(drop.min(self.entries.len()));
+        let old = std::mem::replace(&mut self.entries, kept);
+        self.discard(old);
         self.snapshot = meta;
         true
+    }
+
+    fn discard(&mut self, old: Vec<Entry>) {
+        if self.discarded.is_empty() {
+            self.discarded = old;
+        } else {
+            self.discarded.extend(old);
+        }
+    }
+
+    /// Entries no longer in the log, to be freed by the caller.
+    pub(crate) fn take_discarded(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.discarded)
     }
 
     /// The latest config in the log and the index of its entry (the

@@ -467,6 +467,13 @@ impl RaftNode {
         }
     }
 
+    /// Entries compaction or a snapshot install cut off since the last call:
+    /// freeing 100k+ entries takes milliseconds, so the runtime may do it
+    /// on another thread.
+    pub fn take_discarded(&mut self) -> Vec<crate::types::Entry> {
+        self.log.take_discarded()
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

@@ -78,7 +78,8 @@ impl ImageWriter {
         capacity: usize,
     ) -> Result<ImageWriter, ImageError> {
         let cfg = types::codec_config();
-        let mut out = Vec::with_capacity(capacity.max(64));
+        let tail = types::encode(&sessions)?;
+        let mut out = Vec::with_capacity(capacity.max(64) + tail.len());
         out.extend_from_slice(&IMAGE_MAGIC);
         out.extend_from_slice(&[0; 4]);
         bincode::serde::encode_into_std_write(index, &mut out, cfg)?;
@@ -87,7 +88,6 @@ impl ImageWriter {
         bincode::serde::encode_into_std_write(cluster_id, &mut out, cfg)?;
         // A sequence's length is a u64 in the codec, as this is.
         bincode::serde::encode_into_std_write(map_len as u64, &mut out, cfg)?;
-        let tail = types::encode(&sessions)?;
         Ok(ImageWriter {
             index,
             term,
