@@ -139,6 +139,28 @@ fn the_leader_removes_itself_and_stays_out() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!is_voter(&members(&cluster, &new_leader), &leader));
+
+    // Added back by hand while it still runs on its old data dir, it refuses
+    // the membership and exits with the way back (an empty dir and --join).
+    let node = cluster.node(&leader);
+    let add = format!(
+        "MEMBER ADD {leader}:127.0.0.1:{}:{} learner",
+        node.raft_port, node.client_port
+    );
+    let log_path = node.log_path.clone();
+    assert_eq!(cluster.client(&new_leader).cmd(&add), "OK");
+    let code = cluster.wait_exit(&leader, T);
+    assert!(matches!(code, Some(c) if c != 0), "exit code {code:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("added again") && log.contains("--join"),
+        "{log}"
+    );
+    let after = cluster.status(&new_leader).unwrap();
+    assert_eq!(
+        after.role, "leader",
+        "the refused node disrupted the cluster"
+    );
 }
 
 #[test]

@@ -229,8 +229,11 @@ async fn accept_loop(
 async fn serve(client: TcpStream, shared: Arc<Shared>, seed: u64) {
     let mut epoch = shared.epoch.subscribe();
     epoch.mark_unchanged();
+    // Checked after subscribing: a close or reset from here on is seen
+    // either in the mode or as an epoch change (a connection the kernel
+    // accepted just before a close must not relay afterwards).
     match shared.mode.load(Ordering::SeqCst) {
-        RESET => drop(client),
+        RESET | CLOSED => drop(client),
         BLACKHOLE => swallow(client, &shared, epoch).await,
         _ => {
             let target = shared.target.lock().map(|t| t.clone()).unwrap_or_default();

@@ -136,9 +136,33 @@ impl RaftNode {
     /// snapshot's) after appends that may carry one, or truncation.
     pub(super) fn refresh_config(&mut self) {
         let (config, index) = self.log.latest_config();
+        let before = self.conf_index;
         self.conf_index = index;
         if config == self.cluster {
             return;
+        }
+        // Added again after a removal this log holds: a later config entry
+        // that names this id. (Not a truncation back to an older config:
+        // that has a lower index. The removal committed, since its leader
+        // proposed the next change only after.) Only a node that joined
+        // afresh with --join may come back, and then the config names its
+        // new incarnation; this data dir's life in the cluster is over.
+        let mine = self.cfg.member_incarnation;
+        let named_mine = mine.is_some() && config.incarnations.get(&self.id) == mine.as_ref();
+        if index > before
+            && !self.cluster.voters.is_empty()
+            && !self.cluster.is_member(&self.id)
+            && config.is_member(&self.id)
+            && !named_mine
+        {
+            let reason = format!(
+                "{} was removed from the cluster and added again (config entry {index}) while \
+                 this data dir still holds its old membership: wipe the data dir and start \
+                 the node with --join to come back as a new member",
+                self.id
+            );
+            tracing::error!(id = %self.id, index, "{reason}");
+            self.gate = super::bootstrap::Gate::Refused(reason);
         }
         tracing::info!(id = %self.id, voters = config.voters.len(), learners = config.learners.len(),
             index, "membership changed");
