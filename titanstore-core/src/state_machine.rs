@@ -877,13 +877,9 @@ mod tests {
     /// exactly the bytes of a one-shot image of the state it began at.
     #[test]
     fn an_image_written_in_slices_under_writes_is_the_image_of_its_point() {
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: u64| rng.random_range(0..n);
         for round in 0..300 {
             let mut sm = StateMachine::new();
             let mut index = 0;

@@ -328,13 +328,9 @@ mod tests {
     /// pipelined (out-of-order) seqs, gaps and jumps past the window.
     #[test]
     fn reply_window_matches_a_map_model() {
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: u64| rng.random_range(0..n);
         for _ in 0..200 {
             let mut s = Sessions::default();
             let mut model: BTreeMap<u64, SavedReply> = BTreeMap::new();
