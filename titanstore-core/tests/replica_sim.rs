@@ -357,14 +357,67 @@ fn a_damaged_snapshot_image_is_refused() {
     sim.set_chaos(true);
     sim.set_faults_off();
     sim.start(2).unwrap();
-    sim.ticks(200);
-    let bad = sim.nodes[2].up.as_ref().unwrap().replica.bad_snapshots;
-    assert!(bad > 0, "no damaged image was sent");
+    // The leader re-sends on its snapshot retry timer; decoding takes a while.
+    let refused = |s: &Sim| {
+        s.nodes[2]
+            .up
+            .as_ref()
+            .is_some_and(|u| u.replica.bad_snapshots > 0)
+    };
+    assert!(sim.until(1_000, refused), "no damaged image was refused");
     assert!(
         sim.nodes[2].up.is_some(),
         "the damaged image stopped the node"
     );
     sim.set_chaos(false);
+    sim.finish().unwrap();
+}
+
+/// A received image is decoded off the node's loop: while that takes long,
+/// the node keeps following its leader (no election), a re-sent copy is not
+/// decoded again, and once decoded the node catches up.
+#[test]
+fn a_slow_snapshot_decode_neither_stalls_nor_repeats() {
+    let mut opts = Options::shape(3, 11);
+    opts.snapshot_threshold = 5;
+    opts.chaos_ticks = 0;
+    let mut sim = Sim::new(11, opts).unwrap();
+    sim.set_chaos(false);
+    elect(&mut sim, 0);
+    sim.crash(2, false);
+    for i in 0..40 {
+        sim.write(0, "k0", &format!("image{i}"));
+        sim.ticks(2);
+    }
+    sim.ticks(50);
+    let term = sim.status(0).unwrap().term;
+    sim.hold_decodes = true;
+    sim.start(2).unwrap();
+    assert!(
+        sim.until(200, |s| s.decodes_waiting(2) > 0),
+        "no snapshot reached the lagging node"
+    );
+    // Far longer than the leader's snapshot retry and any election timeout.
+    sim.ticks(6_000);
+    assert_eq!(
+        sim.decodes_waiting(2),
+        1,
+        "a re-sent image was queued again"
+    );
+    let status = sim.status(0).unwrap();
+    assert_eq!(
+        (status.role, status.term),
+        (Role::Leader, term),
+        "leadership moved while an image was being decoded"
+    );
+    sim.hold_decodes = false;
+    let commit = sim.status(0).unwrap().commit;
+    assert!(
+        sim.until(500, |s| s.status(2).is_some_and(|st| st.applied >= commit)),
+        "the node never caught up: {:?}",
+        sim.status(2)
+    );
+    assert_eq!(sim.stats.snapshots_decoded, 1);
     sim.finish().unwrap();
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::NodeError;
 use super::handle::NodeRequest;
-use super::replica::{Effect, Replica, Token};
+use super::replica::{DecodedSnapshot, Effect, Replica, Token};
 use super::storage_thread::{StorageDone, StorageJob};
 use crate::metrics::Metrics;
 use crate::protocol::{Reply, WatchEnd, WatchEvent};
@@ -47,6 +47,9 @@ pub(super) struct EventLoop {
     cluster_id: Arc<str>,
     /// When the oldest unanswered AppendEntries to each peer left.
     rtt_probes: HashMap<NodeId, Instant>,
+    /// Received snapshot images decoded on a blocking thread come back here.
+    decoded_tx: mpsc::UnboundedSender<DecodedSnapshot>,
+    decoded_rx: Option<mpsc::UnboundedReceiver<DecodedSnapshot>>,
 }
 
 /// The threads that carry out storage effects.
@@ -64,6 +67,7 @@ enum Wake {
     Message(Envelope),
     Request(NodeRequest),
     Storage(StorageDone),
+    Decoded(Box<DecodedSnapshot>),
 }
 
 impl EventLoop {
@@ -80,6 +84,7 @@ impl EventLoop {
             storage,
             snapshot_writer,
         } = workers;
+        let (decoded_tx, decoded_rx) = mpsc::unbounded_channel();
         EventLoop {
             replica,
             tick,
@@ -95,6 +100,8 @@ impl EventLoop {
             metrics,
             rtt_probes: HashMap::new(),
             cluster_id: Arc::from(""),
+            decoded_tx,
+            decoded_rx: Some(decoded_rx),
         }
     }
 
@@ -106,6 +113,9 @@ impl EventLoop {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), NodeError> {
         tokio::pin!(shutdown);
+        let Some(mut decoded) = self.decoded_rx.take() else {
+            return Ok(());
+        };
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
@@ -118,6 +128,7 @@ impl EventLoop {
                 },
                 Some(request) = requests.recv() => Wake::Request(request),
                 Some(report) = done.recv() => Wake::Storage(report),
+                Some(image) = decoded.recv() => Wake::Decoded(Box::new(image)),
             };
             let started = Instant::now();
             let wake_kind = match &wake {
@@ -125,6 +136,7 @@ impl EventLoop {
                 Wake::Message(_) => "peer message",
                 Wake::Request(_) => "client request",
                 Wake::Storage(_) => "storage report",
+                Wake::Decoded(_) => "decoded snapshot",
             };
             match wake {
                 Wake::Tick(due) => {
@@ -167,6 +179,7 @@ impl EventLoop {
                         break Err(err);
                     }
                 }
+                Wake::Decoded(image) => self.replica.snapshot_decoded(*image),
             }
             let polled = self.replica.poll(&mut self.effects);
             let garbage = self.replica.take_garbage();
@@ -285,6 +298,12 @@ impl EventLoop {
                     }
                 }
                 Effect::Watch { token, event } => self.on_watch_event(token, event),
+                Effect::DecodeSnapshot(msg) => {
+                    let tx = self.decoded_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send(DecodedSnapshot::decode(msg));
+                    });
+                }
             }
         }
         Ok(())

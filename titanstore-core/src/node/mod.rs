@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 pub use handle::NodeHandle;
-pub use replica::{Effect, Replica, ReplicaConfig, Token};
+pub use replica::{DecodedSnapshot, Effect, Replica, ReplicaConfig, Token};
 pub use watches::ApiConfig;
 
 use crate::metrics::Metrics;

@@ -82,11 +82,35 @@ pub enum Effect {
     /// Save the node's own snapshot (off the storage worker); report
     /// `StorageDone::SnapshotSaved` when durable.
     SaveSnapshot(Snapshot),
+    /// Check and decode the image of this `InstallSnapshot` off the event
+    /// loop ([`DecodedSnapshot::decode`], which may take seconds for a big
+    /// map), then hand the result to [`Replica::snapshot_decoded`].
+    DecodeSnapshot(Message),
     /// Answer a client request.
     Reply { token: Token, reply: Reply },
     /// The next line of the watch stream started by request `token` (after
     /// its `WATCHING` reply). An [`WatchEvent::End`] is its last.
     Watch { token: Token, event: WatchEvent },
+}
+
+/// A received snapshot image, checked and decoded (or why not), built off
+/// the event loop for [`Replica::snapshot_decoded`].
+pub struct DecodedSnapshot {
+    msg: Message,
+    kv: Result<StateMachine, String>,
+}
+
+impl DecodedSnapshot {
+    /// Checks and decodes the image an [`Effect::DecodeSnapshot`] carries.
+    pub fn decode(msg: Message) -> DecodedSnapshot {
+        let kv = match &msg.body {
+            MessageBody::InstallSnapshot { meta, data, .. } => {
+                StateMachine::from_image(meta, data).map_err(|err| err.to_string())
+            }
+            _ => Err("not a snapshot".into()),
+        };
+        DecodedSnapshot { msg, kv }
+    }
 }
 
 struct PendingWrite {
@@ -140,6 +164,8 @@ pub struct Replica {
     next_read_id: u64,
     /// A received snapshot image already decoded and checked, by its metadata.
     incoming: Option<(SnapshotMeta, StateMachine)>,
+    /// Last index of the received image being decoded (one at a time).
+    decoding: Option<LogIndex>,
     /// Submit tick of each storage-worker job not yet reported, in order.
     outstanding: VecDeque<u64>,
     disk_stalled: bool,
@@ -192,6 +218,7 @@ impl Replica {
             reads_waiting_apply: BTreeMap::new(),
             next_read_id: 1,
             incoming: None,
+            decoding: None,
             outstanding: VecDeque::new(),
             disk_stalled: false,
             disk_full: false,
@@ -278,23 +305,49 @@ impl Replica {
     }
 
     /// A message from a peer (no cluster check: see [`Replica::step_from`]).
+    /// A snapshot image that would move this node ahead is not stepped yet:
+    /// it goes out as [`Effect::DecodeSnapshot`] and comes back through
+    /// [`Replica::snapshot_decoded`], so a bad image is refused before the
+    /// core sees it and a big one never stalls the node.
     pub fn step(&mut self, msg: Message) {
-        if let MessageBody::InstallSnapshot { meta, data, .. } = &msg.body
+        if let MessageBody::InstallSnapshot { meta, .. } = &msg.body
             && meta.last_index > self.raft.committed()
         {
-            // Checked before the core sees it: a bad image is refused here,
-            // so it can never stop the node (the leader retries later).
-            match StateMachine::from_image(meta, data) {
-                Ok(kv) => self.incoming = Some((meta.clone(), kv)),
-                Err(err) => {
-                    self.bad_snapshots += 1;
-                    tracing::warn!(from = %msg.from, index = meta.last_index, %err,
-                        "refusing a snapshot image that fails its check");
-                    return;
-                }
+            let index = meta.last_index;
+            if self.decoding.is_some_and(|busy| busy >= index) {
+                tracing::debug!(from = %msg.from, index, "an image is already being decoded");
+                return;
             }
+            self.decoding = Some(index);
+            self.effects.push(Effect::DecodeSnapshot(msg));
+            return;
         }
         self.raft.step(msg);
+    }
+
+    /// The outcome of an [`Effect::DecodeSnapshot`]: a good image is stepped
+    /// into the core (which may still find it stale by now), a bad one is
+    /// refused and counted (the leader sends another later).
+    pub fn snapshot_decoded(&mut self, decoded: DecodedSnapshot) {
+        let DecodedSnapshot { msg, kv } = decoded;
+        let MessageBody::InstallSnapshot { meta, .. } = &msg.body else {
+            return;
+        };
+        if self.decoding == Some(meta.last_index) {
+            self.decoding = None;
+        }
+        match kv {
+            Ok(kv) if meta.last_index > self.raft.committed() => {
+                self.incoming = Some((meta.clone(), kv));
+                self.raft.step(msg);
+            }
+            Ok(kv) => self.garbage.push(Box::new(kv)),
+            Err(err) => {
+                self.bad_snapshots += 1;
+                tracing::warn!(from = %msg.from, index = meta.last_index, %err,
+                    "refusing a snapshot image that fails its check");
+            }
+        }
     }
 
     /// A client request; its answer comes as [`Effect::Reply`] with `token`.

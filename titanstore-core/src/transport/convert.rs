@@ -51,6 +51,15 @@ fn entry_from_wire(entry: &pb::Entry) -> Result<Entry, ConvertError> {
     })
 }
 
+/// A cluster configuration as it travels (bincode).
+pub(super) fn config_to_wire(config: &ClusterConfig) -> Result<bytes::Bytes, ConvertError> {
+    Ok(encode("cluster config", config)?.into())
+}
+
+pub(super) fn config_from_wire(bytes: &[u8]) -> Result<ClusterConfig, ConvertError> {
+    decode("cluster config", bytes)
+}
+
 /// Core message to wire message.
 pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
     let body = match &msg.body {

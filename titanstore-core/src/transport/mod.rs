@@ -9,9 +9,11 @@
 mod convert;
 mod peer;
 mod server;
+mod snapshot;
 
 pub use convert::{ConvertError, from_wire, to_wire};
 pub use peer::{PeerSender, SnapshotSource};
+pub use snapshot::{CHUNK_BYTES, ReceiveError};
 use std::sync::Arc;
 
 /// How a node reaches peers: where snapshot images come from, and TLS.
@@ -57,5 +59,18 @@ pub struct Envelope {
     pub msg: crate::raft::Message,
 }
 
-/// Largest gRPC message accepted or sent (snapshots travel as one message).
+/// An error and its causes, on one line (TLS failures hide in the sources).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Largest gRPC message accepted or sent (a snapshot image travels in
+/// chunks of [`CHUNK_BYTES`], of any total size).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;

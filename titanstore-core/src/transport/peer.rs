@@ -6,7 +6,8 @@ use std::time::Duration;
 use titanstore_proto::raft_client::RaftClient;
 use tokio::sync::{Mutex, mpsc};
 
-use super::{Dialer, MAX_MESSAGE_BYTES, PeerTls, to_wire};
+use super::snapshot::{SnapshotSends, start_send};
+use super::{Dialer, MAX_MESSAGE_BYTES, PeerTls, error_chain, to_wire};
 use crate::raft::{Message, MessageBody};
 use crate::types::Snapshot;
 
@@ -58,6 +59,7 @@ async fn run(
     // The request body of the gRPC stream reads straight from this queue, so a
     // message goes from the event loop to the HTTP/2 connection in one hop.
     let queue = Arc::new(Mutex::new(queue));
+    let sends = Arc::new(SnapshotSends::default());
     let mut backoff = Duration::from_millis(20);
     let mut failures = 0u64;
     loop {
@@ -89,7 +91,12 @@ async fn run(
         };
         backoff = Duration::from_millis(20);
         failures = 0;
-        let body = outgoing(Arc::clone(&queue), Arc::clone(&snapshots));
+        let images = Images {
+            client: client.clone(),
+            snapshots: Arc::clone(&snapshots),
+            sends: Arc::clone(&sends),
+        };
+        let body = outgoing(Arc::clone(&queue), images);
         if let Err(status) = client.stream(body).await {
             tracing::debug!(peer = %raft_addr, why = %error_chain(&status), "stream to peer ended");
         }
@@ -100,41 +107,43 @@ async fn run(
     }
 }
 
+/// What sends snapshot images to the peer, beside its message stream.
+#[derive(Clone)]
+struct Images {
+    client: RaftClient<tonic::transport::Channel>,
+    snapshots: Arc<dyn SnapshotSource>,
+    sends: Arc<SnapshotSends>,
+}
+
 /// The stream of wire messages for one gRPC call: it ends when the node drops
 /// its sender (shutdown); a broken connection drops it and a new call starts.
+/// An `InstallSnapshot` leaves the stream: its image goes on a call of its own.
 fn outgoing(
     queue: Arc<Mutex<mpsc::Receiver<Outgoing>>>,
-    snapshots: Arc<dyn SnapshotSource>,
+    images: Images,
 ) -> impl futures_util::Stream<Item = titanstore_proto::RaftMessage> + Send + 'static {
-    futures_util::stream::unfold((queue, snapshots), |(queue, snapshots)| async move {
+    futures_util::stream::unfold((queue, images), |(queue, images)| async move {
         loop {
-            let (mut msg, cluster_id) = queue.lock().await.recv().await?;
-            if let MessageBody::InstallSnapshot { meta, data, .. } = &mut msg.body
-                && !fill_snapshot(&snapshots, meta, data).await
-            {
+            let (msg, cluster_id) = queue.lock().await.recv().await?;
+            if matches!(msg.body, MessageBody::InstallSnapshot { .. }) {
+                start_send(
+                    images.client.clone(),
+                    msg,
+                    cluster_id,
+                    Arc::clone(&images.snapshots),
+                    Arc::clone(&images.sends),
+                );
                 continue;
             }
             match to_wire(&msg) {
                 Ok(mut wire) => {
                     wire.cluster_id = cluster_id.to_string();
-                    return Some((wire, (queue, snapshots)));
+                    return Some((wire, (queue, images)));
                 }
                 Err(err) => tracing::error!(%err, "cannot encode message"),
             }
         }
     })
-}
-
-/// An error and its causes, on one line (TLS failures hide in the sources).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 async fn connect(
@@ -166,33 +175,4 @@ async fn connect(
     Ok(RaftClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
-
-/// Loads the snapshot image off the node's event loop. A newer snapshot than
-/// the one the core named is fine: the follower replies with what it got.
-async fn fill_snapshot(
-    snapshots: &Arc<dyn SnapshotSource>,
-    meta: &mut crate::types::SnapshotMeta,
-    data: &mut Vec<u8>,
-) -> bool {
-    let source = Arc::clone(snapshots);
-    match tokio::task::spawn_blocking(move || source.latest()).await {
-        Ok(Ok(Some(snapshot))) if snapshot.meta.last_index >= meta.last_index => {
-            *meta = snapshot.meta;
-            *data = snapshot.data;
-            true
-        }
-        Ok(Ok(_)) => {
-            tracing::warn!(index = meta.last_index, "snapshot to send is not on disk");
-            false
-        }
-        Ok(Err(err)) => {
-            tracing::error!(%err, "cannot read snapshot to send");
-            false
-        }
-        Err(err) => {
-            tracing::error!(%err, "snapshot loader failed");
-            false
-        }
-    }
 }

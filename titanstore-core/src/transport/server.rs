@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use titanstore_proto::raft_server::{Raft, RaftServer};
-use titanstore_proto::{RaftMessage, StreamClosed};
+use titanstore_proto::{RaftMessage, SnapshotChunk, SnapshotReceived, StreamClosed};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -41,6 +41,25 @@ impl Raft for RaftService {
             }
         }
         Ok(Response::new(StreamClosed {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotReceived>, Status> {
+        let mut stream = request.into_inner();
+        let envelope = match super::snapshot::receive(&mut stream, &self.id).await {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                tracing::warn!(%err, "refusing a snapshot image");
+                return Err(Status::invalid_argument(err.to_string()));
+            }
+        };
+        tracing::info!(from = %envelope.msg.from, "snapshot image received");
+        if self.inbox.send(envelope).await.is_err() {
+            return Err(Status::unavailable("node is shutting down"));
+        }
+        Ok(Response::new(SnapshotReceived {}))
     }
 }
 

@@ -29,7 +29,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use titanstore_core::checker::{self, Kind, Op, Outcome, Verdict};
 use titanstore_core::node::storage_thread::{DiskFull, StorageDone, StorageJob, write_batch};
-use titanstore_core::node::{ApiConfig, Effect, Replica, ReplicaConfig, Token, boot};
+use titanstore_core::node::{
+    ApiConfig, DecodedSnapshot, Effect, Replica, ReplicaConfig, Token, boot,
+};
 use titanstore_core::protocol::{
     Delete, Get, Member, MemberSpec, Reply, Request, Set, StatusCmd, Transfer,
 };
@@ -119,6 +121,7 @@ pub struct Stats {
     pub stepdowns_disk: u64,
     pub snapshots_sent: u64,
     pub snapshots_corrupted: u64,
+    pub snapshots_decoded: u64,
     pub writes_ok: u64,
     pub writes_failed: u64,
     pub writes_unknown: u64,
@@ -141,6 +144,7 @@ impl Stats {
         self.stepdowns_disk += o.stepdowns_disk;
         self.snapshots_sent += o.snapshots_sent;
         self.snapshots_corrupted += o.snapshots_corrupted;
+        self.snapshots_decoded += o.snapshots_decoded;
         self.writes_ok += o.writes_ok;
         self.writes_failed += o.writes_failed;
         self.writes_unknown += o.writes_unknown;
@@ -159,6 +163,8 @@ pub struct Up {
     writer: SnapshotWriter,
     jobs: VecDeque<StorageJob>,
     saves: VecDeque<titanstore_core::types::Snapshot>,
+    /// Received images waiting for the decode thread (lost in a crash).
+    decodes: VecDeque<Message>,
     /// What the replica was told about a full disk (as the storage thread does).
     full: DiskFull,
 }
@@ -226,6 +232,8 @@ pub struct Sim {
     pub stats: Stats,
     /// Release 2 clients (counters over REQ + CAS, watchers).
     pub api: ApiClients,
+    /// Received snapshot images wait, undecoded, while this is set.
+    pub hold_decodes: bool,
 }
 
 fn membership(n: usize) -> ClusterConfig {
@@ -287,6 +295,7 @@ impl Sim {
             admin_replies: HashMap::new(),
             stats: Stats::default(),
             api: ApiClients::default(),
+            hold_decodes: false,
         };
         for i in 0..sim.nodes.len() {
             if !sim.nodes[i].spare {
@@ -351,6 +360,7 @@ impl Sim {
             writer,
             jobs: VecDeque::new(),
             saves: VecDeque::new(),
+            decodes: VecDeque::new(),
             full: DiskFull::default(),
         });
         Ok(())
@@ -535,6 +545,7 @@ impl Sim {
         self.poll_all()?;
         self.deliver()?;
         self.run_storage()?;
+        self.run_decodes();
         self.run_clients()?;
         self.run_api_clients();
         self.poll_all()?;
@@ -568,6 +579,25 @@ impl Sim {
         // Ids are n1..nN, in order.
         let n: usize = id.strip_prefix('n')?.parse().ok()?;
         (1..=self.nodes.len()).contains(&n).then(|| n - 1)
+    }
+
+    /// Each node's decode thread: in chaos it takes a while (a big image),
+    /// so messages and ticks go on meanwhile. It runs the runtime's own
+    /// [`DecodedSnapshot::decode`].
+    fn run_decodes(&mut self) {
+        for i in 0..self.nodes.len() {
+            let slow = self.hold_decodes || self.chaos && self.pm(700);
+            let Some(up) = self.nodes[i].up.as_mut() else {
+                continue;
+            };
+            if slow {
+                continue;
+            }
+            if let Some(msg) = up.decodes.pop_front() {
+                self.stats.snapshots_decoded += 1;
+                up.replica.snapshot_decoded(DecodedSnapshot::decode(msg));
+            }
+        }
     }
 
     /// Each node's storage worker, when its disk is not stalled, runs its
@@ -775,6 +805,11 @@ impl Sim {
             }
             Effect::Reply { token, reply } => self.on_reply(token, reply),
             Effect::Watch { token, event } => self.api.on_watch_event(token, event),
+            Effect::DecodeSnapshot(msg) => {
+                if let Some(up) = self.nodes[i].up.as_mut() {
+                    up.decodes.push_back(msg);
+                }
+            }
         }
     }
 
@@ -1277,6 +1312,11 @@ impl Sim {
             .up
             .as_ref()
             .map(|u| u.replica.raft_status().role)
+    }
+
+    /// Received snapshot images node `i` has not decoded yet.
+    pub fn decodes_waiting(&self, i: usize) -> usize {
+        self.nodes[i].up.as_ref().map_or(0, |u| u.decodes.len())
     }
 
     pub fn status(&self, i: usize) -> Option<titanstore_core::raft::Status> {
