@@ -550,6 +550,11 @@ impl StateMachine {
         })
     }
 
+    /// Bytes of keys and values the map holds.
+    pub fn data_bytes(&self) -> u64 {
+        self.map_bytes
+    }
+
     /// Decodes and checks an image without installing it.
     pub fn from_image(meta: &SnapshotMeta, data: &[u8]) -> Result<StateMachine, RestoreError> {
         let sm = if let Some(rest) = data.strip_prefix(&IMAGE_MAGIC) {

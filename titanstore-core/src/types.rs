@@ -58,6 +58,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Bytes of keys, values and client ids it carries (its size in a log).
+    pub fn data_len(&self) -> usize {
+        match self {
+            Command::Set { key, value } | Command::Cas { key, value, .. } => {
+                key.len() + value.len()
+            }
+            Command::Delete { key } | Command::Cad { key, .. } => key.len(),
+            Command::Session {
+                client, command, ..
+            } => client.len() + command.data_len(),
+        }
+    }
+}
+
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryPayload {

@@ -421,6 +421,32 @@ fn a_slow_snapshot_decode_neither_stalls_nor_repeats() {
     sim.finish().unwrap();
 }
 
+/// Big values bound the log by bytes: with few entries but many bytes of
+/// values since the last snapshot, a new one is taken (and not without the
+/// byte bound).
+#[test]
+fn big_values_trigger_snapshots_by_bytes() {
+    for (bound, expect_snapshot) in [(4_000, true), (u64::MAX, false)] {
+        let mut opts = Options::shape(3, 13);
+        opts.snapshot_threshold = 1_000;
+        opts.snapshot_log_bytes = bound;
+        opts.chaos_ticks = 0;
+        let mut sim = Sim::new(13, opts).unwrap();
+        sim.set_chaos(false);
+        elect(&mut sim, 0);
+        let big = "v".repeat(1_000);
+        for i in 0..12 {
+            let w = sim.write(0, &format!("k{}", i % 3), &big);
+            assert!(sim.until(200, |s| s.outcome(w) == OpOutcome::Ok));
+        }
+        let snapshotted = sim.until(200, |s| {
+            (0..3).all(|n| s.status(n).is_some_and(|st| st.snapshot_index > 0))
+        });
+        assert_eq!(snapshotted, expect_snapshot, "byte bound {bound}");
+        sim.finish().unwrap();
+    }
+}
+
 #[test]
 fn sim_membership_changes() {
     run_seeds("sim_membership_changes", 2_000_001, 300, |seed| {

@@ -206,9 +206,16 @@ async fn a_damaged_disordered_truncated_or_huge_image_is_refused() {
         ("addressed elsewhere", elsewhere),
     ] {
         let status = raw_send(&addr, chunks).await.expect_err(what);
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status}"
+        );
     }
-    assert!(inbox.try_recv().is_err(), "a refused image reached the node");
+    assert!(
+        inbox.try_recv().is_err(),
+        "a refused image reached the node"
+    );
     // The same image, whole, is taken.
     raw_send(&addr, chunked(&data, 4096)).await.unwrap();
     let got = next(&mut inbox).await;

@@ -123,6 +123,7 @@ impl NodeConfig {
             id: self.id.clone(),
             advertise_client_addr: self.advertise_client_addr.clone(),
             snapshot_threshold: self.snapshot_threshold,
+            snapshot_log_bytes: 64 << 20,
             // ~3 ms of encoding a pass on this kind of machine.
             snapshot_slice_keys: 16_384,
             request_timeout_ticks: self.ticks(self.request_timeout),

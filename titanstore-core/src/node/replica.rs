@@ -54,6 +54,10 @@ pub struct ReplicaConfig {
     pub advertise_client_addr: String,
     /// Take a snapshot once this many entries were applied since the last one.
     pub snapshot_threshold: u64,
+    /// ... or once the commands applied since then carry this many bytes of
+    /// keys and values, and as many as the map holds: the log kept in memory
+    /// and on disk stays within about the size of the state (big values).
+    pub snapshot_log_bytes: u64,
     /// Keys of a snapshot image written per tick (also at most
     /// [`SNAPSHOT_SLICE_BYTES`]): a big map is encoded across many ticks,
     /// while entries are applied, so no pass of the event loop is long.
@@ -156,6 +160,8 @@ pub struct Replica {
     garbage: Vec<Box<dyn std::any::Any + Send>>,
     /// Size of the last snapshot image, to size the next one's buffer.
     last_image_len: usize,
+    /// Bytes of keys and values applied since the last snapshot was begun.
+    log_bytes: u64,
     /// Writes by index; several when newer leaders proposed at the same index.
     writes: BTreeMap<LogIndex, Vec<PendingWrite>>,
     reads: BTreeMap<u64, PendingRead>,
@@ -213,6 +219,7 @@ impl Replica {
             snapshot_encoding: None,
             garbage: Vec::new(),
             last_image_len: 0,
+            log_bytes: 0,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             reads_waiting_apply: BTreeMap::new(),
@@ -941,6 +948,7 @@ impl Replica {
         let old = std::mem::replace(&mut self.kv, kv);
         self.garbage.push(Box::new(old));
         self.snapshot = snapshot.meta.clone();
+        self.log_bytes = 0;
         self.watches.reset(index, &mut self.effects);
         // Writes this node proposed up to here were decided elsewhere; whether
         // they made it cannot be told from a snapshot.
@@ -965,6 +973,9 @@ impl Replica {
         for entry in entries {
             if entry.index <= self.kv.applied_index() {
                 continue;
+            }
+            if let EntryPayload::Command(command) = entry.payload.as_ref() {
+                self.log_bytes += command.data_len() as u64;
             }
             let applied = self.kv.apply_entry(&entry).unwrap_or_default();
             if let Some(change) = applied.change {
@@ -1018,11 +1029,14 @@ impl Replica {
         // Past the threshold, also wait for as many entries as a quarter of the keys:
         // encoding is O(keys), so snapshots of a big map stay rare and their
         // cost per write stays constant, while the log stays O(state).
+        // Big values reach the byte bound first, for the same reason.
         let threshold = self.cfg.snapshot_threshold.max(self.kv.len() as u64 / 4);
+        let byte_bound = self.cfg.snapshot_log_bytes.max(self.kv.data_bytes());
         if self.snapshot_in_flight
             || self.snapshot_encoding.is_some()
             || self.now < self.snapshot_retry_tick
-            || applied < self.snapshot.last_index + threshold
+            || applied <= self.snapshot.last_index
+            || applied < self.snapshot.last_index + threshold && self.log_bytes < byte_bound
         {
             return;
         }
@@ -1033,6 +1047,7 @@ impl Replica {
             return;
         }
         self.snapshot_encoding = Some(self.raft.config_at(applied));
+        self.log_bytes = 0;
         // A small map is written at once; a big one goes on at every tick.
         self.continue_snapshot();
     }

@@ -67,6 +67,7 @@ pub struct Options {
     /// Per tick: a node's storage worker runs its queued jobs.
     pub persist_pm: u32,
     pub snapshot_threshold: u64,
+    pub snapshot_log_bytes: u64,
     /// Machines beyond `nodes` that membership changes may add.
     pub spares: usize,
     /// Per tick: a membership change or leadership transfer is asked for.
@@ -95,6 +96,11 @@ impl Options {
             corrupt_snapshot_pm: 100,
             persist_pm: 300 + (seed % 5) as u32 * 120,
             snapshot_threshold: 15 + seed % 30,
+            snapshot_log_bytes: if seed.is_multiple_of(3) {
+                300
+            } else {
+                u64::MAX
+            },
             spares: 0,
             membership_pm: 0,
             session_ttl_ms: ApiConfig::default().session_ttl_ms,
@@ -332,6 +338,9 @@ impl Sim {
             id: node.id.clone(),
             advertise_client_addr: format!("{}:2", node.id),
             snapshot_threshold: self.opts.snapshot_threshold,
+            // Values in the simulation are short: a few hundred bytes of
+            // them also trigger a snapshot, as big values do for real.
+            snapshot_log_bytes: self.opts.snapshot_log_bytes,
             // A few keys a tick: images are written across ticks while
             // entries are applied, as a big map's are for real.
             snapshot_slice_keys: 3,
