@@ -24,9 +24,9 @@ struct Source {
 }
 
 impl SnapshotSource for Source {
-    fn latest(&self) -> Result<Option<Snapshot>, String> {
+    fn latest(&self) -> Result<Option<Arc<Snapshot>>, String> {
         self.loads.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(self.snapshot.clone()))
+        Ok(Some(Arc::new(self.snapshot.clone())))
     }
 }
 

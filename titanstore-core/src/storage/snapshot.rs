@@ -141,6 +141,11 @@ impl SnapshotStore {
     }
 }
 
+/// Where the snapshot in `dir` lives.
+pub fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join(SNAPSHOT_FILE)
+}
+
 /// Reads the snapshot in `dir` on the real file system without changing
 /// anything, so it is safe while the node saves a new one (the rename is atomic).
 pub fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StorageError> {

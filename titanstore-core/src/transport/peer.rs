@@ -13,8 +13,9 @@ use crate::types::Snapshot;
 
 /// Where a peer task gets the snapshot image to fill an `InstallSnapshot`.
 pub trait SnapshotSource: Send + Sync + 'static {
-    /// The newest snapshot on disk, if any.
-    fn latest(&self) -> Result<Option<Snapshot>, String>;
+    /// The newest snapshot on disk, if any. Shared: sends of one image to
+    /// several peers may hold the same copy.
+    fn latest(&self) -> Result<Option<Arc<Snapshot>>, String>;
 }
 
 /// Messages queued for one peer before it counts as slow and drops them.

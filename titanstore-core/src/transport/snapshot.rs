@@ -138,8 +138,8 @@ async fn send(
             _ => return Err(format!("no snapshot at or after index {index} on disk")),
         };
         let len = snapshot.data.len();
-        let chunks = chunks(&header, &snapshot.meta, Bytes::from(snapshot.data))
-            .map_err(|err| err.to_string())?;
+        let data = Bytes::from_owner(Image(Arc::clone(&snapshot)));
+        let chunks = chunks(&header, &snapshot.meta, data).map_err(|err| err.to_string())?;
         Ok((snapshot.meta.last_index, len, chunks))
     });
     let (index, len, chunks) = prepared
@@ -150,6 +150,15 @@ async fn send(
         .await
         .map_err(|status| error_chain(&status))?;
     Ok((index, len))
+}
+
+/// A shared snapshot's image, as the buffer chunks are cut from.
+struct Image(Arc<crate::types::Snapshot>);
+
+impl AsRef<[u8]> for Image {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.data
+    }
 }
 
 /// The chunks of one image, in order; the last one carries the checksum.
