@@ -68,6 +68,8 @@ enum Wake {
     Request(NodeRequest),
     Storage(StorageDone),
     Decoded(Box<DecodedSnapshot>),
+    /// The replica left work for another pass (a long backlog to apply).
+    Continue,
 }
 
 impl EventLoop {
@@ -119,6 +121,7 @@ impl EventLoop {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
+            let more = self.replica.has_work();
             let wake = tokio::select! {
                 _ = &mut shutdown => break Ok(()),
                 due = ticker.tick() => Wake::Tick(due),
@@ -129,6 +132,7 @@ impl EventLoop {
                 Some(request) = requests.recv() => Wake::Request(request),
                 Some(report) = done.recv() => Wake::Storage(report),
                 Some(image) = decoded.recv() => Wake::Decoded(Box::new(image)),
+                () = tokio::task::yield_now(), if more => Wake::Continue,
             };
             let started = Instant::now();
             let wake_kind = match &wake {
@@ -137,6 +141,7 @@ impl EventLoop {
                 Wake::Request(_) => "client request",
                 Wake::Storage(_) => "storage report",
                 Wake::Decoded(_) => "decoded snapshot",
+                Wake::Continue => "backlog",
             };
             match wake {
                 Wake::Tick(due) => {
@@ -180,6 +185,7 @@ impl EventLoop {
                     }
                 }
                 Wake::Decoded(image) => self.replica.snapshot_decoded(*image),
+                Wake::Continue => {}
             }
             let polled = self.replica.poll(&mut self.effects);
             let garbage = self.replica.take_garbage();

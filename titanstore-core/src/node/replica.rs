@@ -137,6 +137,9 @@ struct PendingRead {
     deadline: u64,
 }
 
+/// Readys handled per [`Replica::poll`]: each applies at most 4,096 entries,
+/// so a pass of the event loop applies at most ~16k (a few ms).
+const MAX_READYS_PER_POLL: usize = 4;
 /// Ticks to wait after a snapshot could not be saved.
 const SNAPSHOT_RETRY_TICKS: u64 = 100;
 /// Bytes of a snapshot image written per tick, at most (see
@@ -502,13 +505,20 @@ impl Replica {
     pub fn poll(&mut self, out: &mut Vec<Effect>) -> Result<(), NodeError> {
         // What the runtime did not take last time is freed here.
         self.garbage.clear();
+        // A bounded number of Readys per call: after a restart or a long
+        // partition, hundreds of thousands of committed entries wait to be
+        // applied, and applying them in one go would hold up ticks and
+        // heartbeats for a long time. The rest waits for the next call
+        // ([`Replica::has_work`]).
+        let mut readys = 0;
         loop {
-            while self.raft.has_ready() {
+            while self.raft.has_ready() && readys < MAX_READYS_PER_POLL {
                 let ready = self.raft.ready();
                 self.on_ready(ready)?;
+                readys += 1;
             }
             self.advance_member_ops();
-            if !self.raft.has_ready() {
+            if !self.raft.has_ready() || readys >= MAX_READYS_PER_POLL {
                 break;
             }
         }
@@ -521,6 +531,12 @@ impl Replica {
             return Err(NodeError::Refused(reason.to_string()));
         }
         Ok(())
+    }
+
+    /// Whether [`Replica::poll`] left work for another call (call it again
+    /// soon, without waiting for an input).
+    pub fn has_work(&self) -> bool {
+        self.raft.has_ready()
     }
 
     /// The node is stopping: every pending request gets its final answer.
