@@ -25,7 +25,7 @@ use crate::types::{NodeId, Snapshot};
 /// Most inputs of one kind folded into one pass before the effects are run.
 const MAX_DRAIN: usize = 1024;
 /// A pass this long is logged: it nears the shortest election timeout.
-const LONG_PASS: std::time::Duration = std::time::Duration::from_millis(100);
+const LONG_PASS: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub(super) struct EventLoop {
     replica: Replica,
@@ -187,7 +187,9 @@ impl EventLoop {
                 Wake::Decoded(image) => self.replica.snapshot_decoded(*image),
                 Wake::Continue => {}
             }
+            let inputs = started.elapsed();
             let polled = self.replica.poll(&mut self.effects);
+            let decided = started.elapsed();
             let garbage = self.replica.take_garbage();
             if !garbage.is_empty() {
                 tokio::task::spawn_blocking(move || drop(garbage));
@@ -199,6 +201,9 @@ impl EventLoop {
                 tracing::warn!(
                     woken_by = wake_kind,
                     millis = pass.as_millis() as u64,
+                    inputs_ms = inputs.as_millis() as u64,
+                    poll_ms = (decided - inputs).as_millis() as u64,
+                    effects_ms = (pass - decided).as_millis() as u64,
                     "event loop pass took long (peers may time out; see event_loop_pass_duration_seconds)"
                 );
             }
