@@ -39,17 +39,33 @@ pub(crate) fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), Stor
 
 /// Fills in the header of the frame at `start`, whose payload runs to the end of `out`.
 fn finish_frame(out: &mut Vec<u8>, start: usize) -> Result<(), StorageError> {
-    let payload_len = out.len() - start - HEADER_LEN;
+    let payload = &out[start + HEADER_LEN..];
+    let header = match frame_header(payload.len(), crc32c::crc32c(payload)) {
+        Ok(header) => header,
+        Err(err) => {
+            out.truncate(start);
+            return Err(err);
+        }
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(&header);
+    Ok(())
+}
+
+/// The header of a frame whose payload is `payload_len` bytes with CRC-32C
+/// `payload_crc`, for a payload written in pieces.
+pub(crate) fn frame_header(
+    payload_len: usize,
+    payload_crc: u32,
+) -> Result<[u8; HEADER_LEN], StorageError> {
     let Ok(len) = u32::try_from(payload_len) else {
-        out.truncate(start);
         return Err(StorageError::RecordTooLarge(payload_len));
     };
     let len_bytes = len.to_le_bytes();
-    let payload_crc = crc32c::crc32c(&out[start + HEADER_LEN..]);
-    out[start..start + 4].copy_from_slice(&len_bytes);
-    out[start + 4..start + 8].copy_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
-    out[start + 8..start + 12].copy_from_slice(&payload_crc.to_le_bytes());
-    Ok(())
+    let mut header = [0; HEADER_LEN];
+    header[..4].copy_from_slice(&len_bytes);
+    header[4..8].copy_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
+    header[8..].copy_from_slice(&payload_crc.to_le_bytes());
+    Ok(header)
 }
 
 /// A frame read from a buffer.
