@@ -5,7 +5,8 @@
 # ask PORT LINE: one request over bash's /dev/tcp; prints the reply line.
 ask() {
     local port=$1 line=$2 reply
-    exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
+    # Braces, so that a refused connection says nothing: the redirection fails before a 2> on exec applies.
+    { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
     printf '%s\n' "$line" >&3
     IFS= read -r -t 6 reply <&3 || { exec 3<&-; return 1; }
     exec 3<&-

@@ -1,11 +1,17 @@
 //! `titanstore-bench` against a real one-node cluster on loopback: its JSON
-//! report, stale reads, and refusals of bad arguments. No timing is asserted.
+//! report, stale reads, and refusals of bad arguments; `--target etcd`
+//! against a fake etcd JSON gateway (no etcd needed); `--floor`. No timing is
+//! asserted.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_titanstore-server");
 const BENCH: &str = env!("CARGO_BIN_EXE_titanstore-bench");
@@ -103,4 +109,227 @@ fn bench_reports_json_and_refuses_bad_arguments() {
         assert_eq!(code, 2, "{bad:?}: {out}{err}");
         assert!(!err.is_empty(), "{bad:?} says why");
     }
+}
+
+/// What the fake gateway saw.
+#[derive(Default)]
+struct Seen {
+    connections: usize,
+    puts: usize,
+    ranges: usize,
+    serializable: usize,
+    /// Requests that are not what etcd's gateway expects.
+    bad: Vec<String>,
+}
+
+/// Checks one request and picks the reply: puts succeed; linearizable
+/// ranges fail with a 503, serializable ones with a 200 whose body is an
+/// error, as the gateway's error bodies look.
+fn gateway_reply(path: &str, body: &[u8], value_size: usize, seen: &mut Seen) -> String {
+    let mut bad = |why: String| seen.bad.push(why);
+    let json: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(json) => json,
+        Err(err) => {
+            bad(format!("body is not JSON: {err}"));
+            serde_json::Value::Null
+        }
+    };
+    let decode = |field: &str| {
+        json[field]
+            .as_str()
+            .and_then(|text| STANDARD.decode(text).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match decode("key") {
+        Some(key) if key.starts_with('k') && key[1..].parse::<u64>().is_ok() => {}
+        other => bad(format!("{path}: key {other:?} is not base64 of k<n>")),
+    }
+    let ok = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    match path {
+        "/v3/kv/put" => {
+            seen.puts += 1;
+            if decode("value") != Some("x".repeat(value_size)) {
+                seen.bad.push(format!(
+                    "put value {:?} is not base64 of x*{value_size}",
+                    json["value"]
+                ));
+            }
+            ok(r#"{"header":{"revision":"2"}}"#)
+        }
+        "/v3/kv/range" if json["serializable"] == true => {
+            seen.ranges += 1;
+            seen.serializable += 1;
+            ok(r#"{"error":"etcdserver: request timed out","code":14}"#)
+        }
+        "/v3/kv/range" => {
+            seen.ranges += 1;
+            let body = r#"{"error":"etcdserver: leader changed","code":14}"#;
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        other => {
+            seen.bad.push(format!("unexpected path {other}"));
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nNot Found".to_owned()
+        }
+    }
+}
+
+/// Serves one keep-alive connection until the client closes it.
+fn serve_gateway(stream: TcpStream, value_size: usize, seen: &Mutex<Seen>) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let request = line.trim_end().to_owned();
+        let (mut length, mut host) = (None, false);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            }
+            host |= name.eq_ignore_ascii_case("host");
+        }
+        let mut body = vec![0; length.unwrap_or(0)];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = {
+            let mut seen = seen.lock().unwrap();
+            if !host || length.is_none() {
+                seen.bad
+                    .push(format!("{request}: no Host or Content-Length"));
+            }
+            match request
+                .strip_prefix("POST ")
+                .and_then(|r| r.strip_suffix(" HTTP/1.1"))
+            {
+                Some(path) => gateway_reply(path, &body, value_size, &mut seen),
+                None => {
+                    seen.bad.push(format!("bad request line {request:?}"));
+                    return;
+                }
+            }
+        };
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A fake etcd JSON gateway on loopback; returns its address.
+fn fake_gateway(value_size: usize, seen: Arc<Mutex<Seen>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            seen.lock().unwrap().connections += 1;
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || serve_gateway(stream, value_size, &seen));
+        }
+    });
+    addr
+}
+
+#[test]
+fn bench_loads_the_etcd_gateway_and_counts_its_errors() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let addr = fake_gateway(10, Arc::clone(&seen));
+    let run = |extra: &[&str]| {
+        let common = ["--target", "etcd", "--addrs", &addr, "--duration", "0.3"];
+        let (code, out, err) =
+            bench(&[&common[..], &["--value-size", "10", "--json"], extra].concat());
+        assert_eq!(code, 0, "{out}{err}");
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(report["target"], "etcd", "{out}");
+        assert!(report["ops"].as_u64().unwrap() > 0, "{out}");
+        report
+    };
+
+    // 2 clients x pipeline 3: 6 keep-alive connections, one request in flight on each.
+    let report = run(&["--clients", "2", "--pipeline", "3"]);
+    assert_eq!(report["errors"], 0, "puts succeed: {report}");
+    assert_eq!(report["connections"], 6);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.connections, 6, "one connection each, kept alive");
+        assert!(seen.puts > 0 && seen.ranges == 0);
+    }
+
+    // A 503 and a 200 with an error body are both errors.
+    let report = run(&["--read-ratio", "1"]);
+    assert_eq!(report["errors"], report["ops"], "{report}");
+    let report = run(&[
+        "--read-ratio",
+        "1",
+        "--stale-reads",
+        "--pipeline",
+        "4",
+        "--http-pipelining",
+    ]);
+    assert_eq!(report["errors"], report["ops"], "{report}");
+    assert_eq!(report["connections"], 1, "pipelined on one connection");
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.ranges > seen.serializable && seen.serializable > 0);
+    assert!(seen.bad.is_empty(), "{:?}", seen.bad);
+    drop(seen);
+
+    let (code, _, err) = bench(&["--target", "etcd", "--addrs", &addr, "--req"]);
+    assert_eq!(code, 2, "--req has no etcd meaning: {err}");
+}
+
+#[test]
+fn floor_reports_fdatasync_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = bench(&[
+        "--floor",
+        "--json",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ms = |name: &str| report[name].as_f64().unwrap();
+    assert!(
+        0.0 < ms("fdatasync_p50_ms") && ms("fdatasync_p50_ms") <= ms("fdatasync_p99_ms"),
+        "{out}"
+    );
+    assert!(
+        0.0 < ms("rtt_p50_ms") && ms("rtt_p50_ms") <= ms("rtt_p99_ms"),
+        "{out}"
+    );
+    let floor = 2.0 * ms("rtt_p50_ms") + ms("fdatasync_p50_ms");
+    assert!(
+        (ms("replicated_write_floor_ms") - floor).abs() < 1e-6,
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the scratch file is removed"
+    );
+
+    let (code, _, err) = bench(&["--floor", "--data-dir", "/nonexistent/titanstore-bench"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a directory"), "{err}");
 }
