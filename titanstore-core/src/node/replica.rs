@@ -350,8 +350,20 @@ impl Replica {
             Ok(kv) if meta.last_index > self.raft.committed() => {
                 self.incoming = Some((meta.clone(), kv));
                 self.raft.step(msg);
+                // The core may not install it (a stale term, or it holds
+                // that entry already): then the decoded map is not needed.
+                if !self.raft.has_pending_snapshot()
+                    && let Some((_, unused)) = self.incoming.take()
+                {
+                    self.garbage.push(Box::new(unused));
+                }
             }
-            Ok(kv) => self.garbage.push(Box::new(kv)),
+            Ok(kv) => {
+                // Overtaken while it was decoded: the core answers with
+                // what this node has committed, so the leader moves on.
+                self.garbage.push(Box::new(kv));
+                self.raft.step(msg);
+            }
             Err(err) => {
                 self.bad_snapshots += 1;
                 tracing::warn!(from = %msg.from, index = meta.last_index, %err,
