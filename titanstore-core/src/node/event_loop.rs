@@ -108,6 +108,7 @@ impl EventLoop {
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut clock = super::tick_clock::TickClock::new(self.tick);
         let result = loop {
             let wake = tokio::select! {
                 _ = &mut shutdown => break Ok(()),
@@ -120,6 +121,13 @@ impl EventLoop {
                 Some(report) = done.recv() => Wake::Storage(report),
             };
             let started = Instant::now();
+            if let Wake::Tick(_) = &wake {
+                clock.ticked(started);
+            }
+            if clock.behind(started) {
+                // The core's ticks lag real time: its read lease may be stale.
+                self.replica.drop_read_lease();
+            }
             let wake_kind = match &wake {
                 Wake::Tick(_) => "tick",
                 Wake::Message(_) => "peer message",
