@@ -39,6 +39,18 @@ fn bad_flags_exit_2_with_a_message() {
         ),
         (vec!["--id", "n1", "--heartbeat-ms", "500"], "heartbeat"),
         (vec!["--id", "n1", "--bogus"], "--bogus"),
+        (vec!["--id", "n1", "--read-mode", "eventual"], "eventual"),
+        (
+            vec![
+                "--id",
+                "n1",
+                "--read-mode",
+                "lease",
+                "--lease-drift-percent",
+                "100",
+            ],
+            "--read-mode lease",
+        ),
     ] {
         let (code, stderr) = run(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");

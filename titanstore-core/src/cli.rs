@@ -13,6 +13,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use crate::node::{self, NodeConfig, Peer};
+use crate::raft::ReadMode;
 use crate::server::ServerConfig;
 use crate::transport::PeerTls;
 
@@ -109,6 +110,41 @@ pub struct Args {
     /// further requests get `ERR BUSY` until replies free room.
     #[arg(long, default_value_t = 256 << 20)]
     pub max_inflight_bytes: usize,
+    /// How the leader confirms a linearizable read (GET, GETREV, SCAN).
+    /// `index`: a heartbeat round a majority acknowledged (safe whatever the
+    /// clocks do). `lease`: answered at once while the leader holds a lease
+    /// (a majority acknowledged a heartbeat sent less than
+    /// (election-timeout-min - 1 tick) x (1 - drift) - 2 ticks ago), else as
+    /// `index`. Lease mode ASSUMES every node's monotonic clock runs at the
+    /// real rate within --lease-drift-percent and that no node pauses beyond
+    /// that margin unnoticed (a leader whose event loop stalled or that was
+    /// SIGSTOPped drops its lease on resuming; a suspended machine, whose
+    /// clock stops too, is not noticed); if that fails, a read may return
+    /// stale data. See the README, "Read modes".
+    #[arg(long, value_enum, default_value_t = ReadModeArg::Index)]
+    pub read_mode: ReadModeArg,
+    /// With --read-mode lease: the clock-drift bound between nodes, in
+    /// percent (0..100); the lease is shortened by it.
+    #[arg(long, default_value_t = 10)]
+    pub lease_drift_percent: u64,
+}
+
+/// `--read-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadModeArg {
+    /// ReadIndex: one heartbeat round per batch of reads.
+    Index,
+    /// Leader lease, falling back to ReadIndex outside it.
+    Lease,
+}
+
+impl From<ReadModeArg> for ReadMode {
+    fn from(mode: ReadModeArg) -> ReadMode {
+        match mode {
+            ReadModeArg::Index => ReadMode::Index,
+            ReadModeArg::Lease => ReadMode::Lease,
+        }
+    }
 }
 
 /// How log lines are written to stderr.
@@ -188,6 +224,17 @@ impl Args {
         if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
             return Err("--heartbeat-ms must be > 0 and below --election-timeout-min-ms".into());
         }
+        if self.read_mode == ReadModeArg::Lease {
+            let mut raft = self.node_config(0, 0, 1).raft_config();
+            raft.read_mode = ReadMode::Lease;
+            if self.lease_drift_percent >= 100 || raft.lease_ticks() == 0 {
+                return Err(format!(
+                    "--read-mode lease needs --lease-drift-percent below 100 and an election \
+                     timeout long enough for a lease of at least one tick (got {} ms min, {}%)",
+                    self.election_timeout_min_ms, self.lease_drift_percent
+                ));
+            }
+        }
         if !(self.client_idle_timeout.is_finite() && self.client_idle_timeout > 0.0) {
             return Err("--client-idle-timeout must be a positive number of seconds".into());
         }
@@ -244,6 +291,8 @@ impl Args {
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         config.snapshot_threshold = self.snapshot_threshold;
         config.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        config.read_mode = self.read_mode.into();
+        config.lease_drift_percent = self.lease_drift_percent;
         config.server = ServerConfig {
             max_line_bytes: self.max_line_bytes,
             max_connections,

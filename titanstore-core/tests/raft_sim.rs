@@ -8,6 +8,7 @@ mod sim;
 mod support;
 
 use sim::{SimOptions, run_seeds};
+use titanstore_core::raft::ReadMode;
 
 fn opts(nodes: usize, seed: u64) -> SimOptions {
     SimOptions {
@@ -23,6 +24,16 @@ fn opts(nodes: usize, seed: u64) -> SimOptions {
         check_quorum: !seed.is_multiple_of(3),
         crash_pm: 3 + (seed % 5) as u32 * 3,
         persist_pm: 200 + (seed % 7) as u32 * 100,
+        read_mode: ReadMode::Index,
+    }
+}
+
+/// Lease reads (which need check-quorum), pre-vote on or off.
+fn lease_opts(nodes: usize, seed: u64) -> SimOptions {
+    SimOptions {
+        check_quorum: true,
+        read_mode: ReadMode::Lease,
+        ..opts(nodes, seed)
     }
 }
 
@@ -43,5 +54,22 @@ fn sim_lossy_network() {
         dup_pct: 10,
         max_delay: 8,
         ..opts(3 + 2 * (seed % 2) as usize, seed)
+    });
+}
+
+#[test]
+fn sim_lease_reads() {
+    run_seeds("sim_lease_reads", 300_001, 400, |seed| {
+        lease_opts(3 + 2 * (seed % 2) as usize, seed)
+    });
+}
+
+#[test]
+fn sim_lease_reads_lossy() {
+    run_seeds("sim_lease_reads_lossy", 400_001, 100, |seed| SimOptions {
+        drop_pct: 25,
+        dup_pct: 10,
+        max_delay: 8,
+        ..lease_opts(3 + 2 * (seed % 2) as usize, seed)
     });
 }

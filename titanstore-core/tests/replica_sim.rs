@@ -5,17 +5,48 @@
 //! Replay one seed: `NODE_SIM_SEED=<seed> cargo test -p titanstore-core --test replica_sim <test>`;
 //! run more: `NODE_SIM_SEEDS=<count>` (per test; CI runs the defaults, 1,200 in all),
 //! e.g. `NODE_SIM_SEEDS=50000` in each of the two tests for the long mode.
+//! The `sim_lease_reads*` tests run the same faults with lease reads, the
+//! sim's skipped ticks kept within the lease's 10% drift bound.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod whole_node;
 
 use titanstore_core::protocol::{Req, Request, Set};
-use titanstore_core::raft::{Message, MessageBody, Role};
+use titanstore_core::raft::{Message, MessageBody, ReadMode, Role};
 use whole_node::{OpOutcome, Options, Sim, run_seeds};
 
 #[test]
 fn sim_three_nodes() {
     run_seeds("sim_three_nodes", 1, 700, |seed| Options::shape(3, seed));
+}
+
+/// Lease reads under every fault; the checker must still find the history
+/// linearizable (the sim keeps clock drift within the lease's bound).
+#[test]
+fn sim_lease_reads() {
+    run_seeds("sim_lease_reads", 3_000_001, 300, |seed| Options {
+        read_mode: ReadMode::Lease,
+        ..Options::shape(3 + 2 * (seed % 2) as usize, seed)
+    });
+}
+
+/// Lease reads with membership changes and leadership transfers.
+#[test]
+fn sim_lease_reads_with_membership_changes() {
+    run_seeds(
+        "sim_lease_reads_with_membership_changes",
+        3_100_001,
+        100,
+        |seed| {
+            let nodes = 3 + (seed % 3) as usize;
+            Options {
+                spares: 7 - nodes,
+                membership_pm: 8,
+                read_mode: ReadMode::Lease,
+                ..Options::shape(nodes, seed)
+            }
+        },
+    );
 }
 
 #[test]

@@ -120,6 +120,7 @@ impl EventLoop {
         };
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut clock = super::tick_clock::TickClock::new(self.tick);
         let result = loop {
             let more = self.replica.has_work();
             let wake = tokio::select! {
@@ -135,6 +136,13 @@ impl EventLoop {
                 () = tokio::task::yield_now(), if more => Wake::Continue,
             };
             let started = Instant::now();
+            if let Wake::Tick(_) = &wake {
+                clock.ticked(started);
+            }
+            if clock.behind(started) {
+                // The core's ticks lag real time: its read lease may be stale.
+                self.replica.drop_read_lease();
+            }
             let wake_kind = match &wake {
                 Wake::Tick(_) => "tick",
                 Wake::Message(_) => "peer message",

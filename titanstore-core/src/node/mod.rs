@@ -10,6 +10,7 @@ mod handle;
 mod join;
 pub mod replica;
 pub mod storage_thread;
+mod tick_clock;
 pub mod watches;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ pub use replica::{DecodedSnapshot, Effect, Replica, ReplicaConfig, Token};
 pub use watches::ApiConfig;
 
 use crate::metrics::Metrics;
-use crate::raft::{Bootstrap, RaftConfig, RaftNode};
+use crate::raft::{Bootstrap, RaftConfig, RaftNode, ReadMode};
 use crate::server::{self, ServerConfig};
 use crate::state_machine::StateMachine;
 use crate::storage::{self, Recovered, Storage};
@@ -72,6 +73,10 @@ pub struct NodeConfig {
     pub peer_addrs: std::collections::HashMap<NodeId, String>,
     /// Mutual TLS between nodes (off: plaintext gRPC).
     pub peer_tls: Option<PeerTls>,
+    /// How linearizable reads are confirmed (lease mode: see `raft/lease.rs`).
+    pub read_mode: ReadMode,
+    /// Lease mode: the clock-drift bound between nodes, in percent.
+    pub lease_drift_percent: u64,
 }
 
 impl NodeConfig {
@@ -94,6 +99,8 @@ impl NodeConfig {
             join_as_learner: false,
             peer_addrs: std::collections::HashMap::new(),
             peer_tls: None,
+            read_mode: ReadMode::Index,
+            lease_drift_percent: 10,
         }
     }
 
@@ -113,6 +120,8 @@ impl NodeConfig {
         raft.seed = seed_from_clock(&self.id);
         raft.incarnation = raft.seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15;
         raft.bootstrap_grace_ticks = 10 * raft.election_timeout_max_ticks;
+        raft.read_mode = self.read_mode;
+        raft.lease_drift_percent = self.lease_drift_percent;
         raft
     }
 

@@ -252,6 +252,12 @@ impl Replica {
 
     // ----- inputs -----
 
+    /// The runtime's ticks fell behind real time: no lease reads until a
+    /// heartbeat round sent from now on renews the lease.
+    pub fn drop_read_lease(&mut self) {
+        self.raft.drop_read_lease();
+    }
+
     /// One tick of logical time.
     pub fn tick(&mut self) {
         self.now += 1;

@@ -23,12 +23,15 @@ impl RaftNode {
     }
 
     /// We heard from a live leader recently (or are a leader that checks its
-    /// quorum), so requests to replace it are refused.
+    /// quorum, or, in lease mode, just started), so requests to replace it
+    /// are refused. Lease reads rely on this (see `lease.rs`).
     pub(super) fn in_lease(&self) -> bool {
         match self.role {
             Role::Leader => self.cfg.check_quorum,
             _ => {
-                self.leader.is_some() && self.election_elapsed < self.cfg.election_timeout_min_ticks
+                (self.leader.is_some()
+                    && self.election_elapsed < self.cfg.election_timeout_min_ticks)
+                    || self.lease_boot_hold()
             }
         }
     }
@@ -56,6 +59,7 @@ impl RaftNode {
         self.tick_transfer();
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
+            self.lease_heartbeat_round();
             self.bcast_heartbeat();
         }
     }

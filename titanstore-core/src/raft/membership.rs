@@ -176,6 +176,8 @@ impl RaftNode {
         }
         self.cluster = config;
         if self.role == Role::Leader {
+            // Acks counted in the old config: a lease starts afresh.
+            self.drop_read_lease();
             let next = self.log.last_index() + 1;
             let members = self.peers();
             self.progress.retain(|id, _| members.contains(id));
@@ -290,6 +292,8 @@ impl RaftNode {
         }
         if self.progress.get(peer).is_some_and(|pr| pr.matched >= last) {
             t.timeout_sent = true;
+            // Its target may now be elected inside any follower's lease.
+            self.lease_revoke();
             let term = self.term;
             self.send(peer.clone(), MessageBody::TimeoutNow { term });
         }

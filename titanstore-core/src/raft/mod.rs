@@ -10,6 +10,7 @@
 //! - `election.rs`: pre-vote, votes, role changes, ticks, check-quorum.
 //! - `replication.rs`: AppendEntries / InstallSnapshot on both sides, commit.
 //! - `read_index.rs`: linearizable reads (ReadIndex), leader and follower side.
+//! - `lease.rs`: the leader's read lease (`ReadMode::Lease`) and its safety rules.
 //! - `membership.rs`: single-server membership changes, learners, leadership transfer.
 //! - `log.rs`: the in-memory log since the snapshot; `progress.rs`: per-follower state.
 //! - `ready.rs`: the data handed to the runtime; `error.rs`: typed errors.
@@ -18,6 +19,7 @@
 mod bootstrap;
 mod election;
 mod error;
+mod lease;
 mod log;
 mod membership;
 pub mod message;
@@ -34,6 +36,18 @@ pub use node::RaftNode;
 pub use ready::{ReadState, Ready, Role, SoftState, Status};
 
 use crate::types::{Entry, HardState, LogIndex, NodeId, SnapshotMeta};
+
+/// How a leader confirms that it still leads before answering a linearizable read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// A heartbeat round a majority acknowledged after the read arrived
+    /// (Raft §6.4 ReadIndex). Safe whatever the clocks do.
+    #[default]
+    Index,
+    /// Inside a leader lease reads are answered at once; outside it, as
+    /// `Index`. Safe only under bounded clock drift (see `lease.rs`).
+    Lease,
+}
 
 /// Tunables of one Raft core. Times are in ticks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +78,11 @@ pub struct RaftConfig {
     /// Set on a node that joined at runtime: its own incarnation. It counts
     /// as a voter only where its config names this incarnation.
     pub member_incarnation: Option<u64>,
+    /// How linearizable reads are confirmed.
+    pub read_mode: ReadMode,
+    /// Lease mode: the most any node's ticks may run fast or slow against
+    /// another's, in percent. The lease is shortened by it (see `lease.rs`).
+    pub lease_drift_percent: u64,
 }
 
 impl RaftConfig {
@@ -89,6 +108,8 @@ impl RaftConfig {
             fresh: false,
             bootstrap_grace_ticks: 300,
             member_incarnation: None,
+            read_mode: ReadMode::Index,
+            lease_drift_percent: 10,
         }
     }
 
@@ -107,6 +128,21 @@ impl RaftConfig {
             return Err(RaftError::InvalidConfig(
                 "heartbeat_ticks must be in [1, election_timeout_min_ticks)".into(),
             ));
+        }
+        if self.read_mode == ReadMode::Lease {
+            if !self.check_quorum {
+                return Err(RaftError::InvalidConfig(
+                    "lease reads need check_quorum (followers refuse votes inside a leader lease)"
+                        .into(),
+                ));
+            }
+            if self.lease_drift_percent >= 100 || self.lease_ticks() == 0 {
+                return Err(RaftError::InvalidConfig(
+                    "lease reads need election_timeout_min_ticks long enough for a lease of at \
+                     least one tick after the drift margin"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -5,13 +5,23 @@
 //! heartbeat carrying the round number goes to every follower, and once a
 //! majority echoed that round (or a later one) the reads are answered with
 //! the recorded index. All reads that arrive between two `ready()` calls
-//! share one round. Follower: the request is forwarded to the leader and
-//! answered when its `ReadIndexReply` arrives. Reads that can no longer
-//! complete (leadership lost, leader changed, no answer) are failed.
+//! share one round. In lease mode a leader holding a lease answers at once
+//! (`lease.rs`).
+//!
+//! Follower: reads that arrive between two `ready()` calls are forwarded as
+//! one batch: a single `ReadIndex` whose request id names the batch, and the
+//! one `ReadIndexReply` answers every read in it with the same index. (Not
+//! held back while an earlier batch is outstanding: that would add up to a
+//! round trip to every read arriving mid-flight, and the leader folds
+//! concurrent batches into one heartbeat round anyway.) Reads that can no
+//! longer complete (leadership lost, leader changed, no answer by the
+//! deadline) are failed, the whole batch together; never answered with an
+//! index from another leader or another incarnation's request.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use super::error::ReadError;
+use super::lease::LeaseState;
 use super::message::MessageBody;
 use super::node::RaftNode;
 use super::ready::{ReadState, Role};
@@ -26,6 +36,15 @@ enum Requester {
         request_id: u64,
         nonce: u64,
     },
+}
+
+/// Follower: one batch of reads forwarded as a single `ReadIndex`.
+#[derive(Debug, Clone)]
+struct ForwardedBatch {
+    leader: NodeId,
+    /// Read-clock tick at which the batch fails if unanswered.
+    deadline: u64,
+    reads: Vec<u64>,
 }
 
 /// One heartbeat round confirming leadership for a batch of reads.
@@ -46,11 +65,16 @@ pub(crate) struct ReadIndexState {
     awaiting_commit: Vec<Requester>,
     rounds: VecDeque<ReadRound>,
     /// Leader: highest round each follower echoed in this term.
-    acks: BTreeMap<NodeId, u64>,
-    /// Follower: request id -> (the leader asked, tick deadline) of reads
-    /// forwarded to a leader.
-    forwarded: BTreeMap<u64, (NodeId, u64)>,
-    ticks: u64,
+    pub(super) acks: BTreeMap<NodeId, u64>,
+    /// Follower: reads to forward at the next `ready()`, as one batch.
+    unforwarded: Vec<u64>,
+    /// Follower: batch id (the wire request id) -> batch, of batches sent.
+    forwarded: BTreeMap<u64, ForwardedBatch>,
+    /// Follower: the last batch id used (unique within this incarnation).
+    last_batch: u64,
+    /// The read clock: ticks since this node started.
+    pub(super) ticks: u64,
+    pub(super) lease: LeaseState,
     pub(crate) ready: Vec<ReadState>,
     pub(crate) failed: Vec<u64>,
 }
@@ -58,6 +82,7 @@ pub(crate) struct ReadIndexState {
 impl ReadIndexState {
     pub(crate) fn reset_leader(&mut self) {
         self.acks.clear();
+        self.lease = LeaseState::default();
     }
 }
 
@@ -69,13 +94,40 @@ impl RaftNode {
             self.leader_read(Requester::Local(request_id));
             return Ok(());
         }
-        let Some(leader) = self.leader.clone() else {
+        if self.leader.is_none() {
             return Err(ReadError::NoLeader);
+        }
+        // Any change of leader before the batch goes out fails it
+        // (`fail_forwarded_reads`), so it always goes to this leader.
+        self.reads.unforwarded.push(request_id);
+        Ok(())
+    }
+
+    /// Follower: sends the reads that arrived since the last call to the
+    /// leader as one batch.
+    fn forward_reads(&mut self) {
+        if self.reads.unforwarded.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.reads.unforwarded);
+        let leader = match (&self.role, &self.leader) {
+            (Role::Follower, Some(leader)) => leader.clone(),
+            _ => {
+                self.reads.failed.extend(reads);
+                return;
+            }
         };
+        self.reads.last_batch += 1;
+        let request_id = self.reads.last_batch;
         let deadline = self.reads.ticks + 2 * self.cfg.election_timeout_max_ticks;
-        self.reads
-            .forwarded
-            .insert(request_id, (leader.clone(), deadline));
+        self.reads.forwarded.insert(
+            request_id,
+            ForwardedBatch {
+                leader: leader.clone(),
+                deadline,
+                reads,
+            },
+        );
         let term = self.term;
         let nonce = self.cfg.incarnation;
         self.send(
@@ -86,7 +138,6 @@ impl RaftNode {
                 nonce,
             },
         );
-        Ok(())
     }
 
     fn committed_in_current_term(&self) -> bool {
@@ -94,7 +145,10 @@ impl RaftNode {
     }
 
     fn leader_read(&mut self, requester: Requester) {
-        if self.committed_in_current_term() {
+        if self.lease_valid() {
+            let index = self.log.committed();
+            self.answer_read(requester, Some(index));
+        } else if self.committed_in_current_term() {
             self.reads.unsent.push(requester);
         } else {
             self.reads.awaiting_commit.push(requester);
@@ -130,17 +184,21 @@ impl RaftNode {
             return;
         }
         match self.reads.forwarded.get(&request_id) {
-            Some((leader, _)) if leader == from => {}
+            Some(batch) if batch.leader == *from => {}
             _ => return,
         }
-        self.reads.forwarded.remove(&request_id);
+        let Some(batch) = self.reads.forwarded.remove(&request_id) else {
+            return;
+        };
         if ok {
-            self.reads.ready.push(ReadState {
-                request_id,
-                index: read_index,
-            });
+            self.reads
+                .ready
+                .extend(batch.reads.into_iter().map(|request_id| ReadState {
+                    request_id,
+                    index: read_index,
+                }));
         } else {
-            self.reads.failed.push(request_id);
+            self.reads.failed.extend(batch.reads);
         }
     }
 
@@ -152,12 +210,15 @@ impl RaftNode {
         }
     }
 
-    /// Starts one round for all reads that arrived since the last call.
+    /// Starts one round for all reads that arrived since the last call (a
+    /// follower forwards them as one batch instead).
     pub(super) fn flush_reads(&mut self) {
+        self.forward_reads();
         if self.role != Role::Leader || self.reads.unsent.is_empty() {
             return;
         }
         self.reads.round += 1;
+        self.lease_round_sent(self.reads.round);
         let round = ReadRound {
             round: self.reads.round,
             index: self.log.committed(),
@@ -175,6 +236,7 @@ impl RaftNode {
         if round > *ack {
             *ack = round;
             self.confirm_reads();
+            self.lease_on_ack();
         }
     }
 
@@ -234,6 +296,7 @@ impl RaftNode {
             all.extend(round.requesters);
         }
         self.reads.acks.clear();
+        self.lease_reset();
         for requester in all {
             self.answer_read(requester, None);
         }
@@ -241,10 +304,11 @@ impl RaftNode {
 
     /// The leader we forwarded reads to is no longer (known to be) the leader.
     pub(super) fn fail_forwarded_reads(&mut self) {
-        let ids: Vec<u64> = std::mem::take(&mut self.reads.forwarded)
-            .into_keys()
-            .collect();
-        self.reads.failed.extend(ids);
+        let unforwarded = std::mem::take(&mut self.reads.unforwarded);
+        self.reads.failed.extend(unforwarded);
+        for batch in std::mem::take(&mut self.reads.forwarded).into_values() {
+            self.reads.failed.extend(batch.reads);
+        }
     }
 
     pub(super) fn reads_tick(&mut self) {
@@ -254,18 +318,20 @@ impl RaftNode {
             .reads
             .forwarded
             .iter()
-            .filter(|(_, (_, deadline))| *deadline <= now)
+            .filter(|(_, batch)| batch.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.reads.forwarded.remove(&id);
-            self.reads.failed.push(id);
+            if let Some(batch) = self.reads.forwarded.remove(&id) {
+                self.reads.failed.extend(batch.reads);
+            }
         }
     }
 
     pub(super) fn reads_pending_output(&self) -> bool {
         !self.reads.ready.is_empty()
             || !self.reads.failed.is_empty()
+            || !self.reads.unforwarded.is_empty()
             || (self.role == Role::Leader && !self.reads.unsent.is_empty())
     }
 }

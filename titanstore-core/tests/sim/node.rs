@@ -123,8 +123,12 @@ pub fn raft_config(id: &str, seed: u64, opts: &super::SimOptions) -> RaftConfig 
     cfg.max_entries_per_append = 4;
     cfg.max_inflight_appends = 3;
     cfg.seed = seed;
+    // A new incarnation per process, as the server picks one at every start:
+    // ReadIndex replies are matched on it (request ids restart per process).
+    cfg.incarnation = seed;
     cfg.pre_vote = opts.pre_vote;
     cfg.check_quorum = opts.check_quorum;
+    cfg.read_mode = opts.read_mode;
     cfg
 }
 

@@ -52,6 +52,16 @@ pub fn set(key: &str, value: &str) -> Command {
 }
 
 pub fn node_with(id: &str, ids: &[&str], term: Term, entries: Vec<Entry>) -> RaftNode {
+    node_with_config(raft_config(id), ids, term, entries)
+}
+
+/// `node_with` on a given config (its id is the node's).
+pub fn node_with_config(
+    cfg: RaftConfig,
+    ids: &[&str],
+    term: Term,
+    entries: Vec<Entry>,
+) -> RaftNode {
     let boot = Bootstrap {
         hard_state: HardState {
             term,
@@ -66,7 +76,7 @@ pub fn node_with(id: &str, ids: &[&str], term: Term, entries: Vec<Entry>) -> Raf
         entries,
         applied: 0,
     };
-    RaftNode::new(raft_config(id), boot).unwrap()
+    RaftNode::new(cfg, boot).unwrap()
 }
 
 /// Nodes plus a message pool; readys are processed with "instant" disks
@@ -86,10 +96,19 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(ids: &[&str]) -> Self {
+        Self::with_config(ids, |_| {})
+    }
+
+    /// Nodes on `raft_config(id)` changed by `tune`.
+    pub fn with_config(ids: &[&str], tune: impl Fn(&mut RaftConfig)) -> Self {
         Cluster {
             nodes: ids
                 .iter()
-                .map(|id| (id.to_string(), node_with(id, ids, 0, Vec::new())))
+                .map(|id| {
+                    let mut cfg = raft_config(id);
+                    tune(&mut cfg);
+                    (id.to_string(), node_with_config(cfg, ids, 0, Vec::new()))
+                })
                 .collect(),
             pool: VecDeque::new(),
             held: BTreeMap::new(),

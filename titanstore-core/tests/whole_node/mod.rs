@@ -35,7 +35,7 @@ use titanstore_core::node::{
 use titanstore_core::protocol::{
     Delete, Get, Member, MemberSpec, Reply, Request, Set, StatusCmd, Transfer,
 };
-use titanstore_core::raft::{Message, MessageBody, RaftConfig, Role};
+use titanstore_core::raft::{Message, MessageBody, RaftConfig, ReadMode, Role};
 use titanstore_core::storage::{SimFs, SnapshotWriter, Storage, StorageOptions};
 use titanstore_core::types::{ClusterConfig, Command, Entry, EntryPayload, LogIndex, NodeId, Term};
 
@@ -75,7 +75,14 @@ pub struct Options {
     /// Exactly-once sessions expire after this long (the sim's wall clock
     /// runs 10 ms a tick).
     pub session_ttl_ms: u64,
+    /// How leaders confirm reads. Lease mode assumes bounded clock drift,
+    /// so there a node skips at most one tick in `LEASE_SKIP_SPACING`
+    /// (10%, the default bound) instead of any tick with 3% chance.
+    pub read_mode: ReadMode,
 }
+
+/// Lease mode: least ticks between two skipped ticks of one node.
+const LEASE_SKIP_SPACING: u64 = 10;
 
 impl Options {
     pub fn shape(nodes: usize, seed: u64) -> Options {
@@ -104,6 +111,7 @@ impl Options {
             spares: 0,
             membership_pm: 0,
             session_ttl_ms: ApiConfig::default().session_ttl_ms,
+            read_mode: ReadMode::Index,
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct Node {
     dir: PathBuf,
     pub up: Option<Up>,
     stalled_until: u64,
+    /// The tick it last skipped (see `Options::read_mode`).
+    last_skip: u64,
     /// Its disk is full until this tick (0: not full).
     full_until: u64,
     /// Crash during the next storage batch: (operations allowed, power loss?).
@@ -270,6 +280,7 @@ impl Sim {
                     fs: SimFs::new(),
                     up: None,
                     stalled_until: 0,
+                    last_skip: 0,
                     full_until: 0,
                     crash_in_batch: None,
                     refused: None,
@@ -334,6 +345,7 @@ impl Sim {
         raft.incarnation = self.rng.random();
         raft.bootstrap_grace_ticks = 100;
         raft.member_incarnation = node.incarnation;
+        raft.read_mode = self.opts.read_mode;
         let replica = ReplicaConfig {
             id: node.id.clone(),
             advertise_client_addr: format!("{}:2", node.id),
@@ -542,7 +554,12 @@ impl Sim {
         self.now += 1;
         self.stats.ticks += 1;
         for i in 0..self.nodes.len() {
-            let skip = self.chaos && self.pm(30);
+            let spaced = self.opts.read_mode == ReadMode::Index
+                || self.now >= self.nodes[i].last_skip + LEASE_SKIP_SPACING;
+            let skip = self.chaos && spaced && self.pm(30);
+            if skip {
+                self.nodes[i].last_skip = self.now;
+            }
             if let Some(up) = self.nodes[i].up.as_mut()
                 && !skip
             {
