@@ -278,7 +278,7 @@ def main() -> int:
         ap.error("--keys, --value-bytes, --loaders and --batch must be positive")
     if not os.access(args.binary, os.X_OK):
         ap.error(f"{args.binary} is not an executable (build it: cargo build --release -p titanstore-core --bin titanstore-server)")
-    root = tempfile.mkdtemp(prefix="titanstore-scale-", dir=".")
+    root = tempfile.mkdtemp(prefix="titanstore-scale-")
     cluster = Cluster(os.path.abspath(args.binary), root, args.base_port)
     value = "v" * args.value_bytes
     raw_mib = args.keys * (len(key(0)) + args.value_bytes) / 2**20

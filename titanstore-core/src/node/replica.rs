@@ -106,10 +106,13 @@ pub struct DecodedSnapshot {
 
 impl DecodedSnapshot {
     /// Checks and decodes the image an [`Effect::DecodeSnapshot`] carries.
+    /// A decoder that panics gives an error, so the replica always hears back.
     pub fn decode(msg: Message) -> DecodedSnapshot {
         let kv = match &msg.body {
             MessageBody::InstallSnapshot { meta, data, .. } => {
-                StateMachine::from_image(meta, data).map_err(|err| err.to_string())
+                std::panic::catch_unwind(|| StateMachine::from_image(meta, data))
+                    .map_err(|_| "the image decoder panicked".to_string())
+                    .and_then(|decoded| decoded.map_err(|err| err.to_string()))
             }
             _ => Err("not a snapshot".into()),
         };
@@ -326,12 +329,18 @@ impl Replica {
     /// [`Replica::snapshot_decoded`], so a bad image is refused before the
     /// core sees it and a big one never stalls the node.
     pub fn step(&mut self, msg: Message) {
-        if let MessageBody::InstallSnapshot { meta, .. } = &msg.body
+        // A stale or malformed image is answered by the core at once, with
+        // no decode.
+        if let MessageBody::InstallSnapshot { meta, term, .. } = &msg.body
             && meta.last_index > self.raft.committed()
+            && *term >= self.raft.term()
+            && msg.is_valid()
         {
             let index = meta.last_index;
-            if self.decoding.is_some_and(|busy| busy >= index) {
-                tracing::debug!(from = %msg.from, index, "an image is already being decoded");
+            // One at a time, whatever its index: two big decodes at once
+            // would double the memory and slow both (the leader re-sends).
+            if let Some(busy) = self.decoding {
+                tracing::debug!(from = %msg.from, index, busy, "an image is already being decoded");
                 return;
             }
             self.decoding = Some(index);
@@ -349,9 +358,7 @@ impl Replica {
         let MessageBody::InstallSnapshot { meta, .. } = &msg.body else {
             return;
         };
-        if self.decoding == Some(meta.last_index) {
-            self.decoding = None;
-        }
+        self.decoding = None;
         match kv {
             Ok(kv) if meta.last_index > self.raft.committed() => {
                 self.incoming = Some((meta.clone(), kv));

@@ -478,6 +478,11 @@ impl RaftNode {
         self.role
     }
 
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
     /// Whether a received snapshot waits to be handed out in a `Ready`.
     pub fn has_pending_snapshot(&self) -> bool {
         self.pending_snapshot.is_some()

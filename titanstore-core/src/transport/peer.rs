@@ -92,6 +92,7 @@ async fn run(
         };
         backoff = Duration::from_millis(20);
         failures = 0;
+        sends.reconnected();
         let images = Images {
             client: client.clone(),
             snapshots: Arc::clone(&snapshots),

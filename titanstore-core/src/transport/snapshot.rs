@@ -64,6 +64,14 @@ impl SnapshotSends {
         true
     }
 
+    /// The connection to the peer was made again (it may have restarted,
+    /// losing what it had not installed): a delivered image may go again.
+    pub(super) fn reconnected(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.delivered = None;
+        }
+    }
+
     fn finish(&self, delivered: Option<(LogIndex, Duration)>) {
         if let Ok(mut state) = self.state.lock() {
             state.busy = false;
@@ -92,6 +100,11 @@ pub(super) fn start_send(
         return;
     }
     tokio::spawn(async move {
+        // Frees the send slot even if this task is cancelled or panics.
+        let mut slot = Slot {
+            sends,
+            delivered: None,
+        };
         let started = Instant::now();
         let peer = msg.to.clone();
         let header = Header {
@@ -100,7 +113,7 @@ pub(super) fn start_send(
             cluster_id,
             term,
         };
-        let delivered = match send(client, header, meta.last_index, snapshots).await {
+        slot.delivered = match send(client, header, meta.last_index, snapshots).await {
             Ok((index, bytes)) => {
                 let took = started.elapsed();
                 tracing::info!(peer = %peer, index, bytes, millis = took.as_millis() as u64,
@@ -112,8 +125,19 @@ pub(super) fn start_send(
                 None
             }
         };
-        sends.finish(delivered);
     });
+}
+
+/// Holds a peer's one send slot; gives it back when dropped.
+struct Slot {
+    sends: Arc<SnapshotSends>,
+    delivered: Option<(LogIndex, Duration)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.sends.finish(self.delivered.take());
+    }
 }
 
 /// Who an image goes to, and the term of the leader sending it.
