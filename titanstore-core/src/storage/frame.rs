@@ -52,11 +52,8 @@ fn finish_frame(out: &mut Vec<u8>, start: usize) -> Result<(), StorageError> {
 }
 
 /// The header of a frame whose payload is `payload_len` bytes with CRC-32C
-/// `payload_crc`, for a payload written in pieces.
-pub(crate) fn frame_header(
-    payload_len: usize,
-    payload_crc: u32,
-) -> Result<[u8; HEADER_LEN], StorageError> {
+/// `payload_crc`.
+fn frame_header(payload_len: usize, payload_crc: u32) -> Result<[u8; HEADER_LEN], StorageError> {
     let Ok(len) = u32::try_from(payload_len) else {
         return Err(StorageError::RecordTooLarge(payload_len));
     };

@@ -1,4 +1,7 @@
 //! The snapshot file: one CRC-framed [`Snapshot`] at `<data dir>/snapshot.bin`.
+//! Since images may exceed 4 GiB, the file starts with [`SNAPSHOT_MAGIC`] and
+//! a 64-bit length; a file without it (older releases) is one WAL-style
+//! frame with a 32-bit length, and is still read.
 //!
 //! Saving writes a temp file, fsyncs it, renames it over the previous one and
 //! fsyncs the directory, so a crash at any point leaves the old or the new
@@ -11,12 +14,28 @@ use std::sync::{Arc, Mutex};
 use tracing::{debug, warn};
 
 use super::error::StorageError;
-use super::frame::{HEADER_LEN, frame_header, read_frame};
+use super::frame::{HEADER_LEN, read_frame};
 use super::vfs::Vfs;
 use crate::types::{self, LogIndex, Snapshot, SnapshotMeta};
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 const TEMP_FILE: &str = "snapshot.tmp";
+/// A name and version, then `u64 len | u32 crc32c(len) | u32 crc32c(payload)
+/// | payload` (little endian), the payload being the encoded [`Snapshot`].
+const SNAPSHOT_MAGIC: [u8; 8] = *b"TSSNAP\0\x02";
+/// Bytes before the payload in that format.
+const FILE_HEADER_LEN: usize = 24;
+
+/// The header of a snapshot file whose payload has `len` bytes and CRC `crc`.
+fn file_header(len: u64, crc: u32) -> [u8; FILE_HEADER_LEN] {
+    let mut header = [0; FILE_HEADER_LEN];
+    let len_bytes = len.to_le_bytes();
+    header[..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    header[8..16].copy_from_slice(&len_bytes);
+    header[16..20].copy_from_slice(&crc32c::crc32c(&len_bytes).to_le_bytes());
+    header[20..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
 
 /// Reads and atomically replaces the snapshot file. Clones share one lock,
 /// so saves from different threads never interleave and an older snapshot
@@ -78,8 +97,8 @@ impl SnapshotStore {
         // big one would otherwise need twice its size in memory.
         let head = head(&snap.meta, snap.data.len())?;
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &snap.data);
-        let header = frame_header(head.len() + snap.data.len(), crc)?;
-        let bytes = HEADER_LEN + head.len() + snap.data.len();
+        let header = file_header((head.len() + snap.data.len()) as u64, crc);
+        let bytes = FILE_HEADER_LEN + head.len() + snap.data.len();
         let (tmp, path) = (self.dir.join(TEMP_FILE), self.path());
         let written = self
             .write_parts(&tmp, &[&header, &head, &snap.data])
@@ -117,27 +136,59 @@ impl SnapshotStore {
             offset: offset as u64,
             reason,
         };
-        let frame = match read_frame(&bytes, 0) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Err(corrupt(0, "empty snapshot file".into())),
-            Err(e) => return Err(corrupt(0, format!("{e:?}"))),
+        let (start, end) = if bytes.starts_with(&SNAPSHOT_MAGIC) {
+            let header = bytes
+                .get(..FILE_HEADER_LEN)
+                .ok_or_else(|| corrupt(0, "snapshot header cut short".into()))?;
+            let word = |at: usize| {
+                u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+            };
+            let len_bytes: [u8; 8] = header[8..16].try_into().unwrap_or_default();
+            if crc32c::crc32c(&len_bytes) != word(16) {
+                return Err(corrupt(8, "snapshot length fails its checksum".into()));
+            }
+            let len = u64::from_le_bytes(len_bytes);
+            if (bytes.len() - FILE_HEADER_LEN) as u64 != len {
+                return Err(corrupt(
+                    FILE_HEADER_LEN,
+                    format!(
+                        "snapshot of {len} bytes, file holds {}",
+                        bytes.len() - FILE_HEADER_LEN
+                    ),
+                ));
+            }
+            if crc32c::crc32c(&bytes[FILE_HEADER_LEN..]) != word(20) {
+                return Err(corrupt(
+                    FILE_HEADER_LEN,
+                    "snapshot fails its checksum".into(),
+                ));
+            }
+            (FILE_HEADER_LEN, bytes.len())
+        } else {
+            let frame = match read_frame(&bytes, 0) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Err(corrupt(0, "empty snapshot file".into())),
+                Err(e) => return Err(corrupt(0, format!("{e:?}"))),
+            };
+            if frame.next != bytes.len() {
+                return Err(corrupt(
+                    frame.next,
+                    "trailing bytes after the snapshot".into(),
+                ));
+            }
+            (HEADER_LEN, frame.next)
         };
-        if frame.next != bytes.len() {
-            return Err(corrupt(
-                frame.next,
-                "trailing bytes after the snapshot".into(),
-            ));
-        }
+        let payload = &bytes[start..end];
         // The image is moved to the front of the buffer it was read into,
         // not copied out of it.
-        if let Some((meta, at)) = split(frame.payload) {
-            bytes.drain(..HEADER_LEN + at);
+        if let Some((meta, at)) = split(payload) {
+            bytes.drain(..start + at);
             return Ok(Some(Snapshot { meta, data: bytes }));
         }
-        let snap = match types::decode::<Snapshot>(frame.payload) {
+        let snap = match types::decode::<Snapshot>(payload) {
             Ok(snap) => snap,
             // A release 1 file: its configuration has no learners.
-            Err(e) => types::decode::<types::LegacySnapshot>(frame.payload)
+            Err(e) => types::decode::<types::LegacySnapshot>(payload)
                 .map(Snapshot::from)
                 .map_err(|_| corrupt(0, format!("undecodable snapshot: {e}")))?,
         };
@@ -206,11 +257,11 @@ mod tests {
     use crate::storage::frame::encode_framed;
     use crate::types::ClusterConfig;
 
-    /// Written in pieces, the file is byte for byte the one frame of the
-    /// whole encoded snapshot (bincode's length prefixes of every width),
-    /// and it loads back unchanged.
+    /// Written in pieces, the file is byte for byte the header and the whole
+    /// encoded snapshot (bincode's length prefixes of every width), and it
+    /// loads back unchanged; so does the 32-bit frame of earlier releases.
     #[test]
-    fn a_snapshot_written_in_pieces_is_the_framed_encoding() {
+    fn a_snapshot_written_in_pieces_is_its_encoding() {
         let dir = tempfile::tempdir().unwrap();
         let store = SnapshotStore::open(Arc::new(super::super::vfs::RealFs), dir.path()).unwrap();
         let mut config = ClusterConfig::default();
@@ -234,11 +285,26 @@ mod tests {
                 data: (0..len).map(|b| (b * 7 % 251) as u8).collect(),
             };
             assert!(store.save(&snap).unwrap());
+            let payload = types::encode(&snap).unwrap();
+            let mut expected = file_header(payload.len() as u64, crc32c::crc32c(&payload)).to_vec();
+            expected.extend_from_slice(&payload);
+            let on_disk = std::fs::read(store.path()).unwrap();
+            assert!(on_disk == expected, "image of {len} bytes");
+            assert_eq!(store.load().unwrap(), Some(snap.clone()));
+            // A file of an earlier release (one 32-bit frame) still loads.
             let mut framed = Vec::new();
             encode_framed(&snap, &mut framed).unwrap();
-            let on_disk = std::fs::read(store.path()).unwrap();
-            assert!(on_disk == framed, "image of {len} bytes");
+            std::fs::write(store.path(), &framed).unwrap();
             assert_eq!(store.load().unwrap(), Some(snap));
+            // Damage anywhere, or a cut, is refused.
+            for at in [9, 17, 21, on_disk.len() - 1] {
+                let mut bad = on_disk.clone();
+                bad[at] ^= 0x10;
+                std::fs::write(store.path(), &bad).unwrap();
+                assert!(store.load().is_err(), "byte {at} of {len} damaged");
+            }
+            std::fs::write(store.path(), &on_disk[..on_disk.len() - 1]).unwrap();
+            assert!(store.load().is_err(), "cut by one byte");
         }
     }
 }
