@@ -14,6 +14,9 @@ use crate::types::NodeId;
 struct RaftService {
     id: NodeId,
     inbox: mpsc::Sender<Envelope>,
+    /// One image is received at a time: a second sender (an old and a new
+    /// leader) is refused before anything is buffered, and retries later.
+    receiving: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[tonic::async_trait]
@@ -47,6 +50,11 @@ impl Raft for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotReceived>, Status> {
+        let Ok(_receiving) = std::sync::Arc::clone(&self.receiving).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "another snapshot image is being received",
+            ));
+        };
         let mut stream = request.into_inner();
         let envelope = match super::snapshot::receive(&mut stream, &self.id).await {
             Ok(envelope) => envelope,
@@ -71,9 +79,13 @@ pub async fn serve(
     tls: Option<PeerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let service = RaftServer::new(RaftService { id, inbox })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = RaftServer::new(RaftService {
+        id,
+        inbox,
+        receiving: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
