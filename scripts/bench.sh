@@ -14,11 +14,13 @@
 #              TITANSTORE_BIN_DIR  take titanstore-server and titanstore-bench
 #                           from there instead of building them (release)
 #              ETCD         the etcd binary (default: etcd on PATH)
+#              TITANSTORE_FLAGS  extra flags for every node, e.g.
+#                           "--read-mode lease"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
 VS_ETCD=0
 SECS=${BENCH_SECS:-5}
 for arg in "$@"; do
@@ -91,7 +93,8 @@ IFS=, read -r FSYNC_P50 _ RTT_P50 _ FLOOR < <("$BENCH" --floor --csv --data-dir 
 start_titanstore() {
     local id port
     for id in node1 node2 node3; do
-        start_node "$BIN" "$id" 7000 7100 "$DIR/titanstore" --log warn
+        # shellcheck disable=SC2086  # TITANSTORE_FLAGS is a list of flags
+        start_node "$BIN" "$id" 7000 7100 "$DIR/titanstore" --log warn ${TITANSTORE_FLAGS:-}
     done
     port=$(wait_leader_port 7100 20) || {
         echo "bench.sh: the TitanStore cluster elected no leader; its logs:" >&2
