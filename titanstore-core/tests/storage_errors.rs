@@ -89,10 +89,9 @@ fn corrupt_record_on_real_disk_names_file_and_offset() {
     let wal = tmp.path().join("wal");
     let seg = std::fs::read_dir(&wal)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let offs = common::frame_offsets(&bytes);
     bytes[offs[1] + 20] ^= 0x80;

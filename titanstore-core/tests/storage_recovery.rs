@@ -1,5 +1,6 @@
 //! Recovery from damaged WAL files: torn tails are cut and reported, damage
-//! before the tail is an error naming the file and offset.
+//! before the tail is an error naming the file and offset, a zero tail (as
+//! preallocation leaves) is the clean end.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -26,9 +27,21 @@ fn setup(fs: &SimFs) -> PathBuf {
     s.append(&entries(11, 14, 2)).unwrap();
     s.sync().unwrap();
     let wal = Path::new(DIR).join("wal");
-    let names = fs.list_dir(&wal).unwrap();
+    let names = segment_names(fs, &wal);
     assert_eq!(names.len(), 1);
     wal.join(&names[0])
+}
+
+/// The WAL segments in `wal`, in order (not the spare being preallocated).
+fn segment_names(fs: &SimFs, wal: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs
+        .list_dir(wal)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -60,32 +73,58 @@ fn crash_at_every_byte_of_the_final_record_is_cut_and_reported() {
     }
 }
 
+/// Since segments are preallocated, zeros after the last record are the
+/// log's clean end: not torn, not cut, and appends go on where the records
+/// end. (Before, an all-zero tail was reported and cut as torn.)
 #[test]
-fn all_zero_tail_and_bad_last_checksum_are_torn() {
+fn all_zero_tail_is_the_clean_end_and_bad_last_checksum_is_torn() {
     let fs = SimFs::new();
     let seg = setup(&fs);
     let full = fs.file_bytes(&seg).unwrap();
-    let mut zeros = full.clone();
-    zeros.extend_from_slice(&[0; 4096]);
-    fs.set_file_bytes(&seg, &zeros).unwrap();
-    let (s, rec) = open(&fs).unwrap();
-    assert_eq!(
-        rec.entries,
+    let all = || {
         entries(1, 10, 1)
             .into_iter()
             .chain(entries(11, 14, 2))
             .collect::<Vec<_>>()
+    };
+    let mut zeros = full.clone();
+    zeros.extend_from_slice(&[0; 4096]);
+    fs.set_file_bytes(&seg, &zeros).unwrap();
+    let (mut s, rec) = open(&fs).unwrap();
+    assert_eq!(rec.entries, all());
+    assert_eq!(rec.torn_tail, None);
+    assert_eq!(fs.file_bytes(&seg).unwrap(), zeros, "the zero tail was cut");
+    s.append(&entries(15, 16, 2)).unwrap();
+    s.sync().unwrap();
+    let now = fs.file_bytes(&seg).unwrap();
+    assert_eq!(
+        now.len(),
+        zeros.len(),
+        "the append did not go into the zeros"
     );
-    assert_eq!(rec.torn_tail.unwrap().bytes_cut, 4096);
+    assert_eq!(now[..full.len()], full[..]);
+    drop(s);
+    let (s, rec) = open(&fs).unwrap();
+    assert_eq!(rec.entries[..], [all(), entries(15, 16, 2)].concat()[..]);
+    assert_eq!(rec.torn_tail, None);
     drop(s);
 
-    let mut flipped = full.clone();
-    let n = flipped.len();
-    flipped[n - 2] ^= 0x10;
-    fs.set_file_bytes(&seg, &flipped).unwrap();
-    let (_s, rec) = open(&fs).unwrap();
-    assert_eq!(rec.entries, entries(1, 10, 1));
-    assert!(rec.torn_tail.unwrap().reason.contains("checksum"));
+    // A bad checksum in the last record is torn, with zeros after it or not.
+    for tail in [0, 4096] {
+        let mut flipped = full.clone();
+        let n = flipped.len();
+        flipped[n - 2] ^= 0x10;
+        flipped.extend(std::iter::repeat_n(0, tail));
+        fs.set_file_bytes(&seg, &flipped).unwrap();
+        let (_s, rec) = open(&fs).unwrap();
+        assert_eq!(rec.entries, entries(1, 10, 1));
+        let torn = rec.torn_tail.unwrap();
+        assert!(torn.reason.contains("checksum"));
+        assert_eq!(
+            torn.bytes_cut as usize,
+            flipped.len() - torn.offset as usize
+        );
+    }
 }
 
 #[test]
@@ -146,8 +185,7 @@ fn several_synced_segments() -> (SimFs, StorageOptions, PathBuf, Vec<String>) {
     }
     drop(s);
     let wal = Path::new(DIR).join("wal");
-    let mut names = fs.list_dir(&wal).unwrap();
-    names.sort();
+    let names = segment_names(&fs, &wal);
     (fs, opts, wal, names)
 }
 

@@ -117,6 +117,28 @@ pub(crate) fn read_frame(buf: &[u8], off: usize) -> Result<Option<Frame<'_>>, Fr
     }))
 }
 
+/// Like [`read_frame`], for a buffer whose bytes from `data_end` on are all
+/// zeros, as in a preallocated file: the zeros are the clean end, and a
+/// frame that fails its checks is torn or corrupt by the same rules as if
+/// the buffer ended at `data_end` (what an interrupted write into zeros
+/// leaves is what an interrupted append leaves). A frame whose checks pass is
+/// read even if its last bytes happen to be zeros.
+pub(crate) fn read_frame_before_zeros(
+    buf: &[u8],
+    off: usize,
+    data_end: usize,
+) -> Result<Option<Frame<'_>>, FrameError> {
+    match read_frame(buf, off) {
+        Ok(frame) => Ok(frame),
+        Err(_) => read_frame(&buf[..data_end.clamp(off.min(buf.len()), buf.len())], off),
+    }
+}
+
+/// Where the all-zero suffix of `buf` begins.
+pub(crate) fn zero_tail_start(buf: &[u8]) -> usize {
+    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -150,6 +172,46 @@ mod tests {
             read_frame(&zeros, buf.len()),
             Err(FrameError::Torn("all-zero tail"))
         );
+    }
+
+    #[test]
+    fn before_a_zero_tail_the_tail_is_the_end() {
+        let mut buf = Vec::new();
+        encode_frame(b"hello", &mut buf).unwrap();
+        let first = buf.len();
+        // A frame whose last bytes are zeros is still a frame.
+        encode_frame(&[7, 0, 0], &mut buf).unwrap();
+        let valid = buf.len();
+        buf.extend_from_slice(&[0; 64]);
+        let end = zero_tail_start(&buf);
+        assert!(end < valid);
+        let f = read_frame_before_zeros(&buf, first, end).unwrap().unwrap();
+        assert_eq!((f.payload, f.next), (&[7, 0, 0][..], valid));
+        assert_eq!(read_frame_before_zeros(&buf, valid, end), Ok(None));
+        // Every prefix of the last frame written into the zeros is torn.
+        let mut frame = Vec::new();
+        encode_frame(b"world!", &mut frame).unwrap();
+        for cut in 1..frame.len() {
+            let mut torn = buf.clone();
+            torn[valid..valid + cut].copy_from_slice(&frame[..cut]);
+            let end = zero_tail_start(&torn);
+            assert!(
+                matches!(
+                    read_frame_before_zeros(&torn, valid, end),
+                    Err(FrameError::Torn(_))
+                ),
+                "cut {cut}"
+            );
+        }
+        // Damage with data after it is corruption, zeros or not.
+        let mut bad = buf.clone();
+        bad[first + 12] ^= 1;
+        let end = zero_tail_start(&bad);
+        bad[0] ^= 1;
+        assert!(matches!(
+            read_frame_before_zeros(&bad, 0, end),
+            Err(FrameError::Corrupt(_))
+        ));
     }
 
     #[test]

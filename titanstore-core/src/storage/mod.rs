@@ -52,7 +52,7 @@ pub use data_dir::{LOCK_FILE, WAL_DIR};
 pub use error::StorageError;
 pub use sim_fs::SimFs;
 pub use snapshot::{read_snapshot, snapshot_path};
-pub use vfs::{AppendFile, RealFs, Vfs, VfsLock};
+pub use vfs::{AppendFile, Preallocation, RealFs, Vfs, VfsLock};
 
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 use data_dir::DataDir;

@@ -3,8 +3,12 @@
 //! Each file keeps its durable bytes (as of its last fsync) apart from its
 //! current bytes, and the namespace keeps its durable view (as of the last
 //! directory fsync) apart from its current one. [`SimFs::crash`] throws away
-//! everything not made durable: un-synced appends are lost or torn at a random
-//! byte, un-synced creates, renames and removals are undone. Directories
+//! everything not made durable: un-synced appends (also writes into a
+//! preallocated zero tail) are lost or torn at a random byte, un-synced
+//! creates, renames and removals are undone. A preallocated tail costs no
+//! memory. With a capacity set, every write needs room for its bytes, even
+//! one into preallocated space, as on a copy-on-write file system (btrfs,
+//! ZFS): the engine must cope with ENOSPC anywhere. Directories
 //! themselves are durable at once (a simplification: the engine creates them
 //! only at open). An operation budget ([`SimFs::fail_after`]) makes every
 //! mutating operation fail after N of them, to stop a writer at any step.
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::vfs::{AppendFile, Vfs, VfsLock};
+use super::vfs::{AppendFile, Finished, Preallocation, Vfs, VfsLock};
 
 /// The simulated file system. Clones share the same disk.
 #[derive(Clone, Debug, Default)]
@@ -29,10 +33,88 @@ pub struct SimFs {
     state: Arc<Mutex<SimState>>,
 }
 
+/// A file's contents: `bytes`, then zeros up to `len`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Image {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Image {
+    fn from_bytes(bytes: &[u8]) -> Self {
+        Image {
+            bytes: bytes.to_vec(),
+            len: bytes.len(),
+        }
+    }
+
+    fn byte(&self, i: usize) -> u8 {
+        self.bytes.get(i).copied().unwrap_or(0)
+    }
+
+    fn to_vec(&self) -> Vec<u8> {
+        let mut out = self.bytes.clone();
+        out.resize(self.len, 0);
+        out
+    }
+
+    fn write_at(&mut self, offset: usize, data: &[u8]) {
+        let end = offset + data.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        self.bytes[offset..end].copy_from_slice(data);
+        self.len = self.len.max(end);
+    }
+
+    fn set_len(&mut self, len: usize) {
+        self.bytes.truncate(len);
+        self.len = len;
+    }
+
+    /// What survives a power loss of a file last synced as `durable`. If the
+    /// changes since are writes past a point after which `durable` holds only
+    /// zeros (appends, also into a preallocated tail), a random prefix of
+    /// them survives; any other change survives whole or not at all.
+    fn after_power_loss(durable: &Image, current: &Image, rng: &mut SmallRng) -> Image {
+        let (d, c) = (durable, current);
+        let common = d.len.min(c.len);
+        let scan = d.bytes.len().max(c.bytes.len()).min(common);
+        let differs = |i: &usize| d.byte(*i) != c.byte(*i);
+        let from = (0..scan).find(differs).unwrap_or(common);
+        let zeros_after = d
+            .bytes
+            .get(from..)
+            .is_none_or(|r| r.iter().all(|&b| b == 0));
+        if c.len >= d.len && zeros_after {
+            let end = if c.len > d.len {
+                c.len
+            } else {
+                (from..scan).rev().find(differs).map_or(from, |i| i + 1)
+            };
+            let extra = end - from;
+            let keep = match rng.random_range(0..4u8) {
+                0 => 0,
+                1 => extra,
+                _ => rng.random_range(0..=extra),
+            };
+            let cut = from + keep;
+            Image {
+                bytes: c.bytes[..cut.min(c.bytes.len())].to_vec(),
+                len: d.len.max(cut),
+            }
+        } else if rng.random_bool(0.5) {
+            c.clone()
+        } else {
+            d.clone()
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inode {
-    durable: Vec<u8>,
-    current: Vec<u8>,
+    durable: Image,
+    current: Image,
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +149,7 @@ fn disk_full() -> io::Error {
 impl SimState {
     /// Bytes in use (every file's current contents).
     fn used(&self) -> u64 {
-        self.inodes.values().map(|i| i.current.len() as u64).sum()
+        self.inodes.values().map(|i| i.current.len as u64).sum()
     }
 
     /// How many of `wanted` more bytes fit.
@@ -173,19 +255,7 @@ impl SimFs {
             }
         }
         for inode in st.inodes.values_mut() {
-            let kept = if inode.current.starts_with(&inode.durable) {
-                let extra = inode.current.len() - inode.durable.len();
-                let keep = match rng.random_range(0..4u8) {
-                    0 => 0,
-                    1 => extra,
-                    _ => rng.random_range(0..=extra),
-                };
-                inode.current[..inode.durable.len() + keep].to_vec()
-            } else if rng.random_bool(0.5) {
-                inode.current.clone()
-            } else {
-                inode.durable.clone()
-            };
+            let kept = Image::after_power_loss(&inode.durable, &inode.current, &mut rng);
             inode.durable = kept.clone();
             inode.current = kept;
         }
@@ -230,15 +300,15 @@ impl SimFs {
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.lock();
         let ino = st.names.get(path)?;
-        st.inodes.get(ino).map(|i| i.current.clone())
+        st.inodes.get(ino).map(|i| i.current.to_vec())
     }
 
     /// Overwrites a file's bytes, durably (to inject corruption).
     pub fn set_file_bytes(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut st = self.lock();
         let inode = st.inode(path)?;
-        inode.current = bytes.to_vec();
-        inode.durable = bytes.to_vec();
+        inode.current = Image::from_bytes(bytes);
+        inode.durable = Image::from_bytes(bytes);
         Ok(())
     }
 
@@ -272,9 +342,10 @@ impl SimAppendFile {
 }
 
 impl AppendFile for SimAppendFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let offset = usize::try_from(offset).map_err(io::Error::other)?;
         let room = self.fs.lock().room(data.len());
-        self.with_inode(|i| i.current.extend_from_slice(&data[..room]))?;
+        self.with_inode(|i| i.current.write_at(offset, &data[..room]))?;
         if room < data.len() {
             return Err(disk_full());
         }
@@ -283,7 +354,7 @@ impl AppendFile for SimAppendFile {
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
-        self.with_inode(|i| i.current.resize(len, 0))
+        self.with_inode(|i| i.current.set_len(len))
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -345,16 +416,21 @@ impl Vfs for SimFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        Ok(self.lock().inode(path)?.current.clone())
+        Ok(self.lock().inode(path)?.current.to_vec())
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut st = self.lock();
         let data = &st.inode(path)?.current;
         let start = usize::try_from(offset).map_err(io::Error::other)?;
-        data.get(start..start.saturating_add(len))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))
+        let end = start.saturating_add(len);
+        if end > data.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end",
+            ));
+        }
+        Ok((start..end).map(|i| data.byte(i)).collect())
     }
 
     fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
@@ -363,16 +439,48 @@ impl Vfs for SimFs {
         let ino = st.create(path)?;
         // Like `File::create` + `write_all`: truncated first, then filled.
         if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.current.clear();
+            inode.current = Image::default();
         }
         let room = st.room(data.len());
         if let Some(inode) = st.inodes.get_mut(&ino) {
-            inode.current = data[..room].to_vec();
+            inode.current = Image::from_bytes(&data[..room]);
         }
         if room < data.len() {
             return Err(disk_full());
         }
         Ok(())
+    }
+
+    /// Done at once (deterministic): the zeros, then an fsync, each one
+    /// mutating operation; on a full disk what fits is written, then removed.
+    fn preallocate(&self, path: &Path, len: u64) -> Box<dyn Preallocation> {
+        let mut st = self.lock();
+        let done = (|| {
+            st.spend()?;
+            if st.names.contains_key(path) {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+            }
+            let ino = st.create(path)?;
+            let len = usize::try_from(len).map_err(io::Error::other)?;
+            let room = st.room(len);
+            if let Some(inode) = st.inodes.get_mut(&ino) {
+                inode.current = Image {
+                    bytes: Vec::new(),
+                    len: room,
+                };
+            }
+            if room < len {
+                st.names.remove(path);
+                st.inodes.remove(&ino);
+                return Err(disk_full());
+            }
+            st.spend()?;
+            st.file_syncs += 1;
+            let inode = st.inode(path)?;
+            inode.durable = inode.current.clone();
+            Ok(())
+        })();
+        Box::new(Finished(done))
     }
 
     fn sync_file(&self, path: &Path) -> io::Result<()> {
@@ -438,12 +546,12 @@ impl Vfs for SimFs {
         let mut st = self.lock();
         st.spend()?;
         let len = usize::try_from(len).map_err(io::Error::other)?;
-        st.inode(path)?.current.resize(len, 0);
+        st.inode(path)?.current.set_len(len);
         Ok(())
     }
 
     fn file_len(&self, path: &Path) -> io::Result<u64> {
-        Ok(self.lock().inode(path)?.current.len() as u64)
+        Ok(self.lock().inode(path)?.current.len as u64)
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn VfsLock>>> {
@@ -494,16 +602,16 @@ mod tests {
             let (fs, d) = fs_with_dir();
             let mut f = fs.open_append(&d.join("log")).unwrap();
             fs.sync_dir(&d).unwrap();
-            f.append(b"durable|").unwrap();
+            f.write_at(0, b"durable|").unwrap();
             f.sync_data().unwrap();
-            f.append(b"pending").unwrap();
+            f.write_at(8, b"pending").unwrap();
             fs.crash(seed);
             let got = fs.file_bytes(&d.join("log")).unwrap();
             assert!(
                 b"durable|pending".starts_with(&got) && got.len() >= 8,
                 "{got:?}"
             );
-            assert!(f.append(b"x").is_err(), "handle survived the crash");
+            assert!(f.write_at(15, b"x").is_err(), "handle survived the crash");
         }
     }
 
@@ -542,7 +650,7 @@ mod tests {
             let (fs, d) = fs_with_dir();
             for n in 0..20 {
                 let mut f = fs.open_append(&d.join(format!("f{n}"))).unwrap();
-                f.append(&[n; 100]).unwrap();
+                f.write_at(0, &[n; 100]).unwrap();
             }
             fs.sync_dir(&d).unwrap();
             fs.crash(seed);

@@ -206,9 +206,11 @@ impl SnapshotStore {
             .vfs
             .open_append(path)
             .map_err(StorageError::io("create snapshot temp file", path))?;
+        let mut at = 0;
         for part in parts {
-            file.append(part)
+            file.write_at(at, part)
                 .map_err(StorageError::io("write snapshot temp file", path))?;
+            at += part.len() as u64;
         }
         Ok(())
     }

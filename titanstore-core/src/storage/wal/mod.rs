@@ -8,6 +8,15 @@
 //! segment can ever have a torn tail, and each new segment begins with the
 //! current hard state, so whole old segments can be deleted after a snapshot.
 //! Recovery lives in [`replay`]; this module owns the running log.
+//!
+//! Segments are preallocated: while one fills, the next is prepared as a
+//! spare file ([`SPARE_FILE`]) of `segment_bytes` written zeros, fsynced, and
+//! at the roll it is renamed into place. Appends then write into allocated
+//! space, and their `fdatasync` has no file size or extent to journal. The
+//! roll waits for a spare still being written; one that failed (a full disk)
+//! is removed and the next segment grows as it fills, as without
+//! preallocation. The first segment of a new log also grows. A segment the log rolls past is cut to its
+//! records, so only the last segment ever has a zero tail.
 
 mod record;
 mod replay;
@@ -15,11 +24,11 @@ mod replay;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::error::StorageError;
 use super::frame::{encode_framed, read_frame};
-use super::vfs::{AppendFile, Vfs};
+use super::vfs::{AppendFile, Preallocation, Vfs};
 use crate::types::{self, Entry, HardState, LogIndex, Term};
 use record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
 pub(crate) use replay::open;
@@ -31,6 +40,9 @@ pub(crate) use replay::open;
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"TSWAL\0\0\x01";
 /// The version byte of [`SEGMENT_MAGIC`] this binary writes and reads.
 const SEGMENT_VERSION: u8 = 1;
+/// The next segment while it is preallocated (not a segment name, so replay
+/// and compaction never see it).
+pub(crate) const SPARE_FILE: &str = "next-segment.prealloc";
 
 /// The running WAL.
 #[derive(Debug)]
@@ -53,6 +65,8 @@ pub(crate) struct Wal {
     needs_header: bool,
     /// Set by a failed write or fsync: what is on disk is then unknown.
     poisoned: Option<String>,
+    /// The preallocation of the next segment, if one was started.
+    spare: Option<Box<dyn Preallocation>>,
     fsyncs: u64,
     /// Time spent in WAL `fdatasync` calls since open.
     fsync_time: std::time::Duration,
@@ -128,11 +142,12 @@ impl Wal {
         encode_framed(rec, &mut self.scratch)?;
         let start = self.active_len;
         let offset = start + header as u64;
-        if let Err(e) = self.active.append(&self.scratch) {
+        if let Err(e) = self.active.write_at(start, &self.scratch) {
             let err = StorageError::io("append to WAL segment", self.active_path())(e);
             // A full disk: cut what part of the record went in, and the log
-            // is as before (retried once there is room). If the cut fails,
-            // what the segment holds is unknown.
+            // is as before (retried once there is room; the rest of a
+            // preallocated segment is given back and the segment grows from
+            // here). If the cut fails, what the segment holds is unknown.
             if err.is_no_space() && self.active.truncate(start).is_ok() {
                 return Err(err);
             }
@@ -180,14 +195,19 @@ impl Wal {
     /// Starts a new segment. The full one (data and, if new, its directory
     /// entry) is synced first: a torn tail can then only ever be in the last
     /// segment, and a segment can never survive a crash without its predecessors.
+    /// The new one is the preallocated spare if that is ready; its zeros were
+    /// fsynced before, and its name is durable at the next [`Wal::sync`],
+    /// before anything written into it is acknowledged.
     fn roll(&mut self) -> Result<(), StorageError> {
         self.sync()?;
+        self.seal_active()?;
         let seg = Segment {
             seq: self.segments.last().map_or(1, |s| s.seq + 1),
             first_index: self.log.last_index() + 1,
         };
         let path = self.segment_path(&seg);
-        debug!(path = %path.display(), "rolling WAL segment");
+        let preallocated = self.take_spare(&path);
+        debug!(path = %path.display(), preallocated, "rolling WAL segment");
         let file = self
             .vfs
             .open_append(&path)
@@ -200,9 +220,73 @@ impl Wal {
         self.segments.push(seg);
         self.active_len = 0;
         self.dir_dirty = true;
+        if self.spare.is_none() {
+            self.prepare_spare();
+        }
         // On a full disk the header is written before the next record instead.
         self.needs_header = true;
         self.write_header()
+    }
+
+    /// Cuts the active segment to its records before the log rolls past it
+    /// (it has a zero tail only if it was preallocated larger than
+    /// `segment_bytes`, by a run with other options): recovery can then
+    /// still tell lost data from unused space in every segment but the last.
+    fn seal_active(&mut self) -> Result<(), StorageError> {
+        let path = self.active_path();
+        let len = self
+            .vfs
+            .file_len(&path)
+            .map_err(StorageError::io("stat WAL segment", &path))?;
+        if len > self.active_len {
+            debug!(path = %path.display(), len, records_end = self.active_len, "cutting the zero tail of a full WAL segment");
+            let cut = self.active.truncate(self.active_len);
+            let synced = cut.and_then(|()| self.vfs.sync_file(&path));
+            if let Err(e) = synced {
+                let err = StorageError::io("cut WAL segment", &path)(e);
+                return Err(self.poison(err));
+            }
+        }
+        Ok(())
+    }
+
+    fn spare_path(&self) -> PathBuf {
+        self.dir.join(SPARE_FILE)
+    }
+
+    /// Starts preallocating the next segment. A spare left over (by an
+    /// earlier run, or under a name a crash kept for a segment's file) is
+    /// unlinked first, never reused or written: its contents are unknown.
+    fn prepare_spare(&mut self) {
+        let path = self.spare_path();
+        match self.vfs.remove(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                warn!(path = %path.display(), error = %e, "cannot remove the old WAL spare segment; the next segment will grow as it fills");
+                return;
+            }
+            _ => {}
+        }
+        self.spare = Some(self.vfs.preallocate(&path, self.segment_bytes));
+    }
+
+    /// Renames the spare (waiting for it if needed) to `path`; false if
+    /// there is none, in which case the new segment grows as it fills.
+    fn take_spare(&mut self, path: &std::path::Path) -> bool {
+        let Some(spare) = self.spare.take() else {
+            return false;
+        };
+        let spare_path = self.spare_path();
+        let ready = spare
+            .wait()
+            .and_then(|()| self.vfs.rename(&spare_path, path));
+        match ready {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(path = %spare_path.display(), error = %e, "WAL segment preallocation failed; the new segment grows as it fills");
+                let _ = self.vfs.remove(&spare_path);
+                false
+            }
+        }
     }
 
     /// Appends a batch of consecutive entries, dropping any retained entries

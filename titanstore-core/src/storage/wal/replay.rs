@@ -4,7 +4,11 @@
 //!
 //! A damaged record anywhere but at the very end of the last segment is an
 //! error naming the file and offset: it may have been acknowledged, so it is
-//! never silently dropped.
+//! never silently dropped. The last segment may be preallocated: the zeros
+//! after its records are its clean end, and the rules for a torn record apply
+//! as if the file ended where the zeros begin. Older segments were cut to
+//! their records when the log rolled past them, so a zero tail there is still
+//! damage.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use super::Wal;
 use super::record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
 use crate::storage::TornTail;
 use crate::storage::error::StorageError;
-use crate::storage::frame::{FrameError, read_frame};
+use crate::storage::frame::{FrameError, read_frame_before_zeros, zero_tail_start};
 use crate::storage::vfs::Vfs;
 use crate::types::{self, Entry, HardState, LogIndex, Term};
 
@@ -107,9 +111,17 @@ fn replay_segment(
     is_last: bool,
     log: &mut ReplayLog,
 ) -> Result<(u64, Option<TornTail>), StorageError> {
-    let data = vfs
+    let full = vfs
         .read(path)
         .map_err(StorageError::io("read WAL segment", path))?;
+    // Where the written bytes end: in the last segment, the zeros after them
+    // may be preallocated space.
+    let data_end = if is_last {
+        zero_tail_start(&full)
+    } else {
+        full.len()
+    };
+    let data = &full[..data_end];
     let corrupt = |offset: usize, reason: String| StorageError::Corrupt {
         file: path.to_path_buf(),
         offset: offset as u64,
@@ -128,7 +140,7 @@ fn replay_segment(
         off = super::SEGMENT_MAGIC.len();
     } else if !data.is_empty()
         && data.len() < super::SEGMENT_MAGIC.len()
-        && super::SEGMENT_MAGIC.starts_with(&data)
+        && super::SEGMENT_MAGIC.starts_with(data)
     {
         // A segment torn inside its header holds no record.
         off = data.len();
@@ -148,7 +160,7 @@ fn replay_segment(
         }
     }
     loop {
-        match read_frame(&data, off) {
+        match read_frame_before_zeros(&full, off, data_end) {
             Ok(None) => return Ok((off as u64, None)),
             Ok(Some(frame)) => {
                 let rec = types::decode::<Record>(frame.payload)
@@ -159,7 +171,9 @@ fn replay_segment(
                 off = frame.next;
             }
             Err(FrameError::Torn(reason)) if is_last => {
-                let bytes_cut = (data.len() - off) as u64;
+                // The file is cut at the torn record, zeros and all: what
+                // follows then grows the file, as without preallocation.
+                let bytes_cut = full.len().saturating_sub(off) as u64;
                 warn!(file = %path.display(), offset = off, bytes_cut, reason, "cutting torn WAL tail");
                 vfs.truncate(path, off as u64)
                     .map_err(StorageError::io("truncate torn WAL tail", path))?;
@@ -277,6 +291,7 @@ pub(crate) fn open(
         fsyncs: 0,
         fsync_time: std::time::Duration::ZERO,
         needs_header: false,
+        spare: None,
         scratch: Vec::new(),
     };
     if fresh {
@@ -293,6 +308,8 @@ pub(crate) fn open(
         wal.write_record(&RecordRef::Truncate { from: 1 })?;
     }
     wal.sync()?;
+    // A spare left by an earlier run may be incomplete: replace it.
+    wal.prepare_spare();
     info!(
         dir = %wal.dir.display(),
         segments = wal.segments.len(),
