@@ -9,13 +9,15 @@
 //! current hard state, so whole old segments can be deleted after a snapshot.
 //! Recovery lives in [`replay`]; this module owns the running log.
 //!
-//! Segments are preallocated: while one fills, the next is prepared as a
-//! spare file ([`SPARE_FILE`]) of `segment_bytes` written zeros, fsynced, and
-//! at the roll it is renamed into place. Appends then write into allocated
+//! Segments are preallocated: once the active one is half full, the next is
+//! prepared as a spare file ([`SPARE_FILE`]) of `segment_bytes` written
+//! zeros, fsynced, and at the roll it is renamed into place. Appends then write into allocated
 //! space, and their `fdatasync` has no file size or extent to journal. The
 //! roll waits for a spare still being written; one that failed (a full disk)
 //! is removed and the next segment grows as it fills, as without
-//! preallocation. The first segment of a new log also grows. A segment the log rolls past is cut to its
+//! preallocation. The first segment of a new log also grows. (Not at open:
+//! while zeros are being written the disk may be full for a moment, which
+//! the write path rides out as `NoSpace` but opening would not.) A segment the log rolls past is cut to its
 //! records, so only the last segment ever has a zero tail.
 
 mod record;
@@ -28,7 +30,7 @@ use tracing::{debug, warn};
 
 use super::error::StorageError;
 use super::frame::{encode_framed, read_frame};
-use super::vfs::{AppendFile, Preallocation, Vfs};
+use super::vfs::{AppendFile, Finished, Preallocation, Vfs};
 use crate::types::{self, Entry, HardState, LogIndex, Term};
 use record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
 pub(crate) use replay::open;
@@ -166,6 +168,9 @@ impl Wal {
         } else if self.needs_header {
             self.write_header()?;
         }
+        if self.spare.is_none() && self.active_len >= self.segment_bytes / 2 {
+            self.prepare_spare();
+        }
         self.append_record(rec)
     }
 
@@ -220,9 +225,6 @@ impl Wal {
         self.segments.push(seg);
         self.active_len = 0;
         self.dir_dirty = true;
-        if self.spare.is_none() {
-            self.prepare_spare();
-        }
         // On a full disk the header is written before the next record instead.
         self.needs_header = true;
         self.write_header()
@@ -254,19 +256,30 @@ impl Wal {
         self.dir.join(SPARE_FILE)
     }
 
-    /// Starts preallocating the next segment. A spare left over (by an
-    /// earlier run, or under a name a crash kept for a segment's file) is
-    /// unlinked first, never reused or written: its contents are unknown.
+    /// Starts preallocating the next segment (tried once per segment).
     fn prepare_spare(&mut self) {
+        let path = self.spare_path();
+        if self.remove_stale_spare() {
+            self.spare = Some(self.vfs.preallocate(&path, self.segment_bytes));
+        } else {
+            self.spare = Some(Box::new(Finished(Err(std::io::Error::other(
+                "an old spare segment is in the way",
+            )))));
+        }
+    }
+
+    /// Unlinks a spare left over (by an earlier run, or under a name a crash
+    /// kept for a segment's file): its contents are unknown, so it is never
+    /// reused or written. False if it is still there.
+    pub(crate) fn remove_stale_spare(&self) -> bool {
         let path = self.spare_path();
         match self.vfs.remove(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                warn!(path = %path.display(), error = %e, "cannot remove the old WAL spare segment; the next segment will grow as it fills");
-                return;
+                warn!(path = %path.display(), error = %e, "cannot remove an old WAL spare segment");
+                false
             }
-            _ => {}
+            _ => true,
         }
-        self.spare = Some(self.vfs.preallocate(&path, self.segment_bytes));
     }
 
     /// Renames the spare (waiting for it if needed) to `path`; false if

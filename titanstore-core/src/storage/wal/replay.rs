@@ -308,8 +308,8 @@ pub(crate) fn open(
         wal.write_record(&RecordRef::Truncate { from: 1 })?;
     }
     wal.sync()?;
-    // A spare left by an earlier run may be incomplete: replace it.
-    wal.prepare_spare();
+    // A spare left by an earlier run may be incomplete; it only holds space.
+    wal.remove_stale_spare();
     info!(
         dir = %wal.dir.display(),
         segments = wal.segments.len(),
