@@ -616,6 +616,40 @@ mod tests {
     }
 
     #[test]
+    fn unsynced_writes_into_a_preallocated_tail_are_lost_or_torn() {
+        let mut seen_torn = false;
+        for seed in 0..50 {
+            let (fs, d) = fs_with_dir();
+            let path = d.join("seg");
+            fs.preallocate(&path, 64).wait().unwrap();
+            fs.sync_dir(&d).unwrap();
+            let mut f = fs.open_append(&path).unwrap();
+            f.write_at(0, b"durable|").unwrap();
+            f.sync_data().unwrap();
+            f.write_at(8, b"pending").unwrap();
+            fs.crash(seed);
+            let got = fs.file_bytes(&path).unwrap();
+            assert_eq!(got.len(), 64, "the preallocated size was lost");
+            let end = got.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            assert!(end >= 8 && b"durable|pending".starts_with(&got[..end]));
+            seen_torn |= end > 8 && end < 15;
+        }
+        assert!(seen_torn, "never torn");
+    }
+
+    #[test]
+    fn a_preallocation_that_does_not_fit_leaves_no_file() {
+        let (fs, d) = fs_with_dir();
+        fs.set_capacity(Some(100));
+        let err = fs.preallocate(&d.join("spare"), 200).wait().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(fs.file_bytes(&d.join("spare")).is_none());
+        assert_eq!(fs.used_bytes(), 0);
+        fs.preallocate(&d.join("spare"), 100).wait().unwrap();
+        assert_eq!(fs.used_bytes(), 100);
+    }
+
+    #[test]
     fn unsynced_rename_is_undone() {
         let (fs, d) = fs_with_dir();
         fs.write(&d.join("old"), b"1").unwrap();

@@ -11,14 +11,15 @@
 //!
 //! Segments are preallocated: once the active one is half full, the next is
 //! prepared as a spare file ([`SPARE_FILE`]) of `segment_bytes` written
-//! zeros, fsynced, and at the roll it is renamed into place. Appends then write into allocated
-//! space, and their `fdatasync` has no file size or extent to journal. The
-//! roll waits for a spare still being written; one that failed (a full disk)
-//! is removed and the next segment grows as it fills, as without
-//! preallocation. The first segment of a new log also grows. (Not at open:
-//! while zeros are being written the disk may be full for a moment, which
-//! the write path rides out as `NoSpace` but opening would not.) A segment the log rolls past is cut to its
-//! records, so only the last segment ever has a zero tail.
+//! zeros, fsynced, and at the roll it is renamed into place. Appends then
+//! write into allocated space, and their `fdatasync` has no file size or
+//! extent to journal. The roll waits for a spare still being written; one
+//! that failed (a full disk) is removed and the next segment grows as it
+//! fills, as without preallocation. The first segment of a new log grows too:
+//! nothing is preallocated at open, since while zeros are being written the
+//! disk may be full for a moment, which the write path rides out as
+//! `NoSpace` but opening would not. A segment the log rolls past is cut to
+//! its records, so only the last segment ever has a zero tail.
 
 mod record;
 mod replay;

@@ -153,7 +153,7 @@ fn replay_segment(
             let torn = TornTail {
                 file: path.to_path_buf(),
                 offset: 0,
-                bytes_cut: data.len() as u64,
+                bytes_cut: full.len() as u64,
                 reason: "torn segment header".into(),
             };
             return Ok((0, Some(torn)));
