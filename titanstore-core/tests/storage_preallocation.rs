@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use common::{DIR, entries, snapshot};
 use proptest::prelude::*;
-use titanstore_core::storage::{Recovered, SimFs, Storage, StorageError, StorageOptions, Vfs};
+use titanstore_core::storage::{
+    RealFs, Recovered, SimFs, Storage, StorageError, StorageOptions, Vfs,
+};
 use titanstore_core::types::Entry;
 
 const SEGMENT: u64 = 512;
@@ -376,4 +378,41 @@ proptest! {
     ) {
         run(steps);
     }
+}
+
+#[test]
+fn on_a_real_disk_rolled_segments_are_preallocated_and_reopen_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        segment_bytes: 4096,
+    };
+    let open_real = || Storage::open(Arc::new(RealFs), tmp.path(), opts.clone()).unwrap();
+    let logs = || {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        paths.sort();
+        paths
+    };
+    let (mut s, _) = open_real();
+    let mut next = 1;
+    while logs().len() < 3 {
+        s.append(&entries(next, next + 9, 1)).unwrap();
+        s.sync().unwrap();
+        next += 10;
+    }
+    let active = logs()[2].clone();
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), 4096);
+    drop(s);
+    let (mut s, rec) = open_real();
+    assert_eq!(rec.torn_tail, None);
+    assert_eq!(rec.entries, entries(1, next - 1, 1));
+    s.append(&entries(next, next + 9, 1)).unwrap();
+    s.sync().unwrap();
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), 4096);
+    drop(s);
+    let (_, rec) = open_real();
+    assert_eq!(rec.entries, entries(1, next + 9, 1));
 }

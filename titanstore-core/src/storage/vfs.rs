@@ -144,20 +144,20 @@ impl Drop for RealPreallocation {
 }
 
 /// Writes `len` zero bytes into a new file at `path` and fsyncs it; removes
-/// the file if that fails.
+/// the file (only one it created) if that fails.
 fn write_zeros(path: &Path, len: u64) -> io::Result<()> {
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-        let chunk = vec![0u8; 1 << 20];
-        let mut left = len;
-        while left > 0 {
-            let n = usize::try_from(left).map_or(chunk.len(), |l| l.min(chunk.len()));
-            file.write_all(&chunk[..n])?;
-            left -= n as u64;
-        }
-        file.sync_all()
-    })();
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    let mut written = Ok(());
+    while left > 0 && written.is_ok() {
+        let n = usize::try_from(left).map_or(chunk.len(), |l| l.min(chunk.len()));
+        written = file.write_all(&chunk[..n]);
+        left -= n as u64;
+    }
+    let written = written.and_then(|()| file.sync_all());
     if written.is_err() {
+        drop(file);
         let _ = fs::remove_file(path);
     }
     written
