@@ -193,9 +193,11 @@ impl Vfs for RealFs {
         file.write_all(data)
     }
 
-    /// Written zeros rather than `fallocate` (which std does not offer, and
-    /// which on ext4 leaves "unwritten" extents whose conversion on first
-    /// write is itself journaled): `scripts/probe-fdatasync.py` measures both.
+    /// Written zeros rather than `fallocate`: on ext4 that leaves
+    /// "unwritten" extents, and the first write into each block converts
+    /// one, a journaled change. `scripts/probe-fdatasync.py` (4 KiB records,
+    /// medians of write + fdatasync): 167 µs appending, 163 µs into
+    /// fallocated space, 106 µs into written zeros. (std has no fallocate.)
     fn preallocate(&self, path: &Path, len: u64) -> Box<dyn Preallocation> {
         let owned: PathBuf = path.to_path_buf();
         let spawned = std::thread::Builder::new()
