@@ -6,7 +6,7 @@ mod support;
 
 use support::{Cluster, config_of, entry, node_with, set};
 use titanstore_core::raft::{Message, MessageBody, Role};
-use titanstore_core::types::SnapshotMeta;
+use titanstore_core::types::{ClusterConfig, Entry, EntryPayload, SnapshotMeta};
 
 fn msg(from: &str, to: &str, body: MessageBody) -> Message {
     Message {
@@ -441,4 +441,67 @@ fn snapshot_is_not_acknowledged_before_it_is_durable() {
     );
     n2.on_snapshot_persisted(rd.seq, 10);
     assert_eq!(n2.status().snapshot_index, 10);
+}
+
+/// Configs of the log one after the other, from `leader`, one AppendEntries each.
+fn replay_configs(node: &mut titanstore_core::raft::RaftNode, configs: &[ClusterConfig]) {
+    for (i, config) in configs.iter().enumerate() {
+        let index = i as u64 + 1;
+        node.step(msg(
+            "n1",
+            "n4",
+            MessageBody::AppendEntries {
+                term: 1,
+                prev_log_index: index - 1,
+                prev_log_term: if index == 1 { 0 } else { 1 },
+                entries: vec![Entry {
+                    term: 1,
+                    index,
+                    payload: EntryPayload::Config(config.clone()).into(),
+                }],
+                leader_commit: index,
+                read_round: 0,
+            },
+        ));
+        let _ = node.ready();
+    }
+}
+
+/// A node that joins afresh under an id the cluster had before reads the
+/// configs of that earlier life first: it must not take them for its own
+/// removal and re-addition. A node that was a member in this life and then
+/// sees itself added again by another life (or by hand) refuses.
+#[test]
+fn only_a_node_added_again_in_its_own_life_refuses() {
+    let founders = config_of(&["n1", "n2", "n3"]);
+    let with_n4 = |incarnation: u64| {
+        let mut c = founders.clone();
+        c.learners.insert(
+            "n4".into(),
+            titanstore_core::types::MemberAddr {
+                raft_addr: "n4:1".into(),
+                client_addr: "n4:2".into(),
+            },
+        );
+        c.incarnations.insert("n4".into(), incarnation);
+        c
+    };
+    let history = [founders.clone(), with_n4(1), founders.clone(), with_n4(2)];
+    let joiner = |incarnation: u64| {
+        let mut cfg = support::raft_config("n4");
+        cfg.member_incarnation = Some(incarnation);
+        support::node_with_config(cfg, &[], 1, Vec::new())
+    };
+    // The second life (incarnation 2) replays the first life's add and removal.
+    let mut second = joiner(2);
+    replay_configs(&mut second, &history);
+    assert_eq!(second.refusal(), None, "a fresh joiner refused");
+    // The first life saw itself named, was removed, and sees another life added.
+    let mut first = joiner(1);
+    replay_configs(&mut first, &history);
+    assert!(
+        first.refusal().is_some_and(|r| r.contains("added again")),
+        "{:?}",
+        first.refusal()
+    );
 }

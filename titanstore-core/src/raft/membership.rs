@@ -150,6 +150,7 @@ impl RaftNode {
         let mine = self.cfg.member_incarnation;
         let named_mine = mine.is_some() && config.incarnations.get(&self.id) == mine.as_ref();
         if index > before
+            && self.member_this_life
             && !self.cluster.voters.is_empty()
             && !self.cluster.is_member(&self.id)
             && config.is_member(&self.id)
@@ -173,6 +174,9 @@ impl RaftNode {
             tracing::warn!(id = %self.id, index,
                 "this node was removed from the cluster: it no longer campaigns; \
                  to add it back, start it on an empty data dir with --join");
+        }
+        if config.is_member(&self.id) && (mine.is_none() || named_mine) {
+            self.member_this_life = true;
         }
         self.cluster = config;
         if self.role == Role::Leader {

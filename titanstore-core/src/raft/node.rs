@@ -54,6 +54,11 @@ pub struct RaftNode {
     pub(super) msgs: Vec<Message>,
     pub(super) persisted_msgs: Vec<Message>,
     pub(super) pending_snapshot: Option<Snapshot>,
+    /// A config named this node in this life (always, for a founding
+    /// member): only then does a later config naming it in another life mean
+    /// that it was removed and added again. A node that joined afresh may
+    /// first read configs naming an earlier life of its id.
+    pub(super) member_this_life: bool,
     prev_soft: SoftState,
     prev_hard: (Term, Option<NodeId>),
     /// Proposals since the last `ready()` not yet broadcast: they go out
@@ -81,6 +86,13 @@ impl RaftNode {
         let mut expected = snapshot.last_index + 1;
         let mut previous = snapshot.last_term;
         let mut cluster = snapshot.config.clone();
+        let names_me = |c: &ClusterConfig| {
+            c.is_member(&config.id)
+                && config
+                    .member_incarnation
+                    .is_none_or(|mine| c.incarnations.get(&config.id) == Some(&mine))
+        };
+        let mut member_this_life = config.member_incarnation.is_none() || names_me(&cluster);
         for e in &entries {
             if e.index != expected {
                 return Err(RaftError::EntriesNotContiguous {
@@ -96,6 +108,7 @@ impl RaftNode {
                 });
             }
             if let EntryPayload::Config(c) = &*e.payload {
+                member_this_life |= names_me(c);
                 cluster = c.clone();
             }
             expected += 1;
@@ -153,6 +166,7 @@ impl RaftNode {
             gate: Gate::Open,
             may_campaign: true,
             conf_index: 0,
+            member_this_life,
             transfer: None,
             cfg: config,
         };
