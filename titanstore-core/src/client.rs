@@ -479,6 +479,14 @@ impl Client {
             Reply::Error(reason) if reason == "read timed out" => {
                 Attempt::Retry(ClientError::Timeout(reason))
             }
+            // A membership change refused only because the new leader has not
+            // committed in its term yet, or another change is pending: nothing
+            // was proposed, so it is tried again until the deadline.
+            Reply::Error(reason)
+                if matches!(request, Request::Member(_)) && reason.contains("; retry") =>
+            {
+                Attempt::Retry(ClientError::Server(reason))
+            }
             Reply::Error(reason) => Attempt::Done(Err(ClientError::Server(reason))),
             reply => Attempt::Done(Ok(reply)),
         }
@@ -731,4 +739,63 @@ fn unexpected(reply: Reply) -> ClientError {
         "unexpected reply: {}",
         String::from_utf8_lossy(&line)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::{BufRead, Write};
+
+    use super::*;
+
+    /// A node that answers each request line with the next of `answers`;
+    /// returns its address and the lines it got.
+    fn node(answers: Vec<&'static str>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut seen = Vec::new();
+            for answer in answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                seen.push(line.trim_end().to_string());
+                writer.write_all(format!("{answer}\n").as_bytes()).unwrap();
+            }
+            seen
+        });
+        (addr, handle)
+    }
+
+    fn remove() -> Request {
+        Request::parse(b"MEMBER REMOVE n3").unwrap().unwrap()
+    }
+
+    /// A new leader refuses membership changes until it has committed in its
+    /// term; nothing was proposed, so the client asks again.
+    #[test]
+    fn a_membership_change_refused_for_now_is_retried() {
+        let (addr, node) = node(vec![
+            "ERR the leader has not committed an entry of its term yet; retry",
+            "ERR a membership change is in progress; retry when it is committed",
+            "OK",
+        ]);
+        let mut client = Client::new(vec![addr], ClientOptions::default()).unwrap();
+        assert_eq!(client.execute(&remove()).unwrap(), Reply::Ok);
+        assert_eq!(node.join().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_membership_change_refused_for_good_is_not_retried() {
+        let (addr, node) = node(vec!["ERR unknown member n3", "OK"]);
+        let mut client = Client::new(vec![addr], ClientOptions::default()).unwrap();
+        let err = client.execute(&remove()).unwrap_err();
+        assert_eq!(err, ClientError::Server("unknown member n3".into()));
+        drop(client);
+        assert_eq!(node.join().unwrap(), vec!["MEMBER REMOVE n3".to_string()]);
+    }
 }
