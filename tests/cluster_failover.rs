@@ -55,18 +55,7 @@ fn paused_leader_is_replaced_and_steps_down_on_resume() {
     let old = cluster.wait_for_leader(Duration::from_secs(10));
     assert_eq!(cluster.client(&old).cmd("SET before pause"), "OK");
     cluster.pause(&old);
-    let new = wait_for(
-        "a new leader among the others",
-        Duration::from_secs(5),
-        || {
-            cluster
-                .nodes
-                .iter()
-                .filter(|n| n.id != old)
-                .find(|n| cluster.status(&n.id).is_some_and(|s| s.role == "leader"))
-                .map(|n| n.id.clone())
-        },
-    );
+    let new = cluster.wait_for_leader_other_than(&old, Duration::from_secs(5));
     assert_eq!(cluster.client(&new).cmd("SET during pause"), "OK");
     cluster.resume(&old);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));

@@ -108,17 +108,7 @@ fn the_leader_removes_itself_and_stays_out() {
         cluster.status(&leader).filter(|s| s.role == "removed")
     });
     assert_eq!(status.role, "removed");
-    let rest: Vec<String> = cluster
-        .nodes
-        .iter()
-        .filter(|n| n.id != leader)
-        .map(|n| n.id.clone())
-        .collect();
-    let new_leader = wait_for("a new leader among the rest", T, || {
-        rest.iter()
-            .find(|id| cluster.status(id).is_some_and(|s| s.role == "leader"))
-            .cloned()
-    });
+    let new_leader = cluster.wait_for_leader_other_than(&leader, T);
     let mut c = cluster.client(&new_leader);
     assert_eq!(c.cmd("SET b 2"), "OK");
     assert_eq!(c.cmd("GET a"), "VALUE 1");

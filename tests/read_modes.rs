@@ -44,18 +44,7 @@ fn a_resumed_leader_does_not_answer_from_its_old_lease() {
     let mut queued = LineClient::connect(&cluster.node(&old).client_addr());
     cluster.pause(&old);
     queued.send_raw(b"GET k\n");
-    let new = wait_for(
-        "a new leader among the others",
-        Duration::from_secs(5),
-        || {
-            cluster
-                .nodes
-                .iter()
-                .filter(|n| n.id != old)
-                .find(|n| cluster.status(&n.id).is_some_and(|s| s.role == "leader"))
-                .map(|n| n.id.clone())
-        },
-    );
+    let new = cluster.wait_for_leader_other_than(&old, Duration::from_secs(5));
     assert_eq!(cluster.client(&new).cmd("SET k after"), "OK");
     cluster.resume(&old);
     let reply = String::from_utf8(queued.read_line().unwrap()).unwrap();

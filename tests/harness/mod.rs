@@ -338,6 +338,18 @@ impl TestCluster {
 
     /// Waits until one running node is leader and every other running node
     /// follows it; returns its id.
+    /// The id of a node other than `old` that says it leads (the cluster
+    /// replaced `old`, e.g. while it was paused).
+    pub fn wait_for_leader_other_than(&self, old: &str, timeout: Duration) -> String {
+        wait_for("a new leader among the others", timeout, || {
+            self.nodes
+                .iter()
+                .filter(|n| n.id != old)
+                .find(|n| self.status(&n.id).is_some_and(|s| s.role == "leader"))
+                .map(|n| n.id.clone())
+        })
+    }
+
     pub fn wait_for_leader(&self, timeout: Duration) -> String {
         wait_for("a leader all running nodes agree on", timeout, || {
             let statuses: Vec<Status> = self
