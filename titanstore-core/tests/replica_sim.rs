@@ -369,14 +369,14 @@ fn a_leader_with_a_full_disk_steps_down_and_recovers() {
     sim.finish().unwrap();
 }
 
-/// A snapshot image damaged in transit is refused, never fatal.
-#[test]
-fn a_damaged_snapshot_image_is_refused() {
-    let mut opts = Options::shape(3, 9);
-    opts.corrupt_snapshot_pm = 1000;
+/// Three nodes, node 0 leading, node 2 down while the others wrote and
+/// compacted past it: started again, it can catch up only by a snapshot.
+fn behind_a_snapshot(seed: u64, tune: impl FnOnce(&mut Options)) -> Sim {
+    let mut opts = Options::shape(3, seed);
     opts.snapshot_threshold = 5;
     opts.chaos_ticks = 0;
-    let mut sim = Sim::new(9, opts).unwrap();
+    tune(&mut opts);
+    let mut sim = Sim::new(seed, opts).unwrap();
     sim.set_chaos(false);
     elect(&mut sim, 0);
     sim.crash(2, false);
@@ -385,6 +385,13 @@ fn a_damaged_snapshot_image_is_refused() {
         sim.ticks(2);
     }
     sim.ticks(50);
+    sim
+}
+
+/// A snapshot image damaged in transit is refused, never fatal.
+#[test]
+fn a_damaged_snapshot_image_is_refused() {
+    let mut sim = behind_a_snapshot(9, |opts| opts.corrupt_snapshot_pm = 1000);
     sim.set_chaos(true);
     sim.set_faults_off();
     sim.start(2).unwrap();
@@ -409,18 +416,7 @@ fn a_damaged_snapshot_image_is_refused() {
 /// nor a newer image is decoded beside it, and once decoded the node catches up.
 #[test]
 fn a_slow_snapshot_decode_neither_stalls_nor_repeats() {
-    let mut opts = Options::shape(3, 11);
-    opts.snapshot_threshold = 5;
-    opts.chaos_ticks = 0;
-    let mut sim = Sim::new(11, opts).unwrap();
-    sim.set_chaos(false);
-    elect(&mut sim, 0);
-    sim.crash(2, false);
-    for i in 0..40 {
-        sim.write(0, "k0", &format!("image{i}"));
-        sim.ticks(2);
-    }
-    sim.ticks(50);
+    let mut sim = behind_a_snapshot(11, |_| {});
     let term = sim.status(0).unwrap().term;
     sim.hold_decodes = true;
     sim.start(2).unwrap();
