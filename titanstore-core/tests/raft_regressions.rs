@@ -443,7 +443,7 @@ fn snapshot_is_not_acknowledged_before_it_is_durable() {
     assert_eq!(n2.status().snapshot_index, 10);
 }
 
-/// Configs of the log one after the other, from `leader`, one AppendEntries each.
+/// Configs of the log one after the other, from leader n1, one AppendEntries each.
 fn replay_configs(node: &mut titanstore_core::raft::RaftNode, configs: &[ClusterConfig]) {
     for (i, config) in configs.iter().enumerate() {
         let index = i as u64 + 1;

@@ -196,11 +196,12 @@ impl EventLoop {
                 Wake::Continue => {}
             }
             let inputs = started.elapsed();
-            // Before and after the poll, which frees what it finds left over.
-            self.free_garbage();
             let polled = self.replica.poll(&mut self.effects);
             let decided = started.elapsed();
-            self.free_garbage();
+            let garbage = self.replica.take_garbage();
+            if !garbage.is_empty() {
+                tokio::task::spawn_blocking(move || drop(garbage));
+            }
             let ran = self.run_effects();
             let pass = started.elapsed();
             self.metrics.loop_pass(pass);
@@ -226,14 +227,6 @@ impl EventLoop {
         self.storage = None;
         self.snapshot_writer = None;
         result
-    }
-
-    /// Big things the replica let go of are dropped on a blocking thread.
-    fn free_garbage(&mut self) {
-        let garbage = self.replica.take_garbage();
-        if !garbage.is_empty() {
-            tokio::task::spawn_blocking(move || drop(garbage));
-        }
     }
 
     /// A peer message; an AppendEntries reply closes that peer's round-trip probe.

@@ -274,9 +274,9 @@ impl Replica {
         self.continue_snapshot();
     }
 
-    /// What the last [`Replica::poll`] let go of and is costly to free
-    /// (a million-key map takes tens of milliseconds): the runtime frees it
-    /// away from the event loop. Not taken, it is freed by the next poll.
+    /// What the replica let go of and is costly to free (a million-key map
+    /// takes tens of milliseconds): the runtime takes it after every
+    /// [`Replica::poll`] and frees it away from the event loop.
     pub fn take_garbage(&mut self) -> Vec<Box<dyn std::any::Any + Send>> {
         std::mem::take(&mut self.garbage)
     }
@@ -528,8 +528,6 @@ impl Replica {
     /// Runs the core until it has nothing more to hand out and moves every
     /// effect into `out`. An error means the node must stop.
     pub fn poll(&mut self, out: &mut Vec<Effect>) -> Result<(), NodeError> {
-        // What the runtime did not take last time is freed here.
-        self.garbage.clear();
         // A bounded number of Readys per call: after a restart or a long
         // partition, hundreds of thousands of committed entries wait to be
         // applied, and applying them in one go would hold up ticks and

@@ -786,6 +786,8 @@ impl Sim {
                 };
                 let mut effects = Vec::new();
                 let polled = up.replica.poll(&mut effects);
+                // Freed at once here; the runtime frees it on another thread.
+                drop(up.replica.take_garbage());
                 let applied = up.replica.take_applied();
                 if let Err(e) = polled {
                     let msg = e.to_string();
