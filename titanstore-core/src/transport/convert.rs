@@ -127,7 +127,7 @@ pub fn to_wire(msg: &Message) -> Result<pb::RaftMessage, ConvertError> {
                 term: *term,
                 last_index: meta.last_index,
                 last_term: meta.last_term,
-                config: encode("cluster config", &meta.config)?.into(),
+                config: config_to_wire(&meta.config)?,
                 data: data.clone().into(),
             })
         }
@@ -214,7 +214,7 @@ pub fn from_wire(msg: pb::RaftMessage) -> Result<Message, ConvertError> {
             incarnation: m.incarnation,
         },
         Body::InstallSnapshot(m) => {
-            let config: ClusterConfig = decode("cluster config", &m.config)?;
+            let config = config_from_wire(&m.config)?;
             MessageBody::InstallSnapshot {
                 term: m.term,
                 meta: SnapshotMeta {
