@@ -47,6 +47,8 @@ pub struct RaftGauges {
     pub applied: u64,
     pub last_index: u64,
     pub snapshot_index: u64,
+    /// Bytes of log entries held in memory.
+    pub log_cache_bytes: u64,
     pub voters: usize,
     pub learners: usize,
     pub disk_full: bool,
@@ -64,6 +66,7 @@ pub struct Metrics {
     applied: IntGauge,
     last_index: IntGauge,
     snapshot_index: IntGauge,
+    log_cache_bytes: IntGauge,
     has_leader: IntGauge,
     members: IntGaugeVec,
     disk_full: IntGauge,
@@ -194,6 +197,10 @@ impl Metrics {
             applied: gauge("applied_index", "Highest log index applied to the store")?,
             last_index: gauge("last_index", "Last index in this node's log")?,
             snapshot_index: gauge("snapshot_index", "Index of the latest snapshot")?,
+            log_cache_bytes: gauge(
+                "log_cache_bytes",
+                "Bytes of log entries held in memory (older ones are read back from the WAL)",
+            )?,
             has_leader: gauge("has_leader", "1 when this node knows a leader")?,
             members,
             disk_full: gauge("disk_full", "1 while the disk refuses writes (ENOSPC)")?,
@@ -324,6 +331,7 @@ impl Metrics {
         set(&self.applied, raft.applied);
         set(&self.last_index, raft.last_index);
         set(&self.snapshot_index, raft.snapshot_index);
+        set(&self.log_cache_bytes, raft.log_cache_bytes);
         self.has_leader.set(i64::from(raft.leader.is_some()));
         self.disk_full.set(i64::from(raft.disk_full));
         set(

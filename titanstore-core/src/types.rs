@@ -98,6 +98,30 @@ pub struct Entry {
     pub payload: Arc<EntryPayload>,
 }
 
+impl Entry {
+    /// Bytes the entry is counted for in memory: its data plus a fixed
+    /// estimate of the structures around it (entry, shared payload, vectors).
+    pub fn memory_bytes(&self) -> u64 {
+        let data = match &*self.payload {
+            EntryPayload::Command(command) => command.data_len(),
+            EntryPayload::Bootstrap { cluster_id } => cluster_id.len(),
+            EntryPayload::Config(config) => 64 * (config.voters.len() + config.learners.len()),
+            EntryPayload::Noop => 0,
+        };
+        data as u64 + 96
+    }
+}
+
+/// What a boot knows of the log before the entries it holds in memory:
+/// the entries after the snapshot that were left on disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredLog {
+    /// Their terms, in index order (the first is the snapshot index + 1).
+    pub terms: Vec<Term>,
+    /// The config entries among them, as (index, config), in index order.
+    pub configs: Vec<(LogIndex, ClusterConfig)>,
+}
+
 /// Raft state that must be durable before a node answers anyone who depends on it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {

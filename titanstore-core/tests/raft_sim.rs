@@ -25,6 +25,13 @@ fn opts(nodes: usize, seed: u64) -> SimOptions {
         crash_pm: 3 + (seed % 5) as u32 * 3,
         persist_pm: 200 + (seed % 7) as u32 * 100,
         read_mode: ReadMode::Index,
+        // Half the seeds keep only a few entries in memory: the rest are
+        // read back from the disk, at boot and for lagging followers.
+        log_cache_bytes: if seed.is_multiple_of(2) {
+            300
+        } else {
+            u64::MAX
+        },
     }
 }
 

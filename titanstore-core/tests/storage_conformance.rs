@@ -15,7 +15,15 @@ fn open(
     dir: &Path,
     segment_bytes: u64,
 ) -> (Storage, titanstore_core::storage::Recovered) {
-    Storage::open(vfs.clone(), dir, StorageOptions { segment_bytes }).unwrap()
+    Storage::open(
+        vfs.clone(),
+        dir,
+        StorageOptions {
+            segment_bytes,
+            ..StorageOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 fn suite(vfs: Arc<dyn Vfs>, root: &Path) {

@@ -89,7 +89,10 @@ fn open(fs: &SimFs) -> (Storage, Recovered) {
     Storage::open(
         Arc::new(fs.clone()),
         Path::new("/d"),
-        StorageOptions { segment_bytes: 300 },
+        StorageOptions {
+            segment_bytes: 300,
+            ..StorageOptions::default()
+        },
     )
     .unwrap()
 }

@@ -20,7 +20,10 @@ const SEGMENT: u64 = 512;
 const SPARE: &str = "next-segment.prealloc";
 
 fn open_any(fs: &SimFs, segment_bytes: u64) -> Result<(Storage, Recovered), StorageError> {
-    let opts = StorageOptions { segment_bytes };
+    let opts = StorageOptions {
+        segment_bytes,
+        ..StorageOptions::default()
+    };
     Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts)
 }
 
@@ -385,6 +388,7 @@ fn on_a_real_disk_rolled_segments_are_preallocated_and_reopen_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let opts = StorageOptions {
         segment_bytes: 4096,
+        ..StorageOptions::default()
     };
     let open_real = || Storage::open(Arc::new(RealFs), tmp.path(), opts.clone()).unwrap();
     let logs = || {

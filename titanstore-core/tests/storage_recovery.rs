@@ -177,7 +177,10 @@ fn flipped_length_bit_in_an_early_record_is_an_error() {
 /// the disk, the options, the WAL dir and the segment names in order.
 fn several_synced_segments() -> (SimFs, StorageOptions, PathBuf, Vec<String>) {
     let fs = SimFs::new();
-    let opts = StorageOptions { segment_bytes: 200 };
+    let opts = StorageOptions {
+        segment_bytes: 200,
+        ..StorageOptions::default()
+    };
     let (mut s, _) = Storage::open(Arc::new(fs.clone()), Path::new(DIR), opts.clone()).unwrap();
     for lo in (1..=60).step_by(5) {
         s.append(&entries(lo, lo + 4, 1)).unwrap();

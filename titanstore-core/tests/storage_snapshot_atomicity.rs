@@ -12,7 +12,10 @@ use common::{entries, snapshot};
 use titanstore_core::storage::{SimFs, Storage, StorageOptions};
 
 fn open(fs: &SimFs) -> (Storage, titanstore_core::storage::Recovered) {
-    let opts = StorageOptions { segment_bytes: 256 };
+    let opts = StorageOptions {
+        segment_bytes: 256,
+        ..StorageOptions::default()
+    };
     Storage::open(Arc::new(fs.clone()), Path::new("/d"), opts).unwrap()
 }
 

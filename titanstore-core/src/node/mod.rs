@@ -282,7 +282,8 @@ pub fn boot(
     tracing::info!(
         id = %replica_config.id,
         snapshot_index = snapshot_meta.last_index,
-        entries = recovered.entries.len(),
+        entries = recovered.stored.terms.len() + recovered.entries.len(),
+        in_memory = recovered.entries.len(),
         term = recovered.hard_state.term,
         fresh,
         "recovered state"
@@ -290,6 +291,7 @@ pub fn boot(
     let boot = Bootstrap {
         hard_state: recovered.hard_state,
         snapshot: snapshot_meta.clone(),
+        stored: recovered.stored,
         entries: recovered.entries,
         applied: snapshot_meta.last_index,
     };

@@ -489,6 +489,10 @@ impl Replica {
             StorageDone::SnapshotSaved(meta) => {
                 self.submit(StorageJob::Compact(meta));
             }
+            StorageDone::Read { fetch, entries } => {
+                self.job_completed();
+                self.raft.on_fetched(fetch, entries);
+            }
             StorageDone::SnapshotTaken(meta) => {
                 self.job_completed();
                 tracing::info!(index = meta.last_index, "snapshot saved, log compacted");
@@ -658,6 +662,7 @@ impl Replica {
             applied: self.kv.applied_index(),
             last_index: status.last_index,
             snapshot_index: status.snapshot_index,
+            log_cache_bytes: status.log_cache_bytes,
             voters: status.voters,
             learners: status.learners,
             disk_full: self.disk_full,
@@ -871,6 +876,7 @@ impl Replica {
             committed_entries,
             read_states,
             failed_reads,
+            fetches,
         } = ready;
         if let Some(soft) = &soft_state {
             if soft.leader.is_some() && soft.leader != self.last_leader {
@@ -903,6 +909,9 @@ impl Replica {
                 hard_state,
                 then: persisted_messages,
             });
+        }
+        for fetch in fetches {
+            self.submit(StorageJob::Read(fetch));
         }
         self.apply(committed_entries);
         // After applying: what this Ready committed is answered first.

@@ -14,7 +14,7 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::raft::Message;
+use crate::raft::{EntryFetch, Message};
 use crate::storage::{SnapshotWriter, Storage};
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
@@ -32,7 +32,13 @@ pub enum StorageJob {
     },
     /// Compact the WAL behind a snapshot the snapshot writer has saved.
     Compact(SnapshotMeta),
+    /// Read back durable entries the core no longer holds in memory.
+    Read(EntryFetch),
 }
+
+/// Most bytes of WAL records one [`StorageJob::Read`] reads (it reads at
+/// least one record): a lagging follower is fed in steps of about this.
+pub const READ_BYTES: u64 = 1 << 20;
 
 /// What the storage thread reports back, in job order.
 #[derive(Debug)]
@@ -47,6 +53,12 @@ pub enum StorageDone {
     SnapshotSaved(SnapshotMeta),
     /// The WAL is compacted behind this snapshot.
     SnapshotTaken(SnapshotMeta),
+    /// The entries a [`StorageJob::Read`] asked for (empty if they are no
+    /// longer retained), for `RaftNode::on_fetched`.
+    Read {
+        fetch: EntryFetch,
+        entries: Vec<Entry>,
+    },
     /// The disk is full: the jobs from the one reported next on wait and
     /// are retried until there is room (the reports then follow as usual).
     NoSpace(String),
@@ -90,7 +102,7 @@ pub(crate) fn run(
             .iter()
             .map(|job| match job {
                 StorageJob::Write { entries, .. } => entries.len(),
-                StorageJob::Compact(_) => 0,
+                StorageJob::Compact(_) | StorageJob::Read(_) => 0,
             })
             .sum();
         let before = storage.stats();
@@ -187,14 +199,14 @@ pub fn write_batch(
     storage: &mut Storage,
     batch: Vec<StorageJob>,
 ) -> Result<BatchOutcome, crate::storage::StorageError> {
-    let mut done: Vec<(StorageJob, Option<LogIndex>)> = Vec::with_capacity(batch.len());
+    let mut done: Vec<(StorageJob, JobOutput)> = Vec::with_capacity(batch.len());
     let mut dirty = false;
     let mut jobs = batch.into_iter();
     let mut unfinished = Vec::new();
     let mut no_space = None;
     while let Some(job) = jobs.next() {
         match run_job(storage, &job, &mut dirty) {
-            Ok(snapshot_index) => done.push((job, snapshot_index)),
+            Ok(output) => done.push((job, output)),
             Err(err) if err.is_no_space() => {
                 no_space = Some(err.to_string());
                 unfinished.push(job);
@@ -215,16 +227,20 @@ pub fn write_batch(
     }
     let reports = done
         .into_iter()
-        .map(|(job, snapshot_index)| match job {
+        .map(|(job, output)| match job {
             StorageJob::Write {
                 seq, entries, then, ..
             } => StorageDone::Written {
                 seq,
                 last: entries.last().map(|e| (e.index, e.term)),
-                snapshot_index,
+                snapshot_index: output.snapshot_index,
                 then,
             },
             StorageJob::Compact(meta) => StorageDone::SnapshotTaken(meta),
+            StorageJob::Read(fetch) => StorageDone::Read {
+                fetch,
+                entries: output.read,
+            },
         })
         .collect();
     Ok(BatchOutcome {
@@ -234,13 +250,21 @@ pub fn write_batch(
     })
 }
 
-/// Carries out one job; `dirty` tells whether an fsync is owed. Returns the
-/// index of the snapshot it saved, if any.
+/// What one job produced besides durability.
+#[derive(Default)]
+struct JobOutput {
+    /// The index of the snapshot it saved.
+    snapshot_index: Option<LogIndex>,
+    /// The entries it read back.
+    read: Vec<Entry>,
+}
+
+/// Carries out one job; `dirty` tells whether an fsync is owed.
 fn run_job(
     storage: &mut Storage,
     job: &StorageJob,
     dirty: &mut bool,
-) -> Result<Option<LogIndex>, crate::storage::StorageError> {
+) -> Result<JobOutput, crate::storage::StorageError> {
     match job {
         StorageJob::Write {
             snapshot,
@@ -265,13 +289,25 @@ fn run_job(
                 storage.set_hard_state(hard_state)?;
                 *dirty = true;
             }
-            Ok(snapshot_index)
+            Ok(JobOutput {
+                snapshot_index,
+                read: Vec::new(),
+            })
         }
         StorageJob::Compact(meta) => {
             // Syncs what this batch appended before it, then compacts.
             storage.compact_to(meta)?;
             *dirty = false;
-            Ok(None)
+            Ok(JobOutput::default())
+        }
+        StorageJob::Read(fetch) => {
+            // Only durable entries are ever asked for: they were synced by
+            // an earlier batch, so what is read here is what is on disk.
+            let read = storage.read_entries(fetch.lo, fetch.hi, READ_BYTES)?;
+            Ok(JobOutput {
+                snapshot_index: None,
+                read,
+            })
         }
     }
 }

@@ -1,20 +1,36 @@
-//! The in-memory Raft log: the entries after the latest snapshot, plus the
-//! commit index and the two runtime cursors (handed out / persisted).
+//! The Raft log: the terms of every entry after the latest snapshot, a
+//! bounded cache of the most recent entries themselves, the configs in the
+//! log, plus the commit index and the two runtime cursors (handed out /
+//! persisted).
 //!
 //! It owns index arithmetic and the log-matching rules (conflict detection,
 //! suffix truncation, fast back-off hints). It never talks to storage: the
 //! node hands entries out through `Ready` and learns about durability from
-//! `on_persisted`.
+//! `on_persisted`. Entries older than the cache are only on disk; the node
+//! asks the runtime to read them back (`Ready::fetches`) when a lagging
+//! follower or the state machine needs them. Only entries that are durable
+//! and handed to the state machine are ever dropped from the cache, so what
+//! is missing from memory can always be read back from the WAL.
 
-use crate::types::{Entry, LogIndex, SnapshotMeta, Term};
+use std::collections::VecDeque;
+
+use crate::types::{ClusterConfig, Entry, EntryPayload, LogIndex, SnapshotMeta, StoredLog, Term};
 
 /// The log since the last snapshot.
 #[derive(Debug, Clone)]
 pub(crate) struct RaftLog {
     /// The snapshot the log starts after (`last_index` 0 when none).
     snapshot: SnapshotMeta,
-    /// `entries[i].index == snapshot.last_index + 1 + i`.
-    entries: Vec<Entry>,
+    /// `terms[i]` is the term of entry `snapshot.last_index + 1 + i`; one per
+    /// entry in the log, in memory or not.
+    terms: VecDeque<Term>,
+    /// The newest entries, a suffix of the log: `cache.back()` is the last
+    /// entry (when the log is not empty and the cache is not).
+    cache: VecDeque<Entry>,
+    /// [`Entry::memory_bytes`] of everything in `cache`.
+    cache_bytes: u64,
+    /// Every config entry in the log, in index order.
+    configs: Vec<(LogIndex, ClusterConfig)>,
     /// Highest index known committed.
     committed: LogIndex,
     /// Highest index the runtime reported durable (and still in our log).
@@ -27,26 +43,52 @@ pub(crate) struct RaftLog {
     min_persist_seq: u64,
     /// Number of the Ready being assembled next (see `RaftNode::ready`).
     next_seq: u64,
-    /// Entries cut off by compaction or a snapshot install, for the runtime
-    /// to free away from the event loop (a compaction can drop 100k+).
+    /// Entries cut off by compaction, a snapshot install or eviction from
+    /// the cache, for the runtime to free away from the event loop (a
+    /// compaction can drop 100k+).
     discarded: Vec<Entry>,
 }
 
 impl RaftLog {
-    /// A log whose entries are all durable already (boot).
-    /// The caller has validated that `entries` are contiguous after `snapshot`.
-    pub(crate) fn new(snapshot: SnapshotMeta, entries: Vec<Entry>, committed: LogIndex) -> Self {
-        let last = snapshot.last_index + entries.len() as u64;
-        RaftLog {
-            committed: committed.clamp(snapshot.last_index, last),
-            persisted: last,
-            handed_out: last,
+    /// A log whose entries are all durable already (boot): `stored` names
+    /// what is only on disk, `entries` the newest ones that follow it.
+    /// The caller has validated that they are contiguous after `snapshot`.
+    pub(crate) fn new(
+        snapshot: SnapshotMeta,
+        stored: StoredLog,
+        entries: Vec<Entry>,
+        committed: LogIndex,
+    ) -> Self {
+        let mut log = RaftLog {
+            terms: stored.terms.into(),
+            cache: VecDeque::with_capacity(entries.len()),
+            cache_bytes: 0,
+            configs: stored.configs,
+            committed: 0,
+            persisted: 0,
+            handed_out: 0,
             min_persist_seq: 0,
             next_seq: 1,
             discarded: Vec::new(),
             snapshot,
-            entries,
+        };
+        for entry in entries {
+            log.push(entry);
         }
+        let last = log.last_index();
+        log.committed = committed.clamp(log.snapshot.last_index, last);
+        log.persisted = last;
+        log.handed_out = last;
+        log
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.terms.push_back(entry.term);
+        if let EntryPayload::Config(config) = &*entry.payload {
+            self.configs.push((entry.index, config.clone()));
+        }
+        self.cache_bytes += entry.memory_bytes();
+        self.cache.push_back(entry);
     }
 
     pub(crate) fn snapshot_meta(&self) -> &SnapshotMeta {
@@ -62,13 +104,25 @@ impl RaftLog {
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
-        self.snapshot.last_index + self.entries.len() as u64
+        self.snapshot.last_index + self.terms.len() as u64
+    }
+
+    /// The first entry held in memory (`last_index() + 1` when none is):
+    /// entries from `first_index()` up to it are read back from storage.
+    pub(crate) fn cache_first(&self) -> LogIndex {
+        self.last_index() + 1 - self.cache.len() as u64
+    }
+
+    /// Bytes of the entries in memory (see [`Entry::memory_bytes`]).
+    pub(crate) fn cache_bytes(&self) -> u64 {
+        self.cache_bytes
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries
-            .last()
-            .map_or(self.snapshot.last_term, |e| e.term)
+        self.terms
+            .back()
+            .copied()
+            .unwrap_or(self.snapshot.last_term)
     }
 
     pub(crate) fn committed(&self) -> LogIndex {
@@ -84,15 +138,8 @@ impl RaftLog {
         if index == self.snapshot.last_index {
             return Some(self.snapshot.last_term);
         }
-        self.entry(index).map(|e| e.term)
-    }
-
-    pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        if index < self.first_index() {
-            return None;
-        }
-        let pos = usize::try_from(index - self.first_index()).ok()?;
-        self.entries.get(pos)
+        let pos = index.checked_sub(self.first_index())?;
+        self.terms.get(usize::try_from(pos).ok()?).copied()
     }
 
     pub(crate) fn match_term(&self, index: LogIndex, term: Term) -> bool {
@@ -105,24 +152,22 @@ impl RaftLog {
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
-    /// Clones entries `lo..=hi`, at most `max` of them. Empty if `lo` is compacted.
+    /// Clones entries `lo..=hi`, at most `max` of them, from memory. Empty
+    /// if `lo` is not in memory (compacted, or only on disk: see `cache_first`).
     pub(crate) fn slice(&self, lo: LogIndex, hi: LogIndex, max: usize) -> Vec<Entry> {
-        if lo < self.first_index() || lo > hi {
+        if lo < self.cache_first() || lo > hi {
             return Vec::new();
         }
         let hi = hi.min(self.last_index());
-        let start = (lo - self.first_index()) as usize;
-        let end = ((hi - self.first_index()) as usize + 1).min(start.saturating_add(max.max(1)));
-        self.entries
-            .get(start..end)
-            .map(<[Entry]>::to_vec)
-            .unwrap_or_default()
+        let start = (lo - self.cache_first()) as usize;
+        let end = ((hi - self.cache_first()) as usize + 1).min(start.saturating_add(max.max(1)));
+        self.cache.range(start..end.max(start)).cloned().collect()
     }
 
     /// Appends one entry at `last_index() + 1` (leader path).
-    pub(crate) fn append(&mut self, term: Term, payload: crate::types::EntryPayload) -> LogIndex {
+    pub(crate) fn append(&mut self, term: Term, payload: EntryPayload) -> LogIndex {
         let index = self.last_index() + 1;
-        self.entries.push(Entry {
+        self.push(Entry {
             term,
             index,
             payload: std::sync::Arc::new(payload),
@@ -145,10 +190,9 @@ impl RaftLog {
         let Some(first) = entries.first() else {
             return;
         };
-        let keep = first.index.saturating_sub(self.first_index()) as usize;
-        if keep < self.entries.len() {
+        if first.index <= self.last_index() {
             tracing::debug!(from = first.index, "truncating conflicting log suffix");
-            self.entries.truncate(keep);
+            self.truncate_from(first.index);
         }
         let before = first.index - 1;
         if self.handed_out > before {
@@ -156,7 +200,22 @@ impl RaftLog {
         }
         self.handed_out = self.handed_out.min(before);
         self.persisted = self.persisted.min(before);
-        self.entries.extend_from_slice(entries);
+        for entry in entries {
+            self.push(entry.clone());
+        }
+    }
+
+    /// Drops entries from `from` on (`from` > the snapshot index).
+    fn truncate_from(&mut self, from: LogIndex) {
+        let keep = from.saturating_sub(self.first_index()) as usize;
+        self.terms.truncate(keep);
+        while self.cache.back().is_some_and(|e| e.index >= from) {
+            if let Some(entry) = self.cache.pop_back() {
+                self.cache_bytes -= entry.memory_bytes();
+                self.discarded.push(entry);
+            }
+        }
+        self.configs.retain(|(index, _)| *index < from);
     }
 
     pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {
@@ -186,19 +245,21 @@ impl RaftLog {
 
     /// Last index holding an entry of `term`, if we have one.
     pub(crate) fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
-        self.entries
+        self.terms
             .iter()
-            .rev()
-            .find(|e| e.term == term)
-            .map(|e| e.index)
+            .rposition(|t| *t == term)
+            .map(|pos| self.first_index() + pos as u64)
             .or((self.snapshot.last_term == term && term > 0).then_some(self.snapshot.last_index))
     }
 
     /// Discards the whole log in favour of a snapshot received from the leader.
     pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
         let index = meta.last_index;
-        let old = std::mem::take(&mut self.entries);
+        let old = std::mem::take(&mut self.cache);
         self.discard(old);
+        self.cache_bytes = 0;
+        self.terms.clear();
+        self.configs.clear();
         self.committed = index;
         // Only the previous snapshot is known durable until the runtime reports
         // this one persisted: acking `index` earlier could promise the leader
@@ -220,19 +281,35 @@ impl RaftLog {
             return false;
         }
         let drop = (index - self.snapshot.last_index) as usize;
-        let kept = self.entries.split_off(drop.min(self.entries.len()));
-        let old = std::mem::replace(&mut self.entries, kept);
+        self.terms.drain(..drop.min(self.terms.len()));
+        let cached = self.cache.iter().take_while(|e| e.index <= index).count();
+        let old: VecDeque<Entry> = self.cache.drain(..cached).collect();
+        self.cache_bytes -= old.iter().map(Entry::memory_bytes).sum::<u64>();
         self.discard(old);
+        self.configs.retain(|(at, _)| *at > index);
         self.snapshot = meta;
         true
     }
 
-    fn discard(&mut self, old: Vec<Entry>) {
-        if self.discarded.is_empty() {
-            self.discarded = old;
-        } else {
-            self.discarded.extend(old);
+    /// Drops the oldest entries from memory while the cache holds more
+    /// than `max_bytes`, but never one above `floor` (the caller passes what
+    /// is durable and already handed to the state machine, so everything
+    /// dropped can be read back from storage). Returns how many it dropped.
+    pub(crate) fn evict(&mut self, floor: LogIndex, max_bytes: u64) -> usize {
+        let floor = floor.min(self.persisted);
+        let mut dropped = 0;
+        while self.cache_bytes > max_bytes && self.cache.front().is_some_and(|e| e.index <= floor) {
+            if let Some(entry) = self.cache.pop_front() {
+                self.cache_bytes -= entry.memory_bytes();
+                self.discarded.push(entry);
+                dropped += 1;
+            }
         }
+        dropped
+    }
+
+    fn discard(&mut self, old: impl IntoIterator<Item = Entry>) {
+        self.discarded.extend(old);
     }
 
     /// Entries no longer in the log, to be freed by the caller.
@@ -242,24 +319,21 @@ impl RaftLog {
 
     /// The latest config in the log and the index of its entry (the
     /// snapshot's config and index when the log holds no config entry).
-    pub(crate) fn latest_config(&self) -> (crate::types::ClusterConfig, LogIndex) {
+    pub(crate) fn latest_config(&self) -> (ClusterConfig, LogIndex) {
         self.config_before(self.last_index())
     }
 
     /// The config in effect at `index` (>= the snapshot index).
-    pub(crate) fn config_at(&self, index: LogIndex) -> crate::types::ClusterConfig {
+    pub(crate) fn config_at(&self, index: LogIndex) -> ClusterConfig {
         self.config_before(index).0
     }
 
-    fn config_before(&self, index: LogIndex) -> (crate::types::ClusterConfig, LogIndex) {
-        self.entries
+    fn config_before(&self, index: LogIndex) -> (ClusterConfig, LogIndex) {
+        self.configs
             .iter()
             .rev()
-            .filter(|e| e.index <= index)
-            .find_map(|e| match &*e.payload {
-                crate::types::EntryPayload::Config(c) => Some((c.clone(), e.index)),
-                _ => None,
-            })
+            .find(|(at, _)| *at <= index)
+            .map(|(at, config)| (config.clone(), *at))
             .unwrap_or_else(|| (self.snapshot.config.clone(), self.snapshot.last_index))
     }
 
@@ -274,7 +348,8 @@ impl RaftLog {
         seq
     }
 
-    /// Entries not handed to the runtime yet; marks them handed out.
+    /// Entries not handed to the runtime yet; marks them handed out. They
+    /// are always in memory: only persisted entries leave the cache.
     pub(crate) fn take_unhanded(&mut self) -> Vec<Entry> {
         let lo = (self.handed_out + 1).max(self.first_index());
         let last = self.last_index();
@@ -328,7 +403,12 @@ mod tests {
 
     #[test]
     fn truncate_keeps_matching_prefix_and_rewinds_cursors() {
-        let mut log = RaftLog::new(SnapshotMeta::default(), vec![e(1, 1), e(2, 1), e(3, 1)], 1);
+        let mut log = RaftLog::new(
+            SnapshotMeta::default(),
+            StoredLog::default(),
+            vec![e(1, 1), e(2, 1), e(3, 1)],
+            1,
+        );
         assert_eq!(log.find_conflict(&[e(2, 1), e(3, 2)]), Some(1));
         log.truncate_and_append(&[e(3, 2), e(4, 2)]);
         assert_eq!(log.last_index(), 4);
@@ -348,7 +428,7 @@ mod tests {
         // (job 2); entries 2..=3 come again (job 3). Job 1's report arrives
         // while jobs 2 and 3 are not durable: on disk, job 2 may already have
         // discarded what job 1 wrote, so it must not count.
-        let mut log = RaftLog::new(SnapshotMeta::default(), vec![], 0);
+        let mut log = RaftLog::new(SnapshotMeta::default(), StoredLog::default(), vec![], 0);
         for i in 1..=3 {
             log.append(1, EntryPayload::Noop);
             let _ = i;
@@ -376,6 +456,7 @@ mod tests {
     fn conflict_hint_points_at_first_index_of_term() {
         let log = RaftLog::new(
             SnapshotMeta::default(),
+            StoredLog::default(),
             vec![e(1, 1), e(2, 2), e(3, 2), e(4, 2)],
             1,
         );
@@ -387,7 +468,12 @@ mod tests {
 
     #[test]
     fn compact_and_restore() {
-        let mut log = RaftLog::new(SnapshotMeta::default(), vec![e(1, 1), e(2, 1), e(3, 2)], 3);
+        let mut log = RaftLog::new(
+            SnapshotMeta::default(),
+            StoredLog::default(),
+            vec![e(1, 1), e(2, 1), e(3, 2)],
+            3,
+        );
         let meta = SnapshotMeta {
             last_index: 2,
             last_term: 1,
@@ -407,5 +493,47 @@ mod tests {
         assert_eq!(log.last_index(), 10);
         assert_eq!(log.committed(), 10);
         assert!(!log.has_unhanded());
+    }
+
+    #[test]
+    fn eviction_keeps_terms_and_configs_and_never_drops_what_is_not_durable_or_applied() {
+        let config = crate::types::ClusterConfig::default();
+        let stored = StoredLog {
+            terms: vec![1, 1, 2],
+            configs: vec![(2, config.clone())],
+        };
+        let mut log = RaftLog::new(SnapshotMeta::default(), stored, vec![e(4, 2), e(5, 2)], 1);
+        assert_eq!(log.cache_first(), 4);
+        assert_eq!(log.term(2), Some(1));
+        assert_eq!(log.term(3), Some(2));
+        assert!(log.slice(3, 5, 10).is_empty(), "entry 3 is only on disk");
+        assert_eq!(log.slice(4, 5, 10), vec![e(4, 2), e(5, 2)]);
+        assert_eq!(log.latest_config().1, 2);
+        assert_eq!(log.last_index_of_term(1), Some(2));
+
+        for _ in 6..=9 {
+            log.append(3, EntryPayload::Noop);
+        }
+        // Not persisted: nothing above 5 may leave memory, whatever the floor.
+        assert_eq!(log.evict(9, 0), 2);
+        assert_eq!(log.cache_first(), 6);
+        let seq = log.start_ready();
+        assert_eq!(log.take_unhanded().len(), 4);
+        assert!(log.on_persisted(seq, 9, 3));
+        // Durable, but handed to the state machine only up to 7.
+        assert_eq!(log.evict(7, 0), 2);
+        assert_eq!(log.cache_first(), 8);
+        assert_eq!(log.take_discarded().len(), 4);
+        // Under the byte bound nothing goes.
+        assert_eq!(log.evict(9, u64::MAX), 0);
+
+        // A conflicting suffix below the cache empties it and starts it again.
+        log.truncate_and_append(&[e(7, 4)]);
+        assert_eq!(log.last_index(), 7);
+        assert_eq!(log.cache_first(), 7);
+        assert_eq!(log.term(6), Some(3));
+        assert_eq!(log.slice(7, 7, 1), vec![e(7, 4)]);
+        log.truncate_and_append(&[e(2, 4)]);
+        assert_eq!(log.latest_config().1, 0, "the config entry at 2 was cut");
     }
 }

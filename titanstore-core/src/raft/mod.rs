@@ -33,9 +33,9 @@ pub use error::{ProposeError, RaftError, ReadError};
 pub use membership::apply_change;
 pub use message::{Message, MessageBody};
 pub use node::RaftNode;
-pub use ready::{ReadState, Ready, Role, SoftState, Status};
+pub use ready::{EntryFetch, FetchPurpose, ReadState, Ready, Role, SoftState, Status};
 
-use crate::types::{Entry, HardState, LogIndex, NodeId, SnapshotMeta};
+use crate::types::{Entry, HardState, LogIndex, NodeId, SnapshotMeta, StoredLog};
 
 /// How a leader confirms that it still leads before answering a linearizable read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,11 +83,16 @@ pub struct RaftConfig {
     /// Lease mode: the most any node's ticks may run fast or slow against
     /// another's, in percent. The lease is shortened by it (see `lease.rs`).
     pub lease_drift_percent: u64,
+    /// Bytes of the newest entries kept in memory (see `log.rs`); older
+    /// ones are read back from storage when a lagging follower or the state
+    /// machine needs them. Entries not yet durable or applied always stay.
+    pub log_cache_bytes: u64,
 }
 
 impl RaftConfig {
     /// Defaults: timeout [15, 30) ticks, heartbeat 5 ticks, 512 entries per
-    /// append, 8 appends in flight, pre-vote and check-quorum on, seed from the id.
+    /// append, 8 appends in flight, pre-vote and check-quorum on, seed from the id,
+    /// 8 MiB of entries in memory.
     pub fn new(id: impl Into<NodeId>) -> Self {
         let id = id.into();
         // FNV-1a: stable across Rust versions, unlike std's hasher.
@@ -110,6 +115,7 @@ impl RaftConfig {
             member_incarnation: None,
             read_mode: ReadMode::Index,
             lease_drift_percent: 10,
+            log_cache_bytes: 8 << 20,
         }
     }
 
@@ -155,7 +161,11 @@ pub struct Bootstrap {
     /// `last_index` 0 / `last_term` 0 when there is no snapshot; `.config` is
     /// the cluster configuration.
     pub snapshot: SnapshotMeta,
-    /// Durable log entries after `snapshot.last_index`, contiguous.
+    /// Durable log entries after `snapshot.last_index` that are left on
+    /// disk (terms and configs only; the node reads them back when needed).
+    pub stored: StoredLog,
+    /// Durable log entries after those, contiguous: the newest of the log,
+    /// held in memory.
     pub entries: Vec<Entry>,
     /// The state machine's applied index (>= `snapshot.last_index`).
     pub applied: LogIndex,

@@ -18,7 +18,7 @@ use super::log::RaftLog;
 use super::message::{Message, MessageBody};
 use super::progress::Progress;
 use super::read_index::ReadIndexState;
-use super::ready::{Ready, Role, SoftState, Status};
+use super::ready::{EntryFetch, FetchPurpose, Ready, Role, SoftState, Status};
 use super::{Bootstrap, ProposeError, RaftConfig, RaftError};
 use crate::types::{
     ClusterConfig, Command, EntryPayload, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
@@ -71,6 +71,15 @@ pub struct RaftNode {
     /// when it comes from the snapshot).
     pub(super) conf_index: LogIndex,
     pub(super) transfer: Option<super::membership::Transfer>,
+    /// Reads of entries no longer in memory, for the next `Ready`.
+    pub(super) fetches: Vec<EntryFetch>,
+    /// Leader: the follower whose entries are being read back, with the
+    /// first index asked for and the term it was asked in (one at a time).
+    pub(super) fetching: BTreeMap<NodeId, (LogIndex, Term)>,
+    /// A read of committed entries for the state machine is outstanding.
+    pub(super) apply_fetching: bool,
+    /// Committed entries read back for the state machine, next to hand out.
+    pub(super) fetched_apply: Vec<crate::types::Entry>,
 }
 
 impl RaftNode {
@@ -80,6 +89,7 @@ impl RaftNode {
         let Bootstrap {
             hard_state,
             snapshot,
+            stored,
             entries,
             applied,
         } = boot;
@@ -93,6 +103,30 @@ impl RaftNode {
                     .is_none_or(|mine| c.incarnations.get(&config.id) == Some(&mine))
         };
         let mut member_this_life = config.member_incarnation.is_none() || names_me(&cluster);
+        let stored_first = expected;
+        for &term in &stored.terms {
+            if term < previous {
+                return Err(RaftError::TermsDecreasing {
+                    index: expected,
+                    term,
+                    previous,
+                });
+            }
+            expected += 1;
+            previous = term;
+        }
+        let mut at = stored_first;
+        for (index, c) in &stored.configs {
+            if *index < at || *index >= expected {
+                return Err(RaftError::EntriesNotContiguous {
+                    expected: at,
+                    found: *index,
+                });
+            }
+            at = index + 1;
+            member_this_life |= names_me(c);
+            cluster = c.clone();
+        }
         for e in &entries {
             if e.index != expected {
                 return Err(RaftError::EntriesNotContiguous {
@@ -126,7 +160,7 @@ impl RaftNode {
             });
         }
         let commit = hard_state.commit.max(applied);
-        let log = RaftLog::new(snapshot, entries, commit);
+        let log = RaftLog::new(snapshot, stored, entries, commit);
         // Entries of a term newer than the durable term can survive a crash
         // between writing entries and hard state of one Ready; that Ready
         // only ever raised the term (a vote is persisted in an earlier one).
@@ -168,6 +202,10 @@ impl RaftNode {
             conf_index: 0,
             member_this_life,
             transfer: None,
+            fetches: Vec::new(),
+            fetching: BTreeMap::new(),
+            apply_fetching: false,
+            fetched_apply: Vec::new(),
             cfg: config,
         };
         node.refresh_config();
@@ -402,7 +440,9 @@ impl RaftNode {
             || self.log.has_unhanded()
             || !self.msgs.is_empty()
             || !self.persisted_msgs.is_empty()
-            || self.apply_cursor < self.apply_limit()
+            || (self.apply_cursor < self.apply_limit() && !self.apply_fetching)
+            || !self.fetched_apply.is_empty()
+            || !self.fetches.is_empty()
             || self.reads_pending_output()
     }
 
@@ -434,18 +474,89 @@ impl RaftNode {
         }
         rd.messages = std::mem::take(&mut self.msgs);
         rd.persisted_messages = std::mem::take(&mut self.persisted_msgs);
-        let limit = self.apply_limit();
-        if self.apply_cursor < limit {
-            rd.committed_entries =
-                self.log
-                    .slice(self.apply_cursor + 1, limit, MAX_APPLY_PER_READY);
-            if let Some(last) = rd.committed_entries.last() {
-                self.apply_cursor = last.index;
-            }
+        rd.committed_entries = self.committed_to_apply();
+        if let Some(last) = rd.committed_entries.last() {
+            self.apply_cursor = last.index;
         }
+        // What is durable and handed to the state machine may leave memory.
+        self.log.evict(self.apply_cursor, self.cfg.log_cache_bytes);
         rd.read_states = std::mem::take(&mut self.reads.ready);
         rd.failed_reads = std::mem::take(&mut self.reads.failed);
+        rd.fetches = std::mem::take(&mut self.fetches);
         rd
+    }
+
+    /// The next committed entries for the state machine: from memory, or
+    /// read back from storage (asked for here, handed out once read).
+    fn committed_to_apply(&mut self) -> Vec<crate::types::Entry> {
+        let fetched = std::mem::take(&mut self.fetched_apply);
+        if fetched
+            .first()
+            .is_some_and(|e| e.index == self.apply_cursor + 1)
+        {
+            return fetched;
+        }
+        let limit = self.apply_limit();
+        let lo = self.apply_cursor + 1;
+        if lo > limit {
+            return Vec::new();
+        }
+        let cache_first = self.log.cache_first();
+        if lo >= cache_first {
+            return self.log.slice(lo, limit, MAX_APPLY_PER_READY);
+        }
+        if !self.apply_fetching {
+            self.apply_fetching = true;
+            let hi = limit
+                .min(cache_first - 1)
+                .min(lo + MAX_APPLY_PER_READY as u64 - 1);
+            self.fetches.push(EntryFetch {
+                lo,
+                hi,
+                purpose: FetchPurpose::Apply,
+            });
+        }
+        Vec::new()
+    }
+
+    /// The runtime read back the entries of `fetch` (empty: they are gone,
+    /// e.g. compacted behind a snapshot meanwhile). Whatever no longer fits
+    /// what the node is doing is dropped, and asked for again if still needed.
+    pub fn on_fetched(&mut self, fetch: EntryFetch, entries: Vec<crate::types::Entry>) {
+        // Only entries still in our log, from the first one asked for on.
+        let valid = entries
+            .iter()
+            .enumerate()
+            .take_while(|(i, e)| {
+                e.index == fetch.lo + *i as u64
+                    && e.index <= fetch.hi
+                    && self.log.match_term(e.index, e.term)
+            })
+            .count();
+        let mut entries = entries;
+        entries.truncate(valid);
+        match fetch.purpose {
+            FetchPurpose::Apply => {
+                self.apply_fetching = false;
+                let limit = self.apply_limit();
+                entries.retain(|e| e.index <= limit);
+                if entries
+                    .first()
+                    .is_some_and(|e| e.index == self.apply_cursor + 1)
+                {
+                    self.fetched_apply = entries;
+                }
+            }
+            FetchPurpose::Replicate { peer, term } => {
+                if self.fetching.get(&peer) == Some(&(fetch.lo, term)) {
+                    self.fetching.remove(&peer);
+                }
+                if self.role != Role::Leader || self.term != term {
+                    return;
+                }
+                self.send_fetched(&peer, fetch.lo, entries);
+            }
+        }
     }
 
     /// The runtime made entries up to (`index`, `term`) of Ready `seq` durable.
@@ -526,6 +637,8 @@ impl RaftNode {
             applied: self.applied,
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index(),
+            log_cache_first: self.log.cache_first(),
+            log_cache_bytes: self.log.cache_bytes(),
             bootstrapping: matches!(self.gate, Gate::Closed { .. }),
             voters: self.cluster.voters.len(),
             learners: self.cluster.learners.len(),

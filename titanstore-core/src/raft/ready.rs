@@ -69,6 +69,32 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
     pub failed_reads: Vec<u64>,
+    /// Entries the node needs but no longer holds in memory: read each
+    /// range from storage (any time, in any order) and hand what was read to
+    /// [`super::RaftNode::on_fetched`], an empty vector if it is gone.
+    pub fetches: Vec<EntryFetch>,
+}
+
+/// A range of durable entries to read back from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFetch {
+    /// First index wanted.
+    pub lo: LogIndex,
+    /// Last index wanted (inclusive); reading may stop earlier, after at
+    /// least one entry, to bound the bytes read at once.
+    pub hi: LogIndex,
+    pub purpose: FetchPurpose,
+}
+
+/// What a fetch is for (the node checks on return that it still is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchPurpose {
+    /// An AppendEntries to a follower that lags behind the cache, for the
+    /// leader of `term`.
+    Replicate { peer: NodeId, term: Term },
+    /// Committed entries for the state machine (after a restart, the log
+    /// since the snapshot is applied from disk).
+    Apply,
 }
 
 impl Ready {
@@ -83,6 +109,7 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
             && self.failed_reads.is_empty()
+            && self.fetches.is_empty()
     }
 }
 
@@ -97,6 +124,10 @@ pub struct Status {
     pub applied: LogIndex,
     pub last_index: LogIndex,
     pub snapshot_index: LogIndex,
+    /// The first entry held in memory (older ones are read back from disk).
+    pub log_cache_first: LogIndex,
+    /// Bytes of the entries held in memory.
+    pub log_cache_bytes: u64,
     /// Started on an empty data dir, waiting for peers to confirm they are new.
     pub bootstrapping: bool,
     /// Why the node refuses to take part (a peer already belongs to a cluster).

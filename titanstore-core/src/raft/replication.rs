@@ -10,6 +10,7 @@
 use super::message::MessageBody;
 use super::node::RaftNode;
 use super::progress::ProgressState;
+use super::ready::{EntryFetch, FetchPurpose};
 use crate::types::{Entry, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// The fields of an AppendEntriesReply the leader acts on.
@@ -98,12 +99,60 @@ impl RaftNode {
             self.send_snapshot(peer);
             return true;
         };
+        let cache_first = self.log.cache_first();
+        if next < cache_first && next <= self.log.last_index() {
+            // Durable, but no longer in memory: the runtime reads them back
+            // and `on_fetched` sends them.
+            if !self.fetching.contains_key(peer) {
+                self.fetching.insert(peer.clone(), (next, self.term));
+                let hi = (cache_first - 1).min(next + self.cfg.max_entries_per_append as u64 - 1);
+                self.fetches.push(EntryFetch {
+                    lo: next,
+                    hi,
+                    purpose: FetchPurpose::Replicate {
+                        peer: peer.clone(),
+                        term: self.term,
+                    },
+                });
+            }
+            return false;
+        }
         let entries = self
             .log
             .slice(next, self.log.last_index(), self.cfg.max_entries_per_append);
         if entries.is_empty() && !allow_empty {
             return false;
         }
+        self.send_entries(peer, prev, prev_term, entries);
+        true
+    }
+
+    /// Sends entries read back from storage for `peer` (see `send_append`),
+    /// if the follower still needs them from `lo` on; then goes on with
+    /// what follows (from memory, or another read).
+    pub(super) fn send_fetched(&mut self, peer: &NodeId, lo: LogIndex, entries: Vec<Entry>) {
+        let max_inflight = self.cfg.max_inflight_appends;
+        let wanted = self
+            .progress
+            .get(peer)
+            .is_some_and(|pr| pr.next == lo && !pr.is_paused(max_inflight));
+        if wanted
+            && !entries.is_empty()
+            && let Some(prev_term) = self.log.term(lo - 1)
+        {
+            self.send_entries(peer, lo - 1, prev_term, entries);
+        }
+        while self.send_append(peer, false) {}
+    }
+
+    /// One AppendEntries after (`prev`, `prev_term`), counted in flight.
+    fn send_entries(
+        &mut self,
+        peer: &NodeId,
+        prev: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry>,
+    ) {
         let last = entries.last().map(|e| e.index);
         if let Some(pr) = self.progress.get_mut(peer) {
             pr.on_sent(last);
@@ -117,7 +166,6 @@ impl RaftNode {
             read_round: self.reads.round,
         };
         self.send(peer.clone(), body);
-        true
     }
 
     /// An empty AppendEntries anchored at the follower's match index, so it

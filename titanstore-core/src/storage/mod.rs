@@ -54,7 +54,7 @@ pub use sim_fs::SimFs;
 pub use snapshot::{read_snapshot, snapshot_path};
 pub use vfs::{AppendFile, Preallocation, RealFs, Vfs, VfsLock};
 
-use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, StoredLog, Term};
 use data_dir::DataDir;
 use hard_state::HardStateStore;
 use snapshot::SnapshotStore;
@@ -65,12 +65,17 @@ use wal::Wal;
 pub struct StorageOptions {
     /// A WAL segment is rolled once it reaches this many bytes.
     pub segment_bytes: u64,
+    /// Recovery hands back whole only the newest entries, up to about this
+    /// many bytes ([`Entry::memory_bytes`]); of the older ones it hands
+    /// back their terms and configs ([`Recovered::stored`]).
+    pub recovered_entry_bytes: u64,
 }
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             segment_bytes: 64 * 1024 * 1024,
+            recovered_entry_bytes: 8 << 20,
         }
     }
 }
@@ -93,7 +98,10 @@ pub struct TornTail {
 pub struct Recovered {
     pub hard_state: HardState,
     pub snapshot: Option<Snapshot>,
-    /// The retained log after the snapshot, in index order.
+    /// The retained log after the snapshot that was left on disk: terms
+    /// and configs (read the entries back with [`Storage::read_entries`]).
+    pub stored: StoredLog,
+    /// The rest of the retained log, the newest entries, in index order.
     pub entries: Vec<Entry>,
     pub torn_tail: Option<TornTail>,
 }
@@ -104,6 +112,7 @@ impl Recovered {
     pub fn holds_state(&self) -> bool {
         self.hard_state != HardState::default()
             || self.snapshot.is_some()
+            || !self.stored.terms.is_empty()
             || !self.entries.is_empty()
     }
 }
@@ -173,6 +182,7 @@ impl Storage {
             vfs.clone(),
             data_dir.wal_dir(),
             options.segment_bytes,
+            options.recovered_entry_bytes,
             snap_index,
             snap_term,
         )?;
@@ -199,6 +209,7 @@ impl Storage {
         let recovered = Recovered {
             hard_state: state.clone(),
             snapshot,
+            stored: replayed.stored,
             entries: replayed.entries,
             torn_tail: replayed.torn_tail,
         };
@@ -327,6 +338,23 @@ impl Storage {
         hi_exclusive: LogIndex,
     ) -> Result<Vec<Entry>, StorageError> {
         self.wal.entries(lo, hi_exclusive)
+    }
+
+    /// Entries `lo ..= hi`, read from the WAL files, stopping early (after
+    /// at least one) once about `max_bytes` of records were read. Entries
+    /// no longer retained (compacted behind a snapshot, or cut) give an
+    /// empty vector; damage is an error.
+    pub fn read_entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let hi = hi.min(self.last_index());
+        if lo < self.first_index() || lo > hi {
+            return Ok(Vec::new());
+        }
+        self.wal.entries_bounded(lo, hi + 1, max_bytes)
     }
 
     /// First retained index (snapshot index + 1, even when the log is empty).

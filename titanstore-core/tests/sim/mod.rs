@@ -43,6 +43,9 @@ pub struct SimOptions {
     /// node skips at most one tick in `LEASE_SKIP_SPACING` (10% drift, the
     /// default bound), instead of any tick with 5% chance.
     pub read_mode: ReadMode,
+    /// The core's `log_cache_bytes`; a restarted node also leaves all but
+    /// its last few entries on disk when it is small.
+    pub log_cache_bytes: u64,
 }
 
 /// Lease mode: least ticks between two skipped ticks of one node.
@@ -85,6 +88,8 @@ pub struct Stats {
     pub reads_failed: u64,
     pub crashes: u64,
     pub snapshots_sent: u64,
+    /// Reads of entries the core no longer held in memory.
+    pub fetches: u64,
     pub max_commit: LogIndex,
 }
 
@@ -477,6 +482,7 @@ impl Sim {
             committed_entries,
             read_states,
             failed_reads,
+            fetches,
         } = rd;
         for m in messages {
             self.send(i, m);
@@ -587,6 +593,31 @@ impl Sim {
         for r in failed_reads {
             self.reads.remove(&(i, r));
             self.stats.reads_failed += 1;
+        }
+        for fetch in fetches {
+            // Read back from the durable disk, a few entries at a time (as a
+            // bounded read stops early); the core only asks for durable ones.
+            let node = &mut self.nodes[i];
+            let read: Vec<_> = node
+                .disk
+                .entries
+                .iter()
+                .filter(|e| e.index >= fetch.lo && e.index <= fetch.hi)
+                .take(3)
+                .cloned()
+                .collect();
+            let on_disk = fetch.lo <= node.disk.snapshot_index()
+                || read.first().is_some_and(|e| e.index == fetch.lo);
+            if !on_disk {
+                return Err(format!(
+                    "{id}: fetch of entry {} that is not durable",
+                    fetch.lo
+                ));
+            }
+            self.stats.fetches += 1;
+            if let Some(raft) = node.raft.as_mut() {
+                raft.on_fetched(fetch, read);
+            }
         }
         Ok(())
     }

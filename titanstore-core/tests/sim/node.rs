@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 
 use titanstore_core::raft::{Bootstrap, Message, RaftConfig, RaftNode};
 use titanstore_core::types::{
-    ClusterConfig, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term,
+    ClusterConfig, Entry, EntryPayload, HardState, LogIndex, Snapshot, SnapshotMeta, StoredLog,
+    Term,
 };
 
 /// What survives a crash.
@@ -129,6 +130,7 @@ pub fn raft_config(id: &str, seed: u64, opts: &super::SimOptions) -> RaftConfig 
     cfg.pre_vote = opts.pre_vote;
     cfg.check_quorum = opts.check_quorum;
     cfg.read_mode = opts.read_mode;
+    cfg.log_cache_bytes = opts.log_cache_bytes;
     cfg
 }
 
@@ -186,10 +188,24 @@ impl SimNode {
             snap_term: meta.last_term,
             entries: self.disk.entries.clone(),
         };
+        // With a small cache, only the last two entries come back whole.
+        let mut entries = self.disk.entries.clone();
+        let mut stored = StoredLog::default();
+        if opts.log_cache_bytes < 1000 {
+            let rest = entries.split_off(entries.len().saturating_sub(2));
+            for e in &entries {
+                stored.terms.push(e.term);
+                if let EntryPayload::Config(c) = &*e.payload {
+                    stored.configs.push((e.index, c.clone()));
+                }
+            }
+            entries = rest;
+        }
         let boot = Bootstrap {
             hard_state: self.disk.hard_state.clone(),
             snapshot: meta.clone(),
-            entries: self.disk.entries.clone(),
+            stored,
+            entries,
             applied: meta.last_index,
         };
         let raft = RaftNode::new(raft_config(&self.id, seed, opts), boot)

@@ -16,6 +16,7 @@ pub fn run_seeds(name: &str, base: u64, count: u64, opts: impl Fn(u64) -> SimOpt
         }
     };
     let mut total = Stats::default();
+    let mut small_caches = 0;
     for seed in seeds {
         let o = opts(seed);
         let result = std::panic::catch_unwind(|| {
@@ -33,6 +34,8 @@ pub fn run_seeds(name: &str, base: u64, count: u64, opts: impl Fn(u64) -> SimOpt
                 total.reads_failed += stats.reads_failed;
                 total.crashes += stats.crashes;
                 total.snapshots_sent += stats.snapshots_sent;
+                total.fetches += stats.fetches;
+                small_caches += u64::from(o.log_cache_bytes < 1000);
                 total.max_commit = total.max_commit.max(stats.max_commit);
             }
             Ok(Err(e)) => panic!("seed {seed} failed: {e}\n{hint}"),
@@ -40,4 +43,8 @@ pub fn run_seeds(name: &str, base: u64, count: u64, opts: impl Fn(u64) -> SimOpt
         }
     }
     eprintln!("{name}: {total:?}");
+    assert!(
+        small_caches < 10 || total.fetches > 0,
+        "{small_caches} seeds kept few entries in memory, yet none was ever read back"
+    );
 }

@@ -73,6 +73,7 @@ pub fn node_with_config(
             last_term: 0,
             config: config_of(ids),
         },
+        stored: Default::default(),
         entries,
         applied: 0,
     };

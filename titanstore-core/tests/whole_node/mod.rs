@@ -68,6 +68,10 @@ pub struct Options {
     pub persist_pm: u32,
     pub snapshot_threshold: u64,
     pub snapshot_log_bytes: u64,
+    /// The core's `log_cache_bytes` and recovery's `recovered_entry_bytes`:
+    /// small, entries are read back from the WAL for lagging followers and
+    /// for applying after a restart.
+    pub log_cache_bytes: u64,
     /// Machines beyond `nodes` that membership changes may add.
     pub spares: usize,
     /// Per tick: a membership change or leadership transfer is asked for.
@@ -108,6 +112,7 @@ impl Options {
             } else {
                 u64::MAX
             },
+            log_cache_bytes: if seed.is_multiple_of(2) { 500 } else { 8 << 20 },
             spares: 0,
             membership_pm: 0,
             session_ttl_ms: ApiConfig::default().session_ttl_ms,
@@ -136,6 +141,8 @@ pub struct Stats {
     pub snapshots_sent: u64,
     pub snapshots_corrupted: u64,
     pub snapshots_decoded: u64,
+    /// Entries read back from the WAL (the core no longer held them).
+    pub entry_reads: u64,
     pub writes_ok: u64,
     pub writes_failed: u64,
     pub writes_unknown: u64,
@@ -159,6 +166,7 @@ impl Stats {
         self.snapshots_sent += o.snapshots_sent;
         self.snapshots_corrupted += o.snapshots_corrupted;
         self.snapshots_decoded += o.snapshots_decoded;
+        self.entry_reads += o.entry_reads;
         self.writes_ok += o.writes_ok;
         self.writes_failed += o.writes_failed;
         self.writes_unknown += o.writes_unknown;
@@ -334,6 +342,7 @@ impl Sim {
         }
         let options = StorageOptions {
             segment_bytes: 4096,
+            recovered_entry_bytes: self.opts.log_cache_bytes,
         };
         let (storage, recovered) = Storage::open(Arc::new(node.fs.clone()), &node.dir, options)
             .map_err(|e| format!("{}: recovery failed: {e}", node.id))?;
@@ -346,6 +355,7 @@ impl Sim {
         raft.bootstrap_grace_ticks = 100;
         raft.member_incarnation = node.incarnation;
         raft.read_mode = self.opts.read_mode;
+        raft.log_cache_bytes = self.opts.log_cache_bytes;
         let replica = ReplicaConfig {
             id: node.id.clone(),
             advertise_client_addr: format!("{}:2", node.id),
@@ -676,11 +686,16 @@ impl Sim {
                 self.crash(i, power);
                 continue;
             }
+            let mut reads = 0;
             for report in reports {
+                if let StorageDone::Read { entries, .. } = &report {
+                    reads += entries.len() as u64;
+                }
                 up.replica
                     .storage_done(report)
                     .map_err(|e| format!("{}: {e}", node.id))?;
             }
+            self.stats.entry_reads += reads;
         }
         self.poll_all()
     }
@@ -1479,8 +1494,10 @@ pub fn run_seeds(name: &str, base: u64, count: u64, opts: impl Fn(u64) -> Option
     let started = std::time::Instant::now();
     let mut total = Stats::default();
     let n = seeds.len();
+    let mut small_caches = 0;
     for seed in seeds {
         let o = opts(seed);
+        small_caches += u64::from(o.log_cache_bytes < 1000);
         let hint = format!(
             "replay: NODE_SIM_SEED={seed} cargo test -p titanstore-core --test replica_sim {name}"
         );
@@ -1498,5 +1515,9 @@ pub fn run_seeds(name: &str, base: u64, count: u64, opts: impl Fn(u64) -> Option
     eprintln!(
         "{name}: {n} seeds in {secs:.1} s ({:.1} seeds/s): {total:?}",
         n as f64 / secs.max(1e-9)
+    );
+    assert!(
+        small_caches < 10 || total.entry_reads > 0,
+        "{small_caches} seeds kept few entries in memory, yet none was ever read back"
     );
 }

@@ -436,6 +436,17 @@ impl Wal {
 
     /// Entries `lo .. hi`, decoded from the segment files.
     pub fn entries(&self, lo: LogIndex, hi: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        self.entries_bounded(lo, hi, u64::MAX)
+    }
+
+    /// [`Wal::entries`], stopping after the record that brings the bytes
+    /// read to `max_bytes` or more.
+    pub fn entries_bounded(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         if lo < self.first_index() {
             return Err(StorageError::Compacted {
                 index: lo,
@@ -449,14 +460,19 @@ impl Wal {
                 last_index: self.last_index(),
             });
         }
-        let mut out = Vec::with_capacity((hi - lo) as usize);
+        let mut out = Vec::with_capacity(((hi - lo) as usize).min(4096));
         let mut batch: Option<(u64, u64, Vec<Entry>)> = None;
+        let mut read = 0u64;
         for index in lo..hi {
             let Some(loc) = self.log.get(index) else {
                 break;
             };
             let cached = matches!(&batch, Some((s, o, _)) if *s == loc.seq && *o == loc.offset);
             if !cached {
+                if read >= max_bytes {
+                    break;
+                }
+                read += u64::from(loc.frame_len);
                 batch = Some((loc.seq, loc.offset, self.read_batch(loc)?));
             }
             if let Some((_, _, entries)) = &batch {

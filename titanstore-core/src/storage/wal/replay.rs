@@ -10,6 +10,7 @@
 //! their records when the log rolled past them, so a zero tail there is still
 //! damage.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,15 +22,23 @@ use crate::storage::TornTail;
 use crate::storage::error::StorageError;
 use crate::storage::frame::{FrameError, read_frame_before_zeros, zero_tail_start};
 use crate::storage::vfs::Vfs;
-use crate::types::{self, Entry, HardState, LogIndex, Term};
+use crate::types::{self, ClusterConfig, Entry, HardState, LogIndex, StoredLog, Term};
 
 /// The log as rebuilt by replay, before it is reconciled with the snapshot.
+/// Only the newest entries are kept whole (up to `tail_bytes`, see
+/// [`Entry::memory_bytes`]); of the others it keeps the location and term,
+/// and the configs.
 #[derive(Default)]
 struct ReplayLog {
     /// Index before `locs[0]`; only meaningful while `locs` is non-empty.
     base: LogIndex,
     locs: Vec<EntryLoc>,
-    entries: Vec<Entry>,
+    /// The newest entries: `entries.back()` is the last of `locs`.
+    entries: VecDeque<Entry>,
+    entry_bytes: u64,
+    tail_bytes: u64,
+    /// Every config entry of `locs`, in index order.
+    configs: Vec<(LogIndex, ClusterConfig)>,
     hard_state: HardState,
 }
 
@@ -38,15 +47,54 @@ impl ReplayLog {
         self.base + self.locs.len() as u64
     }
 
+    fn clear(&mut self) {
+        self.locs.clear();
+        self.entries.clear();
+        self.entry_bytes = 0;
+        self.configs.clear();
+    }
+
     fn truncate_from(&mut self, from: LogIndex) {
         if self.locs.is_empty() || from <= self.base + 1 {
-            self.locs.clear();
-            self.entries.clear();
+            self.clear();
         } else if from <= self.last_index() {
             let keep = (from - self.base - 1) as usize;
             self.locs.truncate(keep);
-            self.entries.truncate(keep);
+            self.drop_entries(|e| e.index >= from);
         }
+    }
+
+    /// Drops kept entries from the back while `cut` holds, and their configs.
+    fn drop_entries(&mut self, cut: impl Fn(&Entry) -> bool) {
+        while let Some(entry) = self.entries.back().filter(|e| cut(e)) {
+            self.entry_bytes -= entry.memory_bytes();
+            self.entries.pop_back();
+        }
+        let last = self.last_index();
+        self.configs.retain(|(index, _)| *index <= last);
+    }
+
+    /// Keeps `entry` whole, forgetting the oldest kept ones beyond the bound.
+    fn keep(&mut self, entry: Entry) {
+        if let types::EntryPayload::Config(config) = &*entry.payload {
+            self.configs.push((entry.index, config.clone()));
+        }
+        self.entry_bytes += entry.memory_bytes();
+        self.entries.push_back(entry);
+        while self.entry_bytes > self.tail_bytes
+            && let Some(old) = self.entries.pop_front()
+        {
+            self.entry_bytes -= old.memory_bytes();
+        }
+    }
+
+    /// Forgets entries up to `index` (they are in the snapshot).
+    fn drop_through(&mut self, index: LogIndex) {
+        while let Some(entry) = self.entries.front().filter(|e| e.index <= index) {
+            self.entry_bytes -= entry.memory_bytes();
+            self.entries.pop_front();
+        }
+        self.configs.retain(|(at, _)| *at > index);
     }
 
     fn apply(&mut self, rec: Record, seq: u64, offset: u64, frame_len: u32) -> Result<(), String> {
@@ -73,8 +121,7 @@ impl ReplayLog {
                 } else {
                     // Empty log, or a batch that does not continue it: everything
                     // before it was compacted away or is superseded.
-                    self.locs.clear();
-                    self.entries.clear();
+                    self.clear();
                     self.base = from - 1;
                 }
                 for (i, e) in batch.iter().enumerate() {
@@ -86,7 +133,9 @@ impl ReplayLog {
                         ordinal: i as u32,
                     });
                 }
-                self.entries.extend(batch);
+                for entry in batch {
+                    self.keep(entry);
+                }
             }
         }
         Ok(())
@@ -197,6 +246,9 @@ fn replay_segment(
 /// What [`open`] recovered besides the WAL itself.
 pub(crate) struct Replayed {
     pub wal: Wal,
+    /// The log's entries that were left on disk (terms and configs).
+    pub stored: StoredLog,
+    /// The newest entries, after those.
     pub entries: Vec<Entry>,
     pub torn_tail: Option<TornTail>,
 }
@@ -207,13 +259,17 @@ pub(crate) fn open(
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     segment_bytes: u64,
+    tail_bytes: u64,
     snap_index: LogIndex,
     snap_term: Term,
 ) -> Result<Replayed, StorageError> {
     vfs.create_dir_all(&dir)
         .map_err(StorageError::io("create WAL directory", &dir))?;
     let segments = list_segments(vfs.as_ref(), &dir)?;
-    let mut log = ReplayLog::default();
+    let mut log = ReplayLog {
+        tail_bytes,
+        ..ReplayLog::default()
+    };
     let mut torn_tail = None;
     let mut active_len = 0;
     for (i, seg) in segments.iter().enumerate() {
@@ -236,8 +292,7 @@ pub(crate) fn open(
     let mut stale = false;
     if log.locs.is_empty() || log.last_index() < snap_index {
         stale = !log.locs.is_empty();
-        log.locs.clear();
-        log.entries.clear();
+        log.clear();
     } else if log.base > snap_index {
         return Err(StorageError::LogGap {
             snapshot_index: snap_index,
@@ -247,13 +302,23 @@ pub(crate) fn open(
         let at = (snap_index - log.base - 1) as usize;
         if log.locs[at].term == snap_term {
             log.locs.drain(..=at);
-            log.entries.drain(..=at);
+            log.drop_through(snap_index);
         } else {
             stale = true;
-            log.locs.clear();
-            log.entries.clear();
+            log.clear();
         }
     }
+    let on_disk_only = log.locs.len() - log.entries.len();
+    let stored = StoredLog {
+        terms: log.locs[..on_disk_only].iter().map(|l| l.term).collect(),
+        configs: log
+            .configs
+            .iter()
+            .filter(|(index, _)| *index <= snap_index + on_disk_only as u64)
+            .cloned()
+            .collect(),
+    };
+    let entries: Vec<Entry> = std::mem::take(&mut log.entries).into();
     let positions = LogPositions {
         base: snap_index,
         base_term: snap_term,
@@ -319,7 +384,8 @@ pub(crate) fn open(
     );
     Ok(Replayed {
         wal,
-        entries: log.entries,
+        stored,
+        entries,
         torn_tail,
     })
 }
