@@ -14,29 +14,21 @@
 //! It does no I/O; the storage layer persists the images it produces.
 
 mod image_writer;
+mod kv_map;
 mod sessions;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
 pub use image_writer::ImageError;
 use image_writer::ImageWriter;
+use kv_map::{Item, KvMap};
 pub use sessions::{Admission, REPLY_WINDOW, SavedReply, Sessions};
 
 use crate::types::{
     self, ClusterConfig, Command, Entry, EntryPayload, LogIndex, SnapshotMeta, Term,
 };
-
-/// A stored value and the revision that wrote it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stored {
-    mod_rev: LogIndex,
-    value: Box<[u8]>,
-}
-
-/// Keys to values. Boxed slices keep memory close to the raw bytes (no spare capacity).
-type KvMap = BTreeMap<Box<[u8]>, Stored>;
 
 /// What applying a command decided (the replica maps it to the reply).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,9 +118,9 @@ pub enum ImageProgress {
 
 /// First bytes of a snapshot image: format version 3, checksummed.
 /// An image is `IMAGE_MAGIC | crc32c(body) (u32 LE) | body`, the body being
-/// an [`Image`] in the fixed codec. Version 2 images ([`Image2`], same
-/// header, no revisions or sessions) and release 1 images (a bare
-/// [`LegacyImage`]) are still read.
+/// an [`Image`] in the fixed codec. Version 2 images (same header, no
+/// revisions or sessions) and release 1 images (no header, no cluster id)
+/// are still read (see [`OldImage`]).
 pub const IMAGE_MAGIC: [u8; 4] = *b"TSS3";
 const IMAGE2_MAGIC: [u8; 4] = *b"TSS2";
 
@@ -144,24 +136,75 @@ struct Image<C, M, I, S> {
     sessions: S,
 }
 
-/// Version 2's image: values without revisions, no sessions.
-#[derive(Deserialize)]
-struct Image2<C, M, I> {
+/// An image of an older version, whose values have no revisions: version
+/// 2's (with a cluster id, no sessions) when `WITH_ID`, else release 1's
+/// (no header, no cluster id). Keys get the image's index as `mod_rev`: no
+/// key can have been written later than that. Decoded by hand (the fields
+/// in order, as the derived form would) so the map's items are built with
+/// that index directly.
+struct OldImage<C, const WITH_ID: bool> {
     applied_index: LogIndex,
     applied_term: Term,
     config: C,
-    cluster_id: I,
-    map: M,
+    cluster_id: Option<String>,
+    map: KvMap,
 }
 
-/// Release 1's image: no header, no cluster id.
-#[derive(Deserialize)]
-struct LegacyImage<C, M> {
-    applied_index: LogIndex,
-    applied_term: Term,
-    config: C,
-    map: M,
+impl<'de, C: Deserialize<'de>, const WITH_ID: bool> Deserialize<'de> for OldImage<C, WITH_ID> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<C, const WITH_ID: bool>(std::marker::PhantomData<C>);
+        impl<'de, C: Deserialize<'de>, const WITH_ID: bool> serde::de::Visitor<'de> for Visit<C, WITH_ID> {
+            type Value = OldImage<C, WITH_ID>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an image without revisions")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                fn field<T, E: serde::de::Error>(
+                    value: Option<T>,
+                    at: usize,
+                    of: &dyn serde::de::Expected,
+                ) -> Result<T, E> {
+                    value.ok_or_else(|| E::invalid_length(at, of))
+                }
+                let applied_index = field(seq.next_element()?, 0, &self)?;
+                let applied_term = field(seq.next_element()?, 1, &self)?;
+                let config = field(seq.next_element()?, 2, &self)?;
+                let cluster_id = match WITH_ID {
+                    true => field(seq.next_element()?, 3, &self)?,
+                    false => None,
+                };
+                let map = field(seq.next_element_seed(MapIn(applied_index))?, 4, &self)?;
+                Ok(OldImage {
+                    applied_index,
+                    applied_term,
+                    config,
+                    cluster_id,
+                    map,
+                })
+            }
+        }
+        const FIELDS: [&str; 5] = [
+            "applied_index",
+            "applied_term",
+            "config",
+            "cluster_id",
+            "map",
+        ];
+        let fields: &'static [&str] = match WITH_ID {
+            true => &FIELDS,
+            false => &[FIELDS[0], FIELDS[1], FIELDS[2], FIELDS[4]],
+        };
+        deserializer.deserialize_struct("OldImage", fields, Visit(std::marker::PhantomData))
+    }
 }
+
+/// A byte string of an image, borrowed from it where the decoder allows
+/// (bincode from a slice does), so an item is the one copy of its bytes.
+#[derive(Deserialize)]
+struct BytesIn<'a>(#[serde(borrow, with = "serde_bytes")] Cow<'a, [u8]>);
 
 /// The decoded map of a version 3 image.
 struct RevMapIn(KvMap);
@@ -178,68 +221,40 @@ impl<'de> Deserialize<'de> for RevMapIn {
                 self,
                 mut access: A,
             ) -> Result<RevMapIn, A::Error> {
-                let mut pairs = Vec::with_capacity(access.size_hint().unwrap_or(0).min(1 << 20));
+                let mut items = Vec::with_capacity(access.size_hint().unwrap_or(0).min(1 << 20));
                 while let Some((k, mod_rev, v)) =
-                    access
-                        .next_element::<(serde_bytes::ByteBuf, LogIndex, serde_bytes::ByteBuf)>()?
+                    access.next_element::<(BytesIn<'de>, LogIndex, BytesIn<'de>)>()?
                 {
-                    let value = v.into_vec().into_boxed_slice();
-                    pairs.push((k.into_vec().into_boxed_slice(), Stored { mod_rev, value }));
+                    items.push(Item::new(&k.0, mod_rev, &v.0));
                 }
-                Ok(RevMapIn(pairs.into_iter().collect()))
+                Ok(RevMapIn(items.into_iter().collect()))
             }
         }
         deserializer.deserialize_seq(Visit)
     }
 }
 
-/// The decoded map of an older image (values without revisions).
-struct MapIn(BTreeMap<Box<[u8]>, Box<[u8]>>);
+/// Decodes an older image's map (of keys to values) with every key at `rev`.
+struct MapIn(LogIndex);
 
-impl MapIn {
-    /// Keys of an image without revisions get the image's index: no key
-    /// can have been written later than that.
-    fn with_rev(self, rev: LogIndex) -> KvMap {
-        self.0
-            .into_iter()
-            .map(|(k, value)| {
-                (
-                    k,
-                    Stored {
-                        mod_rev: rev,
-                        value,
-                    },
-                )
-            })
-            .collect()
+impl<'de> serde::de::DeserializeSeed<'de> for MapIn {
+    type Value = KvMap;
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<KvMap, D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Deserialize<'de> for MapIn {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = MapIn;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of byte strings")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<MapIn, A::Error> {
-                let mut pairs = Vec::with_capacity(access.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some((k, v)) =
-                    access.next_entry::<serde_bytes::ByteBuf, serde_bytes::ByteBuf>()?
-                {
-                    pairs.push((
-                        k.into_vec().into_boxed_slice(),
-                        v.into_vec().into_boxed_slice(),
-                    ));
-                }
-                Ok(MapIn(pairs.into_iter().collect()))
-            }
+impl<'de> serde::de::Visitor<'de> for MapIn {
+    type Value = KvMap;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of byte strings")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<KvMap, A::Error> {
+        let mut items = Vec::with_capacity(access.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some((k, v)) = access.next_entry::<BytesIn<'de>, BytesIn<'de>>()? {
+            items.push(Item::new(&k.0, self.0, &v.0));
         }
-        deserializer.deserialize_map(Visit)
+        Ok(items.into_iter().collect())
     }
 }
 
@@ -368,16 +383,10 @@ impl StateMachine {
         if let Some(writer) = self.writer.0.as_mut() {
             writer.before_change(key, self.map.get(key));
         }
-        let old = self.map.insert(
-            key.into(),
-            Stored {
-                mod_rev: rev,
-                value: value.into(),
-            },
-        );
+        let old = self.map.insert(Item::new(key, rev, value));
         self.map_bytes += (key.len() + value.len()) as u64;
         if let Some(old) = old {
-            self.map_bytes -= (key.len() + old.value.len()) as u64;
+            self.map_bytes -= (key.len() + old.value().len()) as u64;
         }
         *change = Some(Change {
             key: key.to_vec(),
@@ -390,7 +399,7 @@ impl StateMachine {
             writer.before_change(key, self.map.get(key));
         }
         if let Some(old) = self.map.remove(key) {
-            self.map_bytes -= (key.len() + old.value.len()) as u64;
+            self.map_bytes -= (key.len() + old.value().len()) as u64;
             *change = Some(Change {
                 key: key.to_vec(),
                 value: None,
@@ -400,17 +409,20 @@ impl StateMachine {
 
     /// The revision that last wrote `key` (0 when absent).
     pub fn mod_rev(&self, key: &[u8]) -> LogIndex {
-        self.map.get(key).map_or(0, |v| v.mod_rev)
+        self.map.get(key).map_or(0, Item::mod_rev)
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(|v| &*v.value)
+        self.map.get(key).map(Item::value)
     }
 
     /// The value of `key` and the revision that wrote it.
     pub fn get_rev(&self, key: &[u8]) -> Option<(LogIndex, &[u8])> {
-        self.map.get(key).map(|v| (v.mod_rev, &*v.value))
+        self.map.get(key).map(|item| {
+            let (_, mod_rev, value) = item.parts();
+            (mod_rev, value)
+        })
     }
 
     /// At most `limit` keys that start with `prefix`, strictly after `after`
@@ -423,16 +435,17 @@ impl StateMachine {
         };
         let mut items = Vec::new();
         let mut more = false;
-        for (k, v) in self
+        for (key, mod_rev, value) in self
             .map
-            .range::<[u8], _>((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .range((start, Bound::Unbounded))
+            .map(Item::parts)
+            .take_while(|(key, _, _)| key.starts_with(prefix))
         {
             if items.len() == limit {
                 more = true;
                 break;
             }
-            items.push((k.to_vec(), v.mod_rev, v.value.to_vec()));
+            items.push((key.to_vec(), mod_rev, value.to_vec()));
         }
         (items, more)
     }
@@ -573,9 +586,9 @@ impl StateMachine {
             }
         } else if let Some(rest) = data.strip_prefix(&IMAGE2_MAGIC) {
             let body = checked_body(rest)?;
-            let image: Image2<ClusterConfig, MapIn, Option<String>> = types::decode(body)?;
+            let image: OldImage<ClusterConfig, true> = types::decode(body)?;
             StateMachine {
-                map: image.map.with_rev(image.applied_index),
+                map: image.map,
                 map_bytes: 0,
                 applied_index: image.applied_index,
                 applied_term: image.applied_term,
@@ -585,9 +598,9 @@ impl StateMachine {
                 writer: InProgress::default(),
             }
         } else {
-            let image: LegacyImage<types::LegacyClusterConfig, MapIn> = types::decode(data)?;
+            let image: OldImage<types::LegacyClusterConfig, false> = types::decode(data)?;
             StateMachine {
-                map: image.map.with_rev(image.applied_index),
+                map: image.map,
                 map_bytes: 0,
                 applied_index: image.applied_index,
                 applied_term: image.applied_term,
@@ -601,7 +614,7 @@ impl StateMachine {
         sm.map_bytes = sm
             .map
             .iter()
-            .map(|(k, v)| (k.len() + v.value.len()) as u64)
+            .map(|item| (item.key().len() + item.value().len()) as u64)
             .sum();
         if sm.applied_index != meta.last_index {
             return Err(RestoreError::IndexMismatch {
@@ -623,6 +636,7 @@ impl StateMachine {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::collections::BTreeMap;
 
     fn set(index: LogIndex, k: &str, v: &str) -> Entry {
         let cmd = Command::Set {
@@ -982,5 +996,47 @@ mod tests {
         let sm = StateMachine::from_image(&meta, &image).unwrap();
         assert_eq!(sm.get_rev(b"k"), Some((9, &b"v"[..])));
         assert_eq!(sm.cluster_id(), Some("c1"));
+    }
+
+    #[test]
+    fn release_1_images_are_still_read() {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            applied_index: LogIndex,
+            applied_term: Term,
+            config: types::LegacyClusterConfig,
+            map: BTreeMap<&'a serde_bytes::Bytes, &'a serde_bytes::Bytes>,
+        }
+        let long = vec![0xfe; 300];
+        let mut map = BTreeMap::new();
+        map.insert(serde_bytes::Bytes::new(b"a"), serde_bytes::Bytes::new(b""));
+        map.insert(
+            serde_bytes::Bytes::new(b"b"),
+            serde_bytes::Bytes::new(&long),
+        );
+        let image = types::encode(&Old {
+            applied_index: 300,
+            applied_term: 4,
+            config: types::LegacyClusterConfig::default(),
+            map,
+        })
+        .unwrap();
+        let meta = SnapshotMeta {
+            last_index: 300,
+            last_term: 4,
+            config: ClusterConfig::default(),
+        };
+        let sm = StateMachine::from_image(&meta, &image).unwrap();
+        assert_eq!(
+            (sm.get_rev(b"a"), sm.get_rev(b"b"), sm.len()),
+            (Some((300, &b""[..])), Some((300, &long[..])), 2)
+        );
+        assert_eq!(
+            (sm.cluster_id(), sm.applied_term(), sm.data_bytes()),
+            (None, 4, 302)
+        );
+        // Its keys carry on into a current image like any others.
+        let again = StateMachine::from_image(&meta, &sm.snapshot_image().unwrap()).unwrap();
+        assert_eq!(again, sm);
     }
 }

@@ -18,8 +18,9 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use super::IMAGE_MAGIC;
+use super::kv_map::{Item, KvMap};
 use super::sessions::SessionsImage;
-use super::{IMAGE_MAGIC, KvMap, Stored};
 use crate::types::{self, ClusterConfig, LogIndex, Term};
 
 /// Why an image could not be written.
@@ -45,18 +46,19 @@ pub struct ImageWriter {
     /// Keys the sequence still owes (its length was written first).
     remaining: i128,
     /// Values at the image's point of keys after `cursor` changed since.
-    saved: BTreeMap<Box<[u8]>, Option<Stored>>,
+    saved: BTreeMap<Box<[u8]>, Option<Item>>,
     /// The encoded sessions, which close the image.
     tail: Vec<u8>,
 }
 
 /// One (key, rev, value) in the image's byte form.
-fn encode_item(out: &mut Vec<u8>, key: &[u8], stored: &Stored) -> Result<(), ImageError> {
+fn encode_item(out: &mut Vec<u8>, item: &Item) -> Result<(), ImageError> {
+    let (key, mod_rev, value) = item.parts();
     bincode::serde::encode_into_std_write(
         (
             serde_bytes::Bytes::new(key),
-            stored.mod_rev,
-            serde_bytes::Bytes::new(&stored.value),
+            mod_rev,
+            serde_bytes::Bytes::new(value),
         ),
         out,
         types::codec_config(),
@@ -107,7 +109,7 @@ impl ImageWriter {
     }
 
     /// Called before a write changes `key`, with its current value.
-    pub(super) fn before_change(&mut self, key: &[u8], current: Option<&Stored>) {
+    pub(super) fn before_change(&mut self, key: &[u8], current: Option<&Item>) {
         let ahead = self.cursor.as_deref().is_none_or(|c| key > c);
         if ahead && !self.saved.contains_key(key) {
             self.saved.insert(key.into(), current.cloned());
@@ -126,7 +128,7 @@ impl ImageWriter {
             Some(c) => Bound::Excluded(c),
             None => Bound::Unbounded,
         };
-        let mut live = map.range::<[u8], _>((lower, Bound::Unbounded)).peekable();
+        let mut live = map.range((lower, Bound::Unbounded)).peekable();
         let mut saved = self
             .saved
             .range::<[u8], _>((lower, Bound::Unbounded))
@@ -138,7 +140,7 @@ impl ImageWriter {
         while keys < max_keys.max(1) && self.out.len() - start_len < max_bytes.max(1) {
             // The next key in order, and its value at the image's point: a
             // saved value wins over the live one (the live one is newer).
-            let next_live = live.peek().map(|(k, _)| &***k);
+            let next_live = live.peek().map(|item| item.key());
             let next_saved = saved.peek().map(|(k, _)| &***k);
             let (key, at_point) = match (next_live, next_saved) {
                 (None, None) => {
@@ -155,7 +157,7 @@ impl ImageWriter {
                     }
                 }
                 (Some(_), _) => match live.next() {
-                    Some((k, v)) => (&**k, Some(v)),
+                    Some(item) => (item.key(), Some(item)),
                     None => break,
                 },
                 (None, Some(_)) => match saved.next() {
@@ -163,8 +165,8 @@ impl ImageWriter {
                     None => break,
                 },
             };
-            if let Some(stored) = at_point {
-                encode_item(&mut self.out, key, stored)?;
+            if let Some(item) = at_point {
+                encode_item(&mut self.out, item)?;
                 self.remaining -= 1;
             }
             last = Some(key);
