@@ -47,3 +47,63 @@ fn lagging_node_catches_up_through_install_snapshot() {
         assert_eq!(c.cmd(&format!("GET k{i}")), format!("VALUE v{i}"));
     }
 }
+
+#[test]
+fn entries_no_longer_in_memory_are_read_back_from_the_wal() {
+    // No snapshot, and no entry kept in memory once durable and applied:
+    // a lagging follower gets its entries from the leader's WAL, and a
+    // restarted node applies its log from its own.
+    let mut cluster = TestCluster::launch_with_metrics(
+        3,
+        &["--snapshot-threshold", "1000000", "--log-cache-mb", "0"],
+    );
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let lagger = cluster.other_than(&leader);
+    cluster.kill(&lagger);
+    for i in 0..400 {
+        assert_eq!(
+            set_via_leader(&cluster, &format!("k{i}"), &format!("v{i}")),
+            "OK"
+        );
+    }
+    let cached = |id: &str| {
+        let port = cluster.node(id).metrics_port?;
+        let (_, body) = harness::http_get(port, "/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("titanstore_log_cache_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    wait_for(
+        "the leader to drop applied entries",
+        Duration::from_secs(10),
+        || cached(&leader).filter(|bytes| *bytes < 4096.0),
+    );
+    cluster.start(&lagger);
+    wait_for(
+        "the lagging node to catch up",
+        Duration::from_secs(15),
+        || {
+            let status = cluster.status(&lagger)?;
+            (status.applied >= 400).then_some(())
+        },
+    );
+    let status = cluster.status(&lagger).unwrap();
+    assert_eq!(status.snapshot_index, 0, "caught up through a snapshot");
+    let mut c = cluster.client(&lagger);
+    for i in 0..400 {
+        assert_eq!(c.cmd(&format!("SGET k{i}")), format!("VALUE v{i}"));
+    }
+    // Every node restarted: each applies its whole log from its WAL.
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
+    for id in &ids {
+        cluster.kill(id);
+    }
+    for id in &ids {
+        cluster.start(id);
+    }
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let mut c = cluster.client(&leader);
+    for i in 0..400 {
+        assert_eq!(c.cmd(&format!("GET k{i}")), format!("VALUE v{i}"));
+    }
+}

@@ -127,6 +127,11 @@ pub struct Args {
     /// percent (0..100); the lease is shortened by it.
     #[arg(long, default_value_t = 10)]
     pub lease_drift_percent: u64,
+    /// MiB of the newest log entries kept in memory; older ones are read
+    /// back from the WAL when a lagging follower or a restart needs them
+    /// (0: only entries not yet durable or applied).
+    #[arg(long, default_value_t = 8)]
+    pub log_cache_mb: u64,
 }
 
 /// `--read-mode`.
@@ -293,6 +298,7 @@ impl Args {
         config.request_timeout = Duration::from_millis(self.request_timeout_ms);
         config.read_mode = self.read_mode.into();
         config.lease_drift_percent = self.lease_drift_percent;
+        config.log_cache_bytes = self.log_cache_mb.saturating_mul(1 << 20);
         config.server = ServerConfig {
             max_line_bytes: self.max_line_bytes,
             max_connections,

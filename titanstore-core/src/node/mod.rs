@@ -77,6 +77,9 @@ pub struct NodeConfig {
     pub read_mode: ReadMode,
     /// Lease mode: the clock-drift bound between nodes, in percent.
     pub lease_drift_percent: u64,
+    /// Bytes of the newest log entries held in memory (older ones are read
+    /// back from the WAL when needed).
+    pub log_cache_bytes: u64,
 }
 
 impl NodeConfig {
@@ -101,6 +104,7 @@ impl NodeConfig {
             peer_tls: None,
             read_mode: ReadMode::Index,
             lease_drift_percent: 10,
+            log_cache_bytes: 8 << 20,
         }
     }
 
@@ -122,6 +126,7 @@ impl NodeConfig {
         raft.bootstrap_grace_ticks = 10 * raft.election_timeout_max_ticks;
         raft.read_mode = self.read_mode;
         raft.lease_drift_percent = self.lease_drift_percent;
+        raft.log_cache_bytes = self.log_cache_bytes;
         raft
     }
 
@@ -343,7 +348,11 @@ pub async fn run(
     let mut config = config;
     let metrics =
         Metrics::new(config.data_dir.clone()).map_err(|err| NodeError::Metrics(err.to_string()))?;
-    let (storage, recovered) = Storage::open_real(&config.data_dir)?;
+    let options = storage::StorageOptions {
+        recovered_entry_bytes: config.log_cache_bytes,
+        ..storage::StorageOptions::default()
+    };
+    let (storage, recovered) = Storage::open(Arc::new(storage::RealFs), &config.data_dir, options)?;
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(?torn, "cut off a torn record at the end of the WAL");
     }
