@@ -37,8 +37,9 @@ pub enum StorageJob {
 }
 
 /// Most bytes of WAL records one [`StorageJob::Read`] reads (it reads at
-/// least one record): a lagging follower is fed in steps of about this.
-pub const READ_BYTES: u64 = 1 << 20;
+/// least one record): a lagging follower or a restart is fed in steps of
+/// about this.
+pub const READ_BYTES: u64 = 2 << 20;
 
 /// What the storage thread reports back, in job order.
 #[derive(Debug)]

@@ -27,6 +27,9 @@ use crate::types::{
 /// Most committed entries handed out by one `Ready`; the rest follow in the next.
 const MAX_APPLY_PER_READY: usize = 4096;
 
+/// Committed entries read back from storage ahead of the state machine.
+const APPLY_READ_AHEAD: usize = 2 * MAX_APPLY_PER_READY;
+
 /// One node's Raft state machine.
 #[derive(Debug)]
 pub struct RaftNode {
@@ -78,8 +81,10 @@ pub struct RaftNode {
     pub(super) fetching: BTreeMap<NodeId, (LogIndex, Term)>,
     /// A read of committed entries for the state machine is outstanding.
     pub(super) apply_fetching: bool,
-    /// Committed entries read back for the state machine, next to hand out.
-    pub(super) fetched_apply: Vec<crate::types::Entry>,
+    /// Committed entries read back for the state machine, next to hand
+    /// out: they follow `apply_cursor` (read-ahead of at most
+    /// `APPLY_READ_AHEAD` plus one read).
+    pub(super) fetched_apply: std::collections::VecDeque<crate::types::Entry>,
 }
 
 impl RaftNode {
@@ -205,7 +210,7 @@ impl RaftNode {
             fetches: Vec::new(),
             fetching: BTreeMap::new(),
             apply_fetching: false,
-            fetched_apply: Vec::new(),
+            fetched_apply: std::collections::VecDeque::new(),
             cfg: config,
         };
         node.refresh_config();
@@ -487,36 +492,53 @@ impl RaftNode {
     }
 
     /// The next committed entries for the state machine: from memory, or
-    /// read back from storage (asked for here, handed out once read).
+    /// read back from storage. Reads run one at a time but ahead of the
+    /// applying: the next is asked for as soon as one comes back, so the
+    /// storage thread reads while the state machine applies.
     fn committed_to_apply(&mut self) -> Vec<crate::types::Entry> {
-        let fetched = std::mem::take(&mut self.fetched_apply);
-        if fetched
-            .first()
-            .is_some_and(|e| e.index == self.apply_cursor + 1)
+        // Read-ahead that a snapshot install overtook is of no use.
+        while self
+            .fetched_apply
+            .front()
+            .is_some_and(|e| e.index <= self.apply_cursor)
         {
-            return fetched;
+            self.fetched_apply.pop_front();
+        }
+        if self
+            .fetched_apply
+            .front()
+            .is_some_and(|e| e.index != self.apply_cursor + 1)
+        {
+            self.fetched_apply.clear();
         }
         let limit = self.apply_limit();
         let lo = self.apply_cursor + 1;
-        if lo > limit {
-            return Vec::new();
-        }
         let cache_first = self.log.cache_first();
-        if lo >= cache_first {
-            return self.log.slice(lo, limit, MAX_APPLY_PER_READY);
-        }
-        if !self.apply_fetching {
+        let out: Vec<crate::types::Entry> = if !self.fetched_apply.is_empty() {
+            let n = self.fetched_apply.len().min(MAX_APPLY_PER_READY);
+            self.fetched_apply.drain(..n).collect()
+        } else if lo <= limit && lo >= cache_first {
+            self.log.slice(lo, limit, MAX_APPLY_PER_READY)
+        } else {
+            Vec::new()
+        };
+        let next = out.last().map_or(lo, |e| e.index + 1) + self.fetched_apply.len() as u64;
+        if !self.apply_fetching
+            && next <= limit
+            && next < cache_first
+            && self.fetched_apply.len() < APPLY_READ_AHEAD
+        {
             self.apply_fetching = true;
             let hi = limit
                 .min(cache_first - 1)
-                .min(lo + MAX_APPLY_PER_READY as u64 - 1);
+                .min(next + APPLY_READ_AHEAD as u64 - 1);
             self.fetches.push(EntryFetch {
-                lo,
+                lo: next,
                 hi,
                 purpose: FetchPurpose::Apply,
             });
         }
-        Vec::new()
+        out
     }
 
     /// The runtime read back the entries of `fetch` (empty: they are gone,
@@ -540,11 +562,9 @@ impl RaftNode {
                 self.apply_fetching = false;
                 let limit = self.apply_limit();
                 entries.retain(|e| e.index <= limit);
-                if entries
-                    .first()
-                    .is_some_and(|e| e.index == self.apply_cursor + 1)
-                {
-                    self.fetched_apply = entries;
+                let expected = self.apply_cursor + 1 + self.fetched_apply.len() as u64;
+                if entries.first().is_some_and(|e| e.index == expected) {
+                    self.fetched_apply.extend(entries);
                 }
             }
             FetchPurpose::Replicate { peer, term } => {

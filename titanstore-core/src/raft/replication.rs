@@ -105,7 +105,9 @@ impl RaftNode {
             // and `on_fetched` sends them.
             if !self.fetching.contains_key(peer) {
                 self.fetching.insert(peer.clone(), (next, self.term));
-                let hi = (cache_first - 1).min(next + self.cfg.max_entries_per_append as u64 - 1);
+                // One read fills the follower's whole window of appends.
+                let window = self.cfg.max_entries_per_append * self.cfg.max_inflight_appends;
+                let hi = (cache_first - 1).min(next + window.max(1) as u64 - 1);
                 self.fetches.push(EntryFetch {
                     lo: next,
                     hi,
@@ -132,15 +134,18 @@ impl RaftNode {
     /// what follows (from memory, or another read).
     pub(super) fn send_fetched(&mut self, peer: &NodeId, lo: LogIndex, entries: Vec<Entry>) {
         let max_inflight = self.cfg.max_inflight_appends;
-        let wanted = self
-            .progress
-            .get(peer)
-            .is_some_and(|pr| pr.next == lo && !pr.is_paused(max_inflight));
-        if wanted
-            && !entries.is_empty()
-            && let Some(prev_term) = self.log.term(lo - 1)
-        {
-            self.send_entries(peer, lo - 1, prev_term, entries);
+        let per_append = self.cfg.max_entries_per_append.max(1);
+        let mut next = lo;
+        for chunk in entries.chunks(per_append) {
+            let wanted = self
+                .progress
+                .get(peer)
+                .is_some_and(|pr| pr.next == next && !pr.is_paused(max_inflight));
+            let Some(prev_term) = self.log.term(next - 1).filter(|_| wanted) else {
+                break;
+            };
+            self.send_entries(peer, next - 1, prev_term, chunk.to_vec());
+            next += chunk.len() as u64;
         }
         while self.send_append(peer, false) {}
     }

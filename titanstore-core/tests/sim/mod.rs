@@ -330,6 +330,11 @@ impl Sim {
             {
                 self.persist_one(i)?;
             }
+            while !self.nodes[i].fetches.is_empty()
+                && (!self.chaos || self.per_mille(self.opts.persist_pm))
+            {
+                self.answer_fetch(i);
+            }
         }
         Ok(())
     }
@@ -595,30 +600,39 @@ impl Sim {
             self.stats.reads_failed += 1;
         }
         for fetch in fetches {
-            // Read back from the durable disk, a few entries at a time (as a
-            // bounded read stops early); the core only asks for durable ones.
+            // The core only asks for entries that are durable (or were,
+            // before a snapshot covered them): all of them are on the disk.
             let node = &mut self.nodes[i];
-            let read: Vec<_> = node
-                .disk
-                .entries
-                .iter()
-                .filter(|e| e.index >= fetch.lo && e.index <= fetch.hi)
-                .take(3)
-                .cloned()
-                .collect();
-            let on_disk = fetch.lo <= node.disk.snapshot_index()
-                || read.first().is_some_and(|e| e.index == fetch.lo);
-            if !on_disk {
-                return Err(format!(
-                    "{id}: fetch of entry {} that is not durable",
-                    fetch.lo
-                ));
+            let snap = node.disk.snapshot_index();
+            let missing = (fetch.lo.max(snap + 1)..=fetch.hi)
+                .find(|index| !node.disk.entries.iter().any(|e| e.index == *index));
+            if let Some(index) = missing {
+                return Err(format!("{id}: fetch of entry {index} that is not durable"));
             }
-            self.stats.fetches += 1;
-            if let Some(raft) = node.raft.as_mut() {
-                raft.on_fetched(fetch, read);
-            }
+            node.fetches.push_back(fetch);
         }
         Ok(())
+    }
+
+    /// Answers node `i`'s oldest read of entries from what its disk holds
+    /// now (a few at a time, as a bounded read stops early), however the
+    /// log changed since it was asked for.
+    fn answer_fetch(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(fetch) = node.fetches.pop_front() else {
+            return;
+        };
+        let read: Vec<_> = node
+            .disk
+            .entries
+            .iter()
+            .filter(|e| e.index >= fetch.lo && e.index <= fetch.hi)
+            .take(3)
+            .cloned()
+            .collect();
+        self.stats.fetches += 1;
+        if let Some(raft) = node.raft.as_mut() {
+            raft.on_fetched(fetch, read);
+        }
     }
 }

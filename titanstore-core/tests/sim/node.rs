@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use titanstore_core::raft::{Bootstrap, Message, RaftConfig, RaftNode};
+use titanstore_core::raft::{Bootstrap, EntryFetch, Message, RaftConfig, RaftNode};
 use titanstore_core::types::{
     ClusterConfig, Entry, EntryPayload, HardState, LogIndex, Snapshot, SnapshotMeta, StoredLog,
     Term,
@@ -108,6 +108,8 @@ pub struct SimNode {
     pub raft: Option<RaftNode>,
     pub disk: Disk,
     pub pending: VecDeque<PendingWrite>,
+    /// Reads of entries the core asked for, answered later (lost in a crash).
+    pub fetches: VecDeque<EntryFetch>,
     pub shadow: ShadowLog,
     /// Digest state machine: applied index and a hash chain over applied entries.
     pub applied: LogIndex,
@@ -163,6 +165,7 @@ impl SimNode {
                 ..Disk::default()
             },
             pending: VecDeque::new(),
+            fetches: VecDeque::new(),
             shadow: ShadowLog::default(),
             applied: 0,
             digest: 0,
@@ -175,6 +178,7 @@ impl SimNode {
     pub fn crash(&mut self) {
         self.raft = None;
         self.pending.clear();
+        self.fetches.clear();
     }
 
     /// Boots the core from the disk only.
