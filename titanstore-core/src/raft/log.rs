@@ -236,18 +236,19 @@ impl RaftLog {
         let Some(term) = self.term(prev_index) else {
             return (self.committed + 1, 0);
         };
-        let mut index = prev_index;
-        while index > self.committed + 1 && self.term(index - 1) == Some(term) {
-            index -= 1;
-        }
+        // Terms never decrease along a log: the first entry of `term` is
+        // found by bisection (the log may hold millions of terms).
+        let first_of_term = self.first_index() + self.terms.partition_point(|t| *t < term) as u64;
+        let index = first_of_term.min(prev_index);
         (index.max(self.committed + 1), term)
     }
 
     /// Last index holding an entry of `term`, if we have one.
     pub(crate) fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
-        self.terms
-            .iter()
-            .rposition(|t| *t == term)
+        let after = self.terms.partition_point(|t| *t <= term);
+        after
+            .checked_sub(1)
+            .filter(|pos| self.terms.get(*pos) == Some(&term))
             .map(|pos| self.first_index() + pos as u64)
             .or((self.snapshot.last_term == term && term > 0).then_some(self.snapshot.last_index))
     }
