@@ -130,7 +130,7 @@ pub struct Args {
     /// MiB of the newest log entries kept in memory; older ones are read
     /// back from the WAL when a lagging follower or a restart needs them
     /// (0: only entries not yet durable or applied).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     pub log_cache_mb: u64,
 }
 

@@ -104,7 +104,7 @@ impl NodeConfig {
             peer_tls: None,
             read_mode: ReadMode::Index,
             lease_drift_percent: 10,
-            log_cache_bytes: 8 << 20,
+            log_cache_bytes: 4 << 20,
         }
     }
 

@@ -28,6 +28,9 @@ pub struct ApiConfig {
     pub session_ttl_ms: u64,
     /// Changes kept for watches that start in the past.
     pub watch_history: usize,
+    /// At most this many bytes of keys and values among them (the newest
+    /// change is always kept).
+    pub watch_history_bytes: u64,
     /// An idle watch gets `PROGRESS` this often.
     pub watch_progress_ticks: u64,
     /// History entries a catching-up watcher reads per tick.
@@ -39,6 +42,7 @@ impl Default for ApiConfig {
         ApiConfig {
             session_ttl_ms: 10 * 60 * 1000,
             watch_history: 100_000,
+            watch_history_bytes: 8 << 20,
             watch_progress_ticks: 100,
             watch_catch_up_per_tick: 2048,
         }
@@ -65,6 +69,9 @@ pub struct WatchHub {
     /// Every change with a revision >= this is in `history`.
     oldest: LogIndex,
     max_history: usize,
+    /// Bytes of keys and values in `history`, and their bound.
+    history_bytes: u64,
+    max_history_bytes: u64,
     progress_ticks: u64,
     catch_up: usize,
     ticks: u64,
@@ -79,6 +86,8 @@ impl WatchHub {
             history: VecDeque::new(),
             oldest: applied + 1,
             max_history: config.watch_history.max(1),
+            history_bytes: 0,
+            max_history_bytes: config.watch_history_bytes,
             progress_ticks: config.watch_progress_ticks.max(1),
             catch_up: config.watch_catch_up_per_tick.max(1),
             ticks: 0,
@@ -165,9 +174,13 @@ impl WatchHub {
                 }
             }
         }
+        self.history_bytes += change_bytes(&change);
         self.history.push_back((rev, change));
-        while self.history.len() > self.max_history {
-            if let Some((old, _)) = self.history.pop_front() {
+        while self.history.len() > self.max_history
+            || (self.history_bytes > self.max_history_bytes && self.history.len() > 1)
+        {
+            if let Some((old, change)) = self.history.pop_front() {
+                self.history_bytes -= change_bytes(&change);
                 self.oldest = old + 1;
             }
         }
@@ -177,6 +190,7 @@ impl WatchHub {
     /// between are unknown here, so every watch that needed them ends.
     pub fn reset(&mut self, applied: LogIndex, out: &mut Vec<Effect>) {
         self.history.clear();
+        self.history_bytes = 0;
         self.oldest = applied + 1;
         let ended: Vec<Token> = self
             .watchers
@@ -273,6 +287,11 @@ impl WatchHub {
     }
 }
 
+/// Bytes of a change's key and value, as the history counts them.
+fn change_bytes(change: &Change) -> u64 {
+    (change.key.len() + change.value.as_ref().map_or(0, Vec::len)) as u64
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -349,6 +368,35 @@ mod tests {
         hub.reset(20, &mut out);
         assert_eq!(events(&mut out), vec![(3, "ERR COMPACTED 21".into())]);
         assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn the_history_is_bounded_by_bytes_too_but_keeps_the_newest_change() {
+        let config = ApiConfig {
+            watch_history: 100,
+            watch_history_bytes: 10,
+            ..ApiConfig::default()
+        };
+        let mut hub = WatchHub::new(&config, 0);
+        let mut out = Vec::new();
+        hub.record(1, change("k1", Some("abc")), &mut out); // 5 bytes
+        hub.record(2, change("k2", Some("abc")), &mut out); // 10 in all
+        assert_eq!(hub.oldest(), 1);
+        hub.record(3, change("k3", None), &mut out); // 12: the oldest goes
+        assert_eq!(hub.oldest(), 2);
+        assert_eq!(hub.start(1, watch(1, None), 3).0, Reply::Compacted(2));
+        hub.record(
+            4,
+            change("k4", Some("a value far over the bound")),
+            &mut out,
+        );
+        assert_eq!(hub.oldest(), 4, "only the newest change is left");
+        let (reply, mut first) = hub.start(2, watch(4, None), 4);
+        assert_eq!(reply, Reply::Watching(4));
+        assert_eq!(
+            events(&mut first),
+            vec![(2, "EVENT 4 SET k4 a value far over the bound".into())]
+        );
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub struct RaftConfig {
 impl RaftConfig {
     /// Defaults: timeout [15, 30) ticks, heartbeat 5 ticks, 512 entries per
     /// append, 8 appends in flight, pre-vote and check-quorum on, seed from the id,
-    /// 8 MiB of entries in memory.
+    /// 4 MiB of entries in memory.
     pub fn new(id: impl Into<NodeId>) -> Self {
         let id = id.into();
         // FNV-1a: stable across Rust versions, unlike std's hasher.
@@ -115,7 +115,7 @@ impl RaftConfig {
             member_incarnation: None,
             read_mode: ReadMode::Index,
             lease_drift_percent: 10,
-            log_cache_bytes: 8 << 20,
+            log_cache_bytes: 4 << 20,
         }
     }
 

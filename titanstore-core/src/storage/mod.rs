@@ -75,7 +75,7 @@ impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             segment_bytes: 64 * 1024 * 1024,
-            recovered_entry_bytes: 8 << 20,
+            recovered_entry_bytes: 4 << 20,
         }
     }
 }

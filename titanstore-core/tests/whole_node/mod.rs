@@ -373,6 +373,8 @@ impl Sim {
             api: ApiConfig {
                 watch_progress_ticks: 50,
                 watch_history: 400,
+                // Values are short here: both bounds trim.
+                watch_history_bytes: 3000,
                 watch_catch_up_per_tick: 64,
                 session_ttl_ms: self.opts.session_ttl_ms,
             },
