@@ -43,13 +43,7 @@ fn acknowledged_writes_survive_kill_9_of_every_node() {
             "OK"
         );
     }
-    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-    for id in &ids {
-        cluster.kill(id);
-    }
-    for id in &ids {
-        cluster.start(id);
-    }
+    cluster.kill_and_restart_all();
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let mut c = cluster.client(&leader);
     for i in 0..100 {

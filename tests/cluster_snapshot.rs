@@ -94,13 +94,7 @@ fn entries_no_longer_in_memory_are_read_back_from_the_wal() {
         assert_eq!(c.cmd(&format!("SGET k{i}")), format!("VALUE v{i}"));
     }
     // Every node restarted: each applies its whole log from its WAL.
-    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.id.clone()).collect();
-    for id in &ids {
-        cluster.kill(id);
-    }
-    for id in &ids {
-        cluster.start(id);
-    }
+    cluster.kill_and_restart_all();
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let mut c = cluster.client(&leader);
     for i in 0..400 {

@@ -282,6 +282,17 @@ impl TestCluster {
         }
     }
 
+    /// SIGKILLs every node, then starts them all again from their data dirs.
+    pub fn kill_and_restart_all(&mut self) {
+        let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
+        for id in &ids {
+            self.kill(id);
+        }
+        for id in &ids {
+            self.start(id);
+        }
+    }
+
     fn signal(&self, id: &str, sig: &str) {
         let child = self.nodes[self.index(id)]
             .child
