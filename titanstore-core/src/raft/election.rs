@@ -207,7 +207,6 @@ impl RaftNode {
             .map(|p| (p, Progress::new(next)))
             .collect();
         self.reads.reset_leader();
-        self.fetching.clear();
         self.log.append(self.term, EntryPayload::Noop);
         self.bcast_append();
         // A single voter commits once its own persistence completes.

@@ -256,8 +256,7 @@ impl RaftLog {
     /// Discards the whole log in favour of a snapshot received from the leader.
     pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
         let index = meta.last_index;
-        let old = std::mem::take(&mut self.cache);
-        self.discard(old);
+        self.discarded.extend(std::mem::take(&mut self.cache));
         self.cache_bytes = 0;
         self.terms.clear();
         self.configs.clear();
@@ -284,9 +283,10 @@ impl RaftLog {
         let drop = (index - self.snapshot.last_index) as usize;
         self.terms.drain(..drop.min(self.terms.len()));
         let cached = self.cache.iter().take_while(|e| e.index <= index).count();
-        let old: VecDeque<Entry> = self.cache.drain(..cached).collect();
-        self.cache_bytes -= old.iter().map(Entry::memory_bytes).sum::<u64>();
-        self.discard(old);
+        for entry in self.cache.drain(..cached) {
+            self.cache_bytes -= entry.memory_bytes();
+            self.discarded.push(entry);
+        }
         self.configs.retain(|(at, _)| *at > index);
         self.snapshot = meta;
         true
@@ -307,10 +307,6 @@ impl RaftLog {
             }
         }
         dropped
-    }
-
-    fn discard(&mut self, old: impl IntoIterator<Item = Entry>) {
-        self.discarded.extend(old);
     }
 
     /// Entries no longer in the log, to be freed by the caller.

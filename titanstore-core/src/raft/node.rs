@@ -76,9 +76,6 @@ pub struct RaftNode {
     pub(super) transfer: Option<super::membership::Transfer>,
     /// Reads of entries no longer in memory, for the next `Ready`.
     pub(super) fetches: Vec<EntryFetch>,
-    /// Leader: the follower whose entries are being read back, with the
-    /// first index asked for and the term it was asked in (one at a time).
-    pub(super) fetching: BTreeMap<NodeId, (LogIndex, Term)>,
     /// A read of committed entries for the state machine is outstanding.
     pub(super) apply_fetching: bool,
     /// Committed entries read back for the state machine, next to hand
@@ -98,8 +95,25 @@ impl RaftNode {
             entries,
             applied,
         } = boot;
-        let mut expected = snapshot.last_index + 1;
+        let first = snapshot.last_index + 1;
+        // Terms never decrease along the log, on disk or in memory.
         let mut previous = snapshot.last_term;
+        let terms = stored
+            .terms
+            .iter()
+            .copied()
+            .chain(entries.iter().map(|e| e.term));
+        for (index, term) in (first..).zip(terms) {
+            if term < previous {
+                return Err(RaftError::TermsDecreasing {
+                    index,
+                    term,
+                    previous,
+                });
+            }
+            previous = term;
+        }
+        let mut expected = first + stored.terms.len() as u64;
         let mut cluster = snapshot.config.clone();
         let names_me = |c: &ClusterConfig| {
             c.is_member(&config.id)
@@ -108,19 +122,7 @@ impl RaftNode {
                     .is_none_or(|mine| c.incarnations.get(&config.id) == Some(&mine))
         };
         let mut member_this_life = config.member_incarnation.is_none() || names_me(&cluster);
-        let stored_first = expected;
-        for &term in &stored.terms {
-            if term < previous {
-                return Err(RaftError::TermsDecreasing {
-                    index: expected,
-                    term,
-                    previous,
-                });
-            }
-            expected += 1;
-            previous = term;
-        }
-        let mut at = stored_first;
+        let mut at = first;
         for (index, c) in &stored.configs {
             if *index < at || *index >= expected {
                 return Err(RaftError::EntriesNotContiguous {
@@ -139,19 +141,11 @@ impl RaftNode {
                     found: e.index,
                 });
             }
-            if e.term < previous {
-                return Err(RaftError::TermsDecreasing {
-                    index: e.index,
-                    term: e.term,
-                    previous,
-                });
-            }
             if let EntryPayload::Config(c) = &*e.payload {
                 member_this_life |= names_me(c);
                 cluster = c.clone();
             }
             expected += 1;
-            previous = e.term;
         }
         // An empty config is a node that joins an existing cluster: it never
         // campaigns and waits for the leader to send it the log.
@@ -208,7 +202,6 @@ impl RaftNode {
             member_this_life,
             transfer: None,
             fetches: Vec::new(),
-            fetching: BTreeMap::new(),
             apply_fetching: false,
             fetched_apply: std::collections::VecDeque::new(),
             cfg: config,
@@ -568,11 +561,14 @@ impl RaftNode {
                 }
             }
             FetchPurpose::Replicate { peer, term } => {
-                if self.fetching.get(&peer) == Some(&(fetch.lo, term)) {
-                    self.fetching.remove(&peer);
-                }
+                // A leader of another term has its own progress (and reads).
                 if self.role != Role::Leader || self.term != term {
                     return;
+                }
+                if let Some(pr) = self.progress.get_mut(&peer)
+                    && pr.reading == Some(fetch.lo)
+                {
+                    pr.reading = None;
                 }
                 self.send_fetched(&peer, fetch.lo, entries);
             }

@@ -33,6 +33,9 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// Ticks without progress while entries are outstanding (lost messages).
     pub(crate) stall_ticks: u64,
+    /// Entries from this index on are being read back from storage for
+    /// this follower (they left the leader's memory); one read at a time.
+    pub(crate) reading: Option<LogIndex>,
 }
 
 impl Progress {
@@ -45,6 +48,7 @@ impl Progress {
             inflights: VecDeque::new(),
             recent_active: true,
             stall_ticks: 0,
+            reading: None,
         }
     }
 

@@ -102,12 +102,14 @@ impl RaftNode {
         let cache_first = self.log.cache_first();
         if next < cache_first && next <= self.log.last_index() {
             // Durable, but no longer in memory: the runtime reads them back
-            // and `on_fetched` sends them.
-            if !self.fetching.contains_key(peer) {
-                self.fetching.insert(peer.clone(), (next, self.term));
-                // One read fills the follower's whole window of appends.
-                let window = self.cfg.max_entries_per_append * self.cfg.max_inflight_appends;
-                let hi = (cache_first - 1).min(next + window.max(1) as u64 - 1);
+            // and `on_fetched` sends them. One read fills the follower's
+            // whole window of appends.
+            let window = self.cfg.max_entries_per_append * self.cfg.max_inflight_appends;
+            let hi = (cache_first - 1).min(next + window.max(1) as u64 - 1);
+            if let Some(pr) = self.progress.get_mut(peer)
+                && pr.reading.is_none()
+            {
+                pr.reading = Some(next);
                 self.fetches.push(EntryFetch {
                     lo: next,
                     hi,
