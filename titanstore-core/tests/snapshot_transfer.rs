@@ -1,7 +1,8 @@
 //! Snapshot images over real loopback gRPC: a multi-chunk image arrives
-//! whole and once, messages behind it are not held up, and a damaged,
-//! disordered, truncated or oversized image is refused before the node
-//! sees it.
+//! whole and once, messages behind it are not held up, a send that breaks
+//! off is resumed where it stopped (and only where the receiver holds that
+//! very image), and a damaged, disordered, truncated or oversized image is
+//! refused before the node sees it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,23 +11,38 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use titanstore_core::raft::{Message, MessageBody};
+use titanstore_core::storage::SnapshotFile;
 use titanstore_core::transport::{CHUNK_BYTES, Dialer, Envelope, PeerSender, SnapshotSource};
 use titanstore_core::types::{ClusterConfig, Snapshot, SnapshotMeta};
-use titanstore_proto::SnapshotChunk;
 use titanstore_proto::raft_client::RaftClient;
+use titanstore_proto::{SnapshotChunk, SnapshotOffer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-/// Serves an image from memory and counts the loads.
+/// Serves one image from memory, as it would be read from its file, and
+/// counts the opens; the open image tells how many bytes were read of it.
 struct Source {
-    snapshot: Snapshot,
-    loads: AtomicUsize,
+    image: Arc<SnapshotFile>,
+    opens: AtomicUsize,
+}
+
+impl Source {
+    fn new(data: &[u8]) -> Arc<Source> {
+        let snapshot = Snapshot {
+            meta: meta(),
+            data: data.to_vec(),
+        };
+        Arc::new(Source {
+            image: Arc::new(SnapshotFile::from_snapshot(snapshot).unwrap()),
+            opens: AtomicUsize::new(0),
+        })
+    }
 }
 
 impl SnapshotSource for Source {
-    fn latest(&self) -> Result<Option<Arc<Snapshot>>, String> {
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Arc::new(self.snapshot.clone())))
+    fn open(&self) -> Result<Option<Arc<SnapshotFile>>, String> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(Arc::clone(&self.image)))
     }
 }
 
@@ -81,35 +97,16 @@ async fn next(inbox: &mut mpsc::Receiver<Envelope>) -> Envelope {
 async fn a_multi_chunk_image_arrives_whole_once_and_holds_nothing_up() {
     let (addr, mut inbox, stop, server) = endpoint().await;
     let data = image(3 * CHUNK_BYTES + CHUNK_BYTES / 2 + 7);
-    let source = Arc::new(Source {
-        snapshot: Snapshot {
-            meta: meta(),
-            data: data.clone(),
-        },
-        loads: AtomicUsize::new(0),
-    });
-    let dialer = Dialer {
-        snapshots: Arc::clone(&source) as Arc<dyn SnapshotSource>,
-        tls: None,
-    };
-    let sender = PeerSender::spawn(addr, &dialer);
-    let ask = || Message {
-        from: "a".into(),
-        to: "b".into(),
-        body: MessageBody::InstallSnapshot {
-            term: 3,
-            meta: meta(),
-            data: Vec::new(),
-        },
-    };
+    let source = Source::new(&data);
+    let sender = PeerSender::spawn(addr, &dialer(&source));
     let ping = Message {
         from: "a".into(),
         to: "b".into(),
         body: MessageBody::TimeoutNow { term: 3 },
     };
     // The core asks again on a timer; the copies must not travel.
-    sender.send(ask(), Arc::from("c1"));
-    sender.send(ask(), Arc::from("c1"));
+    sender.send(ask_image(), Arc::from("c1"));
+    sender.send(ask_image(), Arc::from("c1"));
     sender.send(ping.clone(), Arc::from("c1"));
     let mut image_seen = None;
     let mut ping_seen = false;
@@ -130,7 +127,7 @@ async fn a_multi_chunk_image_arrives_whole_once_and_holds_nothing_up() {
     assert_eq!(got_meta, meta());
     assert!(got_data == data, "the image arrived changed");
     // Asked again right after delivery: the follower is still installing it.
-    sender.send(ask(), Arc::from("c1"));
+    sender.send(ask_image(), Arc::from("c1"));
     sender.send(ping, Arc::from("c1"));
     let after = next(&mut inbox).await;
     assert!(
@@ -138,7 +135,12 @@ async fn a_multi_chunk_image_arrives_whole_once_and_holds_nothing_up() {
         "{:?}",
         after.msg.body
     );
-    assert_eq!(source.loads.load(Ordering::SeqCst), 1, "image re-read");
+    assert_eq!(source.opens.load(Ordering::SeqCst), 1, "image opened again");
+    assert_eq!(
+        source.image.bytes_read(),
+        data.len() as u64,
+        "image re-read"
+    );
     drop(sender);
     let _ = stop.send(());
     server.await.unwrap();
@@ -153,32 +155,86 @@ async fn raw_send(addr: &str, chunks: Vec<SnapshotChunk>) -> Result<(), tonic::S
         .map(|_| ())
 }
 
+fn dialer(source: &Arc<Source>) -> Dialer {
+    Dialer {
+        snapshots: Arc::clone(source) as Arc<dyn SnapshotSource>,
+        tls: None,
+    }
+}
+
+/// What the core hands its peer sender to get an image sent.
+fn ask_image() -> Message {
+    Message {
+        from: "a".into(),
+        to: "b".into(),
+        body: MessageBody::InstallSnapshot {
+            term: 3,
+            meta: meta(),
+            data: Vec::new(),
+        },
+    }
+}
+
+/// The chunks of the image `data` as a sender sends them, in `piece`s.
 fn chunked(data: &[u8], piece: usize) -> Vec<SnapshotChunk> {
+    let file = SnapshotFile::from_snapshot(Snapshot {
+        meta: meta(),
+        data: data.to_vec(),
+    })
+    .unwrap();
     let config = titanstore_core::types::encode(&ClusterConfig::default()).unwrap();
-    let crc = crc32c::crc32c(data);
     let mut out = Vec::new();
     for (n, part) in data.chunks(piece).enumerate() {
         let offset = n * piece;
-        let done = offset + part.len() == data.len();
         let mut chunk = SnapshotChunk {
             offset: offset as u64,
             data: part.to_vec().into(),
-            done,
-            crc32c: if done { crc } else { 0 },
+            done: offset + part.len() == data.len(),
             ..SnapshotChunk::default()
         };
         if n == 0 {
-            chunk.from = "a".into();
-            chunk.to = "b".into();
-            chunk.term = 3;
-            chunk.last_index = 42;
-            chunk.last_term = 3;
-            chunk.config = config.clone().into();
-            chunk.total_len = data.len() as u64;
+            header(&mut chunk, &file, &config);
         }
         out.push(chunk);
     }
     out
+}
+
+/// Makes `chunk` the first of a send of `file`.
+fn header(chunk: &mut SnapshotChunk, file: &SnapshotFile, config: &[u8]) {
+    chunk.from = "a".into();
+    chunk.to = "b".into();
+    chunk.term = 3;
+    chunk.last_index = 42;
+    chunk.last_term = 3;
+    chunk.config = config.to_vec().into();
+    chunk.total_len = file.image_len;
+    chunk.crc32c = file.crc32c;
+    chunk.head = file.head.clone().into();
+}
+
+/// What the node at `addr` says it holds of the image `data`.
+async fn held(addr: &str, data: &[u8], crc_flip: u32) -> u64 {
+    let file = SnapshotFile::from_snapshot(Snapshot {
+        meta: meta(),
+        data: data.to_vec(),
+    })
+    .unwrap();
+    let mut client = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+    let offer = SnapshotOffer {
+        from: "a".into(),
+        to: "b".into(),
+        last_index: 42,
+        last_term: 3,
+        total_len: file.image_len,
+        crc32c: file.crc32c ^ crc_flip,
+    };
+    client
+        .snapshot_held(offer)
+        .await
+        .unwrap()
+        .into_inner()
+        .offset
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,6 +252,8 @@ async fn a_damaged_disordered_truncated_or_huge_image_is_refused() {
     truncated.pop();
     let mut huge = chunked(&data, 4096);
     huge[0].total_len = u64::MAX;
+    let mut misnamed = chunked(&data, 4096);
+    misnamed[0].crc32c ^= 1;
     let mut elsewhere = chunked(&data, 4096);
     elsewhere[0].to = "c".into();
     for (what, chunks) in [
@@ -203,6 +261,7 @@ async fn a_damaged_disordered_truncated_or_huge_image_is_refused() {
         ("disordered", disordered),
         ("truncated", truncated),
         ("huge", huge),
+        ("under another checksum", misnamed),
         ("addressed elsewhere", elsewhere),
     ] {
         let status = raw_send(&addr, chunks).await.expect_err(what);
@@ -223,6 +282,91 @@ async fn a_damaged_disordered_truncated_or_huge_image_is_refused() {
         MessageBody::InstallSnapshot { data: got, .. } => assert!(got == data),
         other => panic!("unexpected {other:?}"),
     }
+    let _ = stop.send(());
+    server.await.unwrap();
+}
+
+/// A send cut after some chunks leaves them with the receiver; the next send
+/// of the same image reads and sends only the rest, and the image arrives
+/// whole. A send that claims to resume where the receiver holds nothing, or
+/// holds another image, is refused; an offer of another image drops the part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_send_resumes_where_it_stopped() {
+    let (addr, mut inbox, stop, server) = endpoint().await;
+    let data = image(5 * CHUNK_BYTES + 99);
+    assert_eq!(
+        held(&addr, &data, 0).await,
+        0,
+        "held before anything was sent"
+    );
+
+    // Three chunks, then the stream stops: the receiver keeps them.
+    let mut cut = chunked(&data, CHUNK_BYTES);
+    cut.truncate(3);
+    let status = raw_send(&addr, cut)
+        .await
+        .expect_err("a cut image was taken");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(inbox.try_recv().is_err(), "a cut image reached the node");
+    let kept = 3 * CHUNK_BYTES as u64;
+    assert_eq!(held(&addr, &data, 0).await, kept);
+
+    // A send claiming another offset is refused and keeps nothing.
+    let config = titanstore_core::types::encode(&ClusterConfig::default()).unwrap();
+    let file = SnapshotFile::from_snapshot(Snapshot {
+        meta: meta(),
+        data: data.clone(),
+    })
+    .unwrap();
+    let mut wrong = chunked(&data, CHUNK_BYTES).split_off(4);
+    header(&mut wrong[0], &file, &config);
+    let status = raw_send(&addr, wrong).await.expect_err("resumed at a gap");
+    assert!(status.message().contains("holds no such part"), "{status}");
+    assert_eq!(
+        held(&addr, &data, 0).await,
+        0,
+        "a refused resume left a part"
+    );
+
+    // Cut again; the real sender asks, then sends only what is missing.
+    let mut cut = chunked(&data, CHUNK_BYTES);
+    cut.truncate(3);
+    raw_send(&addr, cut)
+        .await
+        .expect_err("a cut image was taken");
+    let source = Source::new(&data);
+    let sender = PeerSender::spawn(addr.clone(), &dialer(&source));
+    sender.send(ask_image(), Arc::from("c1"));
+    match next(&mut inbox).await.msg.body {
+        MessageBody::InstallSnapshot {
+            meta: got,
+            data: got_data,
+            ..
+        } => {
+            assert_eq!(got, meta());
+            assert!(got_data == data, "the resumed image arrived changed");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        source.image.bytes_read(),
+        data.len() as u64 - kept,
+        "the sender re-read what the receiver held"
+    );
+
+    // A part of one image is dropped when another image is offered.
+    let mut cut = chunked(&data, CHUNK_BYTES);
+    cut.truncate(2);
+    raw_send(&addr, cut)
+        .await
+        .expect_err("a cut image was taken");
+    assert_eq!(held(&addr, &data, 1).await, 0, "another image was offered");
+    assert_eq!(
+        held(&addr, &data, 0).await,
+        0,
+        "the part outlived the offer"
+    );
+    drop(sender);
     let _ = stop.send(());
     server.await.unwrap();
 }

@@ -32,7 +32,7 @@ use crate::server::{self, ServerConfig};
 use crate::state_machine::StateMachine;
 use crate::storage::{self, Recovered, Storage};
 use crate::transport::{self, Dialer, PeerSender, PeerTls, SnapshotSource};
-use crate::types::{ClusterConfig, MemberAddr, NodeId, Snapshot, SnapshotMeta};
+use crate::types::{ClusterConfig, MemberAddr, NodeId, SnapshotMeta};
 
 /// Another member of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,48 +212,17 @@ pub enum NodeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The node's snapshot file, as the peer senders read it. A copy is shared
-/// while any send holds it (several followers catching up at once read the
-/// file once), and freed with the last.
+/// The node's snapshot file, as the peer senders read it: each send opens
+/// it and reads its image piece by piece, so no copy stays in memory.
 struct DiskSnapshots {
     dir: PathBuf,
-    shared: std::sync::Mutex<Option<(FileStamp, std::sync::Weak<Snapshot>)>>,
 }
 
-/// What tells one saved snapshot file from the next (it is replaced by rename).
-type FileStamp = (u64, Option<std::time::SystemTime>, u64);
-
 impl SnapshotSource for DiskSnapshots {
-    fn latest(&self) -> Result<Option<Arc<Snapshot>>, String> {
-        let stamp = |path: &std::path::Path| {
-            std::fs::metadata(path).ok().map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                (m.len(), m.modified().ok(), m.ino())
-            })
-        };
-        let before = stamp(&storage::snapshot_path(&self.dir));
-        let mut shared = self
-            .shared
-            .lock()
-            .map_err(|_| "snapshot cache poisoned".to_string())?;
-        if let (Some(now), Some((then, weak))) = (before, shared.as_ref())
-            && now == *then
-            && let Some(snapshot) = weak.upgrade()
-        {
-            return Ok(Some(snapshot));
-        }
-        let Some(snapshot) = storage::read_snapshot(&self.dir).map_err(|err| err.to_string())?
-        else {
-            return Ok(None);
-        };
-        let snapshot = Arc::new(snapshot);
-        // Only a file that did not change while it was read is shared.
-        let after = stamp(&storage::snapshot_path(&self.dir));
-        *shared = match (before, after) {
-            (Some(b), Some(a)) if a == b => Some((b, Arc::downgrade(&snapshot))),
-            _ => None,
-        };
-        Ok(Some(snapshot))
+    fn open(&self) -> Result<Option<Arc<storage::SnapshotFile>>, String> {
+        storage::open_snapshot_file(&self.dir)
+            .map(|file| file.map(Arc::new))
+            .map_err(|err| err.to_string())
     }
 }
 
@@ -397,7 +366,6 @@ pub async fn run(
         .map_err(|err| NodeError::StorageFailed(err.to_string()))?;
 
     let snapshots: Arc<dyn SnapshotSource> = Arc::new(DiskSnapshots {
-        shared: std::sync::Mutex::new(None),
         dir: config.data_dir.clone(),
     });
     let dialer = Dialer {

@@ -181,7 +181,7 @@ impl SnapshotStore {
         let payload = &bytes[start..end];
         // The image is moved to the front of the buffer it was read into,
         // not copied out of it.
-        if let Some((meta, at)) = split(payload) {
+        if let Some((meta, at)) = split(payload, payload.len() as u64) {
             bytes.drain(..start + at);
             return Ok(Some(Snapshot { meta, data: bytes }));
         }
@@ -225,15 +225,163 @@ fn head(meta: &SnapshotMeta, data_len: usize) -> Result<Vec<u8>, StorageError> {
 }
 
 /// The metadata of an encoded [`Snapshot`] and where its image starts, if
-/// the payload is one in the current format.
-fn split(payload: &[u8]) -> Option<(SnapshotMeta, usize)> {
+/// `prefix` begins a payload of `payload_len` bytes in the current format.
+fn split(prefix: &[u8], payload_len: u64) -> Option<(SnapshotMeta, usize)> {
     let config = types::codec_config().with_limit::<{ 64 << 20 }>();
     let (meta, n): (SnapshotMeta, usize) =
-        bincode::serde::decode_from_slice(payload, config).ok()?;
+        bincode::serde::decode_from_slice(prefix, config).ok()?;
     let (len, m): (u64, usize) =
-        bincode::serde::decode_from_slice(payload.get(n..)?, config).ok()?;
+        bincode::serde::decode_from_slice(prefix.get(n..)?, config).ok()?;
     let at = n + m;
-    (payload.len().checked_sub(at)? as u64 == len).then_some((meta, at))
+    (payload_len.checked_sub(at as u64)? == len).then_some((meta, at))
+}
+
+/// A saved snapshot opened to be sent to a peer. Its metadata, the head of
+/// its payload and the payload's checksum are read at once; the image is
+/// read by offset, from the file, which stays readable through its handle
+/// even after a newer snapshot is renamed over it. Nothing checks the image
+/// here: the receiver checks it whole against [`SnapshotFile::crc32c`].
+pub struct SnapshotFile {
+    pub meta: SnapshotMeta,
+    /// The payload's bytes before the image: the encoded metadata and the
+    /// image's length.
+    pub head: Vec<u8>,
+    /// CRC-32C of `head` followed by the image, as the file records it.
+    pub crc32c: u32,
+    pub image_len: u64,
+    body: Body,
+    /// Bytes of the image read so far, over all reads.
+    read: std::sync::atomic::AtomicU64,
+}
+
+enum Body {
+    /// The image starts `at` bytes into the file.
+    File { file: std::fs::File, at: u64 },
+    /// A file of an earlier format, loaded whole.
+    Memory(Vec<u8>),
+}
+
+impl SnapshotFile {
+    /// A snapshot in memory, as it would be read from its file.
+    pub fn from_snapshot(snap: Snapshot) -> Result<Self, StorageError> {
+        let head = head(&snap.meta, snap.data.len())?;
+        Ok(SnapshotFile {
+            crc32c: crc32c::crc32c_append(crc32c::crc32c(&head), &snap.data),
+            image_len: snap.data.len() as u64,
+            meta: snap.meta,
+            head,
+            body: Body::Memory(snap.data),
+            read: Default::default(),
+        })
+    }
+
+    /// Bytes of the image read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fills `buf` with the image's bytes from `offset` on.
+    pub fn read_image_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let past = || io::Error::new(io::ErrorKind::InvalidInput, "read past the image's end");
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.image_len)
+            .ok_or_else(past)?;
+        self.read
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        match &self.body {
+            Body::File { file, at } => {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(buf, at + offset)
+            }
+            Body::Memory(data) => {
+                let range = usize::try_from(offset).map_err(|_| past())?
+                    ..usize::try_from(end).map_err(|_| past())?;
+                buf.copy_from_slice(data.get(range).ok_or_else(past)?);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the snapshot in `dir` (on the real file system) to be sent; `None`
+/// if there is none. Only the header and the metadata are read, unless the
+/// file is of an earlier format: that one is loaded and checked whole.
+pub fn open_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let path = snapshot_path(dir);
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("open snapshot", path)(e)),
+    };
+    let read_at = |buf: &mut [u8], at: u64| {
+        file.read_exact_at(buf, at)
+            .map_err(StorageError::io("read snapshot", &path))
+    };
+    let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
+        file: path.clone(),
+        offset,
+        reason,
+    };
+    let file_len = file
+        .metadata()
+        .map_err(StorageError::io("stat snapshot", &path))?
+        .len();
+    let mut header = [0u8; FILE_HEADER_LEN];
+    if file_len >= FILE_HEADER_LEN as u64 {
+        read_at(&mut header, 0)?;
+    }
+    if !header.starts_with(&SNAPSHOT_MAGIC) {
+        return read_snapshot(dir)?
+            .map(SnapshotFile::from_snapshot)
+            .transpose();
+    }
+    let len_bytes: [u8; 8] = header[8..16].try_into().unwrap_or_default();
+    let word = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if crc32c::crc32c(&len_bytes) != word(16) {
+        return Err(corrupt(8, "snapshot length fails its checksum".into()));
+    }
+    let payload_len = u64::from_le_bytes(len_bytes);
+    if file_len - FILE_HEADER_LEN as u64 != payload_len {
+        return Err(corrupt(
+            FILE_HEADER_LEN as u64,
+            format!(
+                "snapshot of {payload_len} bytes, file holds {}",
+                file_len - FILE_HEADER_LEN as u64
+            ),
+        ));
+    }
+    // The head is small (a configuration); read more only if it is not.
+    let mut want: u64 = 64 << 10;
+    loop {
+        let n = want.min(payload_len);
+        let mut prefix = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
+        read_at(&mut prefix, FILE_HEADER_LEN as u64)?;
+        if let Some((meta, at)) = split(&prefix, payload_len) {
+            prefix.truncate(at);
+            return Ok(Some(SnapshotFile {
+                meta,
+                image_len: payload_len - at as u64,
+                head: prefix,
+                crc32c: word(20),
+                body: Body::File {
+                    file,
+                    at: (FILE_HEADER_LEN + at) as u64,
+                },
+                read: Default::default(),
+            }));
+        }
+        if n == payload_len || n >= 64 << 20 {
+            // An encoding of an earlier release inside this header.
+            return read_snapshot(dir)?
+                .map(SnapshotFile::from_snapshot)
+                .transpose();
+        }
+        want *= 8;
+    }
 }
 
 /// Where the snapshot in `dir` lives.
@@ -308,5 +456,49 @@ mod tests {
             std::fs::write(store.path(), &on_disk[..on_disk.len() - 1]).unwrap();
             assert!(store.load().is_err(), "cut by one byte");
         }
+    }
+
+    /// Opened to be sent, a saved snapshot gives the same head, checksum and
+    /// image as the snapshot in memory, reading only what is asked for; the
+    /// open file still reads the old image after a newer one replaced it.
+    /// A file of the earlier format is loaded whole and gives the same.
+    #[test]
+    fn a_snapshot_opened_for_sending_reads_its_image_by_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(Arc::new(super::super::vfs::RealFs), dir.path()).unwrap();
+        assert!(open_snapshot_file(dir.path()).unwrap().is_none());
+        let snap = |index: u64, len: usize| Snapshot {
+            meta: SnapshotMeta {
+                last_index: index,
+                last_term: 2,
+                config: ClusterConfig::default(),
+            },
+            data: (0..len).map(|b| (b * 13 % 251) as u8).collect(),
+        };
+        let first = snap(10, 200_000);
+        store.save(&first).unwrap();
+        let opened = open_snapshot_file(dir.path()).unwrap().unwrap();
+        let expected = SnapshotFile::from_snapshot(first.clone()).unwrap();
+        assert_eq!(opened.meta, first.meta);
+        assert_eq!(opened.head, expected.head);
+        assert_eq!(opened.crc32c, expected.crc32c);
+        assert_eq!(opened.image_len, 200_000);
+        assert_eq!(opened.bytes_read(), 0, "opening read the image");
+        store.save(&snap(11, 5)).unwrap();
+        let mut piece = vec![0u8; 1000];
+        opened.read_image_at(150_000, &mut piece).unwrap();
+        assert!(piece[..] == first.data[150_000..151_000]);
+        assert_eq!(opened.bytes_read(), 1000);
+        let mut past = vec![0u8; 2];
+        assert!(opened.read_image_at(199_999, &mut past).is_err());
+
+        let mut framed = Vec::new();
+        encode_framed(&first, &mut framed).unwrap();
+        std::fs::write(store.path(), &framed).unwrap();
+        let old = open_snapshot_file(dir.path()).unwrap().unwrap();
+        assert_eq!((&old.head, old.crc32c), (&expected.head, expected.crc32c));
+        let mut all = vec![0u8; 200_000];
+        old.read_image_at(0, &mut all).unwrap();
+        assert!(all == first.data);
     }
 }

@@ -9,13 +9,12 @@ use tokio::sync::{Mutex, mpsc};
 use super::snapshot::{SnapshotSends, start_send};
 use super::{Dialer, MAX_MESSAGE_BYTES, PeerTls, error_chain, to_wire};
 use crate::raft::{Message, MessageBody};
-use crate::types::Snapshot;
+use crate::storage::SnapshotFile;
 
 /// Where a peer task gets the snapshot image to fill an `InstallSnapshot`.
 pub trait SnapshotSource: Send + Sync + 'static {
-    /// The newest snapshot on disk, if any. Shared: sends of one image to
-    /// several peers may hold the same copy.
-    fn latest(&self) -> Result<Option<Arc<Snapshot>>, String>;
+    /// The newest snapshot on disk, if any, opened to be read piece by piece.
+    fn open(&self) -> Result<Option<Arc<SnapshotFile>>, String>;
 }
 
 /// Messages queued for one peer before it counts as slow and drops them.

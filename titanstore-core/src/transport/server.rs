@@ -3,7 +3,9 @@
 use std::future::Future;
 
 use titanstore_proto::raft_server::{Raft, RaftServer};
-use titanstore_proto::{RaftMessage, SnapshotChunk, SnapshotReceived, StreamClosed};
+use titanstore_proto::{
+    RaftMessage, SnapshotChunk, SnapshotHeldReply, SnapshotOffer, SnapshotReceived, StreamClosed,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -17,6 +19,8 @@ struct RaftService {
     /// One image is received at a time: a second sender (an old and a new
     /// leader) is refused before anything is buffered, and retries later.
     receiving: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Part of an image whose send broke off, for the next send to go on with.
+    held: std::sync::Arc<super::snapshot::Held>,
 }
 
 #[tonic::async_trait]
@@ -56,7 +60,7 @@ impl Raft for RaftService {
             ));
         };
         let mut stream = request.into_inner();
-        let envelope = match super::snapshot::receive(&mut stream, &self.id).await {
+        let envelope = match super::snapshot::receive(&mut stream, &self.id, &self.held).await {
             Ok(envelope) => envelope,
             Err(err) => {
                 tracing::warn!(%err, "refusing a snapshot image");
@@ -69,6 +73,22 @@ impl Raft for RaftService {
         }
         Ok(Response::new(SnapshotReceived {}))
     }
+
+    async fn snapshot_held(
+        &self,
+        request: Request<SnapshotOffer>,
+    ) -> Result<Response<SnapshotHeldReply>, Status> {
+        let offer = request.into_inner();
+        if offer.to != self.id {
+            return Err(Status::invalid_argument(format!(
+                "image offered to {}, this node is {}",
+                offer.to, self.id
+            )));
+        }
+        Ok(Response::new(SnapshotHeldReply {
+            offset: self.held.offered(&offer),
+        }))
+    }
 }
 
 /// Serves the Raft gRPC endpoint on `listener` until `shutdown` completes.
@@ -79,10 +99,24 @@ pub async fn serve(
     tls: Option<PeerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let held = std::sync::Arc::new(super::snapshot::Held::default());
+    // Part of an image nobody goes on with is freed in time, asked or not.
+    let weak = std::sync::Arc::downgrade(&held);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(super::snapshot::PARTIAL_TTL / 4);
+        loop {
+            every.tick().await;
+            match weak.upgrade() {
+                Some(held) => held.expire(),
+                None => return,
+            }
+        }
+    });
     let service = RaftServer::new(RaftService {
         id,
         inbox,
         receiving: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+        held,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

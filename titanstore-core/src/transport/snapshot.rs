@@ -1,11 +1,22 @@
-//! Snapshot images between nodes: chunked, checksummed, one at a time.
+//! Snapshot images between nodes: chunked, checksummed, one at a time,
+//! resumed where a broken send stopped.
 //!
 //! The core asks for an `InstallSnapshot` with an empty image; the peer task
-//! hands it here. The image is read from the sender's disk once per send and
-//! streamed on its own gRPC call (`Snapshot`) in [`CHUNK_BYTES`] pieces, so
-//! messages to the same peer never queue behind it and HTTP/2 flow control
-//! paces it: an image of any size travels, with no message cap. The receiver
-//! checks order, length and CRC-32C before its node sees the image.
+//! hands it here. The sender opens its snapshot file and reads only its
+//! header; the image is read from the file as it is streamed on its own gRPC
+//! call (`Snapshot`) in [`CHUNK_BYTES`] pieces, so the sender never holds an
+//! image in memory, messages to the same peer never queue behind it, and
+//! HTTP/2 flow control paces it: an image of any size travels, with no
+//! message cap. The checksum that covers the whole image is the one the file
+//! already records, so it is known before the image is read; the receiver
+//! checks order, length and that checksum before its node sees the image.
+//!
+//! A send that breaks off (a cut connection, a restarted sender) leaves the
+//! receiver holding what arrived. Before each send the sender asks
+//! (`SnapshotHeld`) how much of the same image, named by its index, term,
+//! length and checksum, the receiver holds, and starts there. What a
+//! receiver holds is dropped when another image begins, when the image is
+//! refused, and after [`PARTIAL_TTL`] without progress.
 //!
 //! A peer gets one image at a time: requests while one is on its way are
 //! dropped, and so are repeats of an image just delivered, for a while (the
@@ -15,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use titanstore_proto::SnapshotChunk;
 use titanstore_proto::raft_client::RaftClient;
+use titanstore_proto::{SnapshotChunk, SnapshotOffer};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -24,12 +35,15 @@ use super::convert::{self, ConvertError};
 use super::peer::SnapshotSource;
 use super::{Envelope, error_chain};
 use crate::raft::{Message, MessageBody};
+use crate::storage::SnapshotFile;
 use crate::types::{LogIndex, NodeId, SnapshotMeta, Term};
 
 /// Bytes of image per chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// How long, at least, a delivered image is not sent again.
 const REPEAT_PAUSE: Duration = Duration::from_secs(10);
+/// How long a receiver keeps part of an image that no send goes on with.
+pub const PARTIAL_TTL: Duration = Duration::from_secs(60);
 
 /// What a peer's sender knows about images it sends to that peer.
 #[derive(Default)]
@@ -114,11 +128,12 @@ pub(super) fn start_send(
             term,
         };
         slot.delivered = match send(client, header, meta.last_index, snapshots).await {
-            Ok((index, bytes)) => {
+            Ok(sent) => {
                 let took = started.elapsed();
-                tracing::info!(peer = %peer, index, bytes, millis = took.as_millis() as u64,
+                tracing::info!(peer = %peer, index = sent.index, bytes = sent.len,
+                    resumed_at = sent.from, millis = took.as_millis() as u64,
                     "snapshot image delivered");
-                Some((index, took))
+                Some((sent.index, took))
             }
             Err(why) => {
                 tracing::warn!(peer = %peer, %why, "snapshot image not delivered");
@@ -148,80 +163,125 @@ struct Header {
     term: Term,
 }
 
-/// Loads the newest image (at least `index`) and cuts it into chunks off the
-/// async threads, then streams it. Returns the index and size delivered.
+/// An image delivered: its index, length, and where this send started.
+struct Sent {
+    index: LogIndex,
+    len: u64,
+    from: u64,
+}
+
+/// Opens the newest image (at least `index`), asks the peer how much of it
+/// it holds, and streams the rest from the file.
 async fn send(
     mut client: RaftClient<Channel>,
     header: Header,
     index: LogIndex,
     snapshots: Arc<dyn SnapshotSource>,
-) -> Result<(LogIndex, usize), String> {
-    let prepared = tokio::task::spawn_blocking(move || {
-        let snapshot = match snapshots.latest()? {
-            Some(snapshot) if snapshot.meta.last_index >= index => snapshot,
-            _ => return Err(format!("no snapshot at or after index {index} on disk")),
-        };
-        let len = snapshot.data.len();
-        let data = Bytes::from_owner(Image(Arc::clone(&snapshot)));
-        let chunks = chunks(&header, &snapshot.meta, data).map_err(|err| err.to_string())?;
-        Ok((snapshot.meta.last_index, len, chunks))
-    });
-    let (index, len, chunks) = prepared
-        .await
-        .map_err(|err| format!("snapshot loader failed: {err}"))??;
-    client
-        .snapshot(futures_util::stream::iter(chunks))
-        .await
-        .map_err(|status| error_chain(&status))?;
-    Ok((index, len))
-}
-
-/// A shared snapshot's image, as the buffer chunks are cut from.
-struct Image(Arc<crate::types::Snapshot>);
-
-impl AsRef<[u8]> for Image {
-    fn as_ref(&self) -> &[u8] {
-        &self.0.data
+) -> Result<Sent, String> {
+    let image = tokio::task::spawn_blocking(move || match snapshots.open()? {
+        Some(image) if image.meta.last_index >= index => Ok(image),
+        _ => Err(format!("no snapshot at or after index {index} on disk")),
+    })
+    .await
+    .map_err(|err| format!("snapshot loader failed: {err}"))??;
+    let offer = SnapshotOffer {
+        from: header.from.clone(),
+        to: header.to.clone(),
+        last_index: image.meta.last_index,
+        last_term: image.meta.last_term,
+        total_len: image.image_len,
+        crc32c: image.crc32c,
+    };
+    // A peer that cannot say (an error, a nonsense offset) gets it all.
+    let from = match client.snapshot_held(offer).await {
+        Ok(reply) => reply.into_inner().offset,
+        Err(status) => {
+            tracing::debug!(peer = %header.to, why = %error_chain(&status),
+                "peer did not say what it holds of the image");
+            0
+        }
+    };
+    let from = if from <= image.image_len { from } else { 0 };
+    let first = first_chunk(&header, &image, from).map_err(|err| err.to_string())?;
+    let (index, len) = (image.meta.last_index, image.image_len);
+    let failed: Arc<Mutex<Option<String>>> = Arc::default();
+    let chunks = chunks(first, image, Arc::clone(&failed));
+    let sent = client.snapshot(chunks).await;
+    if let Some(why) = failed.lock().ok().and_then(|mut why| why.take()) {
+        return Err(why);
     }
+    sent.map_err(|status| error_chain(&status))?;
+    Ok(Sent { index, len, from })
 }
 
-/// The chunks of one image, in order; the last one carries the checksum.
-/// Chunks share the image's buffer (no copy).
-fn chunks(
+/// The header chunk of a send starting at `offset`, without its data.
+fn first_chunk(
     header: &Header,
-    meta: &SnapshotMeta,
-    data: Bytes,
-) -> Result<Vec<SnapshotChunk>, ConvertError> {
-    let total_len = data.len();
-    let crc32c = crc32c::crc32c(&data);
-    let mut chunks = Vec::with_capacity(total_len / CHUNK_BYTES + 1);
-    let mut offset = 0;
-    loop {
-        let end = (offset + CHUNK_BYTES).min(total_len);
-        let done = end == total_len;
-        let mut chunk = SnapshotChunk {
-            offset: offset as u64,
-            data: data.slice(offset..end),
-            done,
-            crc32c: if done { crc32c } else { 0 },
-            ..SnapshotChunk::default()
-        };
-        if offset == 0 {
-            chunk.from = header.from.clone();
-            chunk.to = header.to.clone();
-            chunk.cluster_id = header.cluster_id.to_string();
-            chunk.term = header.term;
-            chunk.last_index = meta.last_index;
-            chunk.last_term = meta.last_term;
-            chunk.config = convert::config_to_wire(&meta.config)?;
-            chunk.total_len = total_len as u64;
+    image: &SnapshotFile,
+    offset: u64,
+) -> Result<SnapshotChunk, ConvertError> {
+    Ok(SnapshotChunk {
+        from: header.from.clone(),
+        to: header.to.clone(),
+        cluster_id: header.cluster_id.to_string(),
+        term: header.term,
+        last_index: image.meta.last_index,
+        last_term: image.meta.last_term,
+        config: convert::config_to_wire(&image.meta.config)?,
+        total_len: image.image_len,
+        offset,
+        crc32c: image.crc32c,
+        head: image.head.clone().into(),
+        ..SnapshotChunk::default()
+    })
+}
+
+/// The chunks of `image` from `first.offset` to its end, each read from the
+/// file off the async threads when HTTP/2 wants it. A read error ends the
+/// stream early (the receiver keeps what came) and is left in `failed`.
+fn chunks(
+    first: SnapshotChunk,
+    image: Arc<SnapshotFile>,
+    failed: Arc<Mutex<Option<String>>>,
+) -> impl futures_util::Stream<Item = SnapshotChunk> + Send + 'static {
+    futures_util::stream::unfold(Some(first), move |next| {
+        let image = Arc::clone(&image);
+        let failed = Arc::clone(&failed);
+        async move {
+            let mut chunk = next?;
+            let at = chunk.offset;
+            let len = (image.image_len - at).min(CHUNK_BYTES as u64) as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                image.read_image_at(at, &mut buf).map(|()| buf)
+            })
+            .await;
+            let data = match read {
+                Ok(Ok(data)) => data,
+                Ok(Err(err)) => {
+                    if let Ok(mut why) = failed.lock() {
+                        *why = Some(format!("reading the snapshot file at {at}: {err}"));
+                    }
+                    return None;
+                }
+                Err(err) => {
+                    if let Ok(mut why) = failed.lock() {
+                        *why = Some(format!("snapshot reader failed: {err}"));
+                    }
+                    return None;
+                }
+            };
+            let end = at + data.len() as u64;
+            chunk.data = Bytes::from(data);
+            chunk.done = end == chunk.total_len;
+            let following = (!chunk.done).then(|| SnapshotChunk {
+                offset: end,
+                total_len: chunk.total_len,
+                ..SnapshotChunk::default()
+            });
+            Some((chunk, following))
         }
-        chunks.push(chunk);
-        if done {
-            return Ok(chunks);
-        }
-        offset = end;
-    }
+    })
 }
 
 /// Why a received image was refused.
@@ -239,17 +299,97 @@ pub enum ReceiveError {
     Checksum { got: u32, want: u32 },
     #[error("image addressed to {to}, this node is {me}")]
     NotMine { to: String, me: String },
+    #[error("a send resumes at {0}, but this node holds no such part of that image")]
+    NothingToResume(u64),
     #[error(transparent)]
     Convert(#[from] ConvertError),
     #[error("stream failed: {0}")]
     Stream(#[from] Status),
 }
 
-/// Reads one image from `stream` and returns it as the `InstallSnapshot`
-/// its sender's core asked for. Every check fails the whole image.
+/// What names one image: a resumed send must name the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ImageId {
+    last_index: LogIndex,
+    last_term: Term,
+    total_len: u64,
+    crc32c: u32,
+}
+
+/// An image received in part.
+struct Partial {
+    id: ImageId,
+    data: Vec<u8>,
+    /// CRC-32C of the head and `data`.
+    crc: u32,
+    touched: Instant,
+}
+
+/// What a receiver holds of an image whose send broke off (one at most).
+#[derive(Default)]
+pub(super) struct Held {
+    partial: Mutex<Option<Partial>>,
+}
+
+impl Held {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Partial>> {
+        // A panic while holding it left at worst a stale part: drop it.
+        let mut slot = self.partial.lock().unwrap_or_else(|poisoned| {
+            let mut slot = poisoned.into_inner();
+            *slot = None;
+            slot
+        });
+        if slot
+            .as_ref()
+            .is_some_and(|p| p.touched.elapsed() > PARTIAL_TTL)
+        {
+            tracing::info!("dropping part of a snapshot image no send went on with");
+            *slot = None;
+        }
+        slot
+    }
+
+    /// Bytes held of `offer`'s image; anything held of another is dropped.
+    pub(super) fn offered(&self, offer: &SnapshotOffer) -> u64 {
+        let id = ImageId {
+            last_index: offer.last_index,
+            last_term: offer.last_term,
+            total_len: offer.total_len,
+            crc32c: offer.crc32c,
+        };
+        let mut slot = self.slot();
+        match slot.as_ref() {
+            Some(partial) if partial.id == id => partial.data.len() as u64,
+            _ => {
+                *slot = None;
+                0
+            }
+        }
+    }
+
+    /// Drops a part held longer than [`PARTIAL_TTL`] without progress.
+    pub(super) fn expire(&self) {
+        drop(self.slot());
+    }
+
+    fn take(&self) -> Option<Partial> {
+        self.slot().take()
+    }
+
+    fn keep(&self, mut partial: Partial) {
+        partial.touched = Instant::now();
+        *self.slot() = Some(partial);
+    }
+}
+
+/// Reads one image from `stream`, from the start or from where `held` says an
+/// earlier send of it stopped, and returns it as the `InstallSnapshot` its
+/// sender's core asked for. Every check fails the whole image; a stream that
+/// only stops early leaves what arrived in `held` for the next send.
 pub(super) async fn receive(
     stream: &mut tonic::Streaming<SnapshotChunk>,
     me: &str,
+    held: &Held,
 ) -> Result<Envelope, ReceiveError> {
     let mut chunk = stream.message().await?.ok_or(ReceiveError::Truncated)?;
     if chunk.to != me {
@@ -258,12 +398,12 @@ pub(super) async fn receive(
             me: me.to_string(),
         });
     }
-    let total = chunk.total_len;
-    let mut data: Vec<u8> = Vec::new();
-    usize::try_from(total)
-        .ok()
-        .and_then(|len| data.try_reserve_exact(len).ok())
-        .ok_or(ReceiveError::TooLarge(total))?;
+    let id = ImageId {
+        last_index: chunk.last_index,
+        last_term: chunk.last_term,
+        total_len: chunk.total_len,
+        crc32c: chunk.crc32c,
+    };
     let meta = SnapshotMeta {
         last_index: chunk.last_index,
         last_term: chunk.last_term,
@@ -275,9 +415,65 @@ pub(super) async fn receive(
         chunk.term,
     );
     let cluster_id = std::mem::take(&mut chunk.cluster_id);
-    let mut crc = 0u32;
+    let earlier = held.take();
+    let mut partial = if chunk.offset == 0 {
+        // What was held of an earlier image is freed before this one is reserved.
+        drop(earlier);
+        let mut data: Vec<u8> = Vec::new();
+        usize::try_from(id.total_len)
+            .ok()
+            .and_then(|len| data.try_reserve_exact(len).ok())
+            .ok_or(ReceiveError::TooLarge(id.total_len))?;
+        Partial {
+            id,
+            data,
+            crc: crc32c::crc32c(&chunk.head),
+            touched: Instant::now(),
+        }
+    } else {
+        match earlier {
+            Some(partial) if partial.id == id && partial.data.len() as u64 == chunk.offset => {
+                tracing::info!(from = %from, index = id.last_index, offset = chunk.offset,
+                    total = id.total_len, "resuming a snapshot image where its last send stopped");
+                partial
+            }
+            _ => return Err(ReceiveError::NothingToResume(chunk.offset)),
+        }
+    };
+    match fill(&mut partial, chunk, stream).await {
+        Ok(()) => {}
+        Err(err @ (ReceiveError::Truncated | ReceiveError::Stream(_))) => {
+            if !partial.data.is_empty() {
+                held.keep(partial);
+            }
+            return Err(err);
+        }
+        Err(err) => return Err(err),
+    }
+    Ok(Envelope {
+        cluster_id,
+        msg: Message {
+            from,
+            to,
+            body: MessageBody::InstallSnapshot {
+                term,
+                meta,
+                data: partial.data,
+            },
+        },
+    })
+}
+
+/// Appends `chunk` and the chunks after it to `partial` until the last one,
+/// then checks the whole image.
+async fn fill(
+    partial: &mut Partial,
+    mut chunk: SnapshotChunk,
+    stream: &mut tonic::Streaming<SnapshotChunk>,
+) -> Result<(), ReceiveError> {
+    let total = partial.id.total_len;
     loop {
-        let at = data.len() as u64;
+        let at = partial.data.len() as u64;
         if chunk.offset != at {
             return Err(ReceiveError::OutOfOrder {
                 got: chunk.offset,
@@ -287,28 +483,21 @@ pub(super) async fn receive(
         if at + chunk.data.len() as u64 > total {
             return Err(ReceiveError::Overrun { at, total });
         }
-        crc = crc32c::crc32c_append(crc, &chunk.data);
-        data.extend_from_slice(&chunk.data);
+        partial.crc = crc32c::crc32c_append(partial.crc, &chunk.data);
+        partial.data.extend_from_slice(&chunk.data);
         if chunk.done {
             break;
         }
         chunk = stream.message().await?.ok_or(ReceiveError::Truncated)?;
     }
-    if data.len() as u64 != total {
+    if partial.data.len() as u64 != total {
         return Err(ReceiveError::Truncated);
     }
-    if crc != chunk.crc32c {
+    if partial.crc != partial.id.crc32c {
         return Err(ReceiveError::Checksum {
-            got: crc,
-            want: chunk.crc32c,
+            got: partial.crc,
+            want: partial.id.crc32c,
         });
     }
-    Ok(Envelope {
-        cluster_id,
-        msg: Message {
-            from,
-            to,
-            body: MessageBody::InstallSnapshot { term, meta, data },
-        },
-    })
+    Ok(())
 }
