@@ -98,3 +98,7 @@ def test_pipeline_follows_not_leader_redirects() -> None:
         with follower.client() as client:
             with pytest.raises(NotLeaderError):
                 client.pipeline().set("d", "4").execute()
+        # A first address that refuses connections gives way to the next.
+        cluster.stop(follower.id)
+        with Client(addrs) as client:
+            assert client.pipeline().get("c").set("e", "5").execute() == ["3", True]

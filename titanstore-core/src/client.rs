@@ -345,7 +345,9 @@ impl Client {
     }
 
     /// Sends every request before reading any reply, on one connection, and
-    /// returns the raw replies in order. No redirects or retries.
+    /// returns the raw replies in order. No redirects or retries once
+    /// anything is sent; before that, an address that refuses the connection
+    /// gives way to the next, each tried once.
     pub fn pipeline(&mut self, requests: &[Request]) -> Result<Vec<Reply>, ClientError> {
         for request in requests {
             validate(request)?;
@@ -353,6 +355,14 @@ impl Client {
         let mut buf = Vec::new();
         for request in requests {
             request.encode(&mut buf);
+        }
+        let mut untried = self.addrs.len();
+        while let Err(err) = self.connect().map(|_| ()) {
+            untried -= 1;
+            if untried == 0 || !matches!(err, ClientError::Connection(_)) {
+                return Err(err);
+            }
+            self.rotate();
         }
         let conn = self.connect()?;
         if let Err(err) = conn.writer.write_all(&buf) {

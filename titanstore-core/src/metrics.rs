@@ -80,6 +80,8 @@ pub struct Metrics {
     pub(crate) snapshots: IntCounter,
     pub(crate) snapshot_seconds: Histogram,
     snapshot_bytes: IntGauge,
+    pub(crate) snapshot_received_bytes: IntCounter,
+    pub(crate) snapshot_resumes: IntCounter,
     peer_lag: IntGaugeVec,
     peer_rtt: GaugeVec,
     pub(crate) connections: IntGauge,
@@ -226,6 +228,14 @@ impl Metrics {
                 buckets(0.001, 2.0, 14),
             )?,
             snapshot_bytes: gauge("snapshot_bytes", "Size of the snapshot file")?,
+            snapshot_received_bytes: counter(
+                "snapshot_received_bytes_total",
+                "Bytes of snapshot images received from leaders, as they arrive",
+            )?,
+            snapshot_resumes: counter(
+                "snapshot_resumes_total",
+                "Snapshot image sends that went on from where an earlier send broke off",
+            )?,
             peer_lag,
             peer_rtt,
             connections: gauge("client_connections", "Open client connections")?,

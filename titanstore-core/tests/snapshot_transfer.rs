@@ -78,7 +78,7 @@ async fn endpoint() -> (
     let (tx, rx) = mpsc::channel(16);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = titanstore_core::transport::serve(listener, "b".into(), tx, None, async {
+        let _ = titanstore_core::transport::serve(listener, "b".into(), tx, None, None, async {
             let _ = stopped.await;
         })
         .await;

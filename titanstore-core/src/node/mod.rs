@@ -396,6 +396,10 @@ pub async fn run(
         config.id.clone(),
         inbox_tx,
         config.peer_tls.clone(),
+        Some(transport::ImageCounters {
+            received_bytes: metrics.snapshot_received_bytes.clone(),
+            resumes: metrics.snapshot_resumes.clone(),
+        }),
         stopped(stop_rx.clone()),
     ));
     let (request_tx, request_rx) = mpsc::channel(65_536);

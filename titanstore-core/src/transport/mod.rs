@@ -24,6 +24,15 @@ pub struct Dialer {
 }
 pub use server::serve;
 
+/// What a receiver counts of the snapshot images it takes in.
+#[derive(Clone, Debug)]
+pub struct ImageCounters {
+    /// Bytes of images, as they arrive.
+    pub received_bytes: prometheus::IntCounter,
+    /// Sends that went on from where an earlier send broke off.
+    pub resumes: prometheus::IntCounter,
+}
+
 /// Mutual TLS between nodes (`--peer-tls-cert/-key/-ca`), PEM encoded. Every
 /// node presents `cert` both as a server and as a client; a peer whose
 /// certificate `ca` did not sign is refused at the handshake.

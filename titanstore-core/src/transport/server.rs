@@ -21,6 +21,7 @@ struct RaftService {
     receiving: std::sync::Arc<tokio::sync::Semaphore>,
     /// Part of an image whose send broke off, for the next send to go on with.
     held: std::sync::Arc<super::snapshot::Held>,
+    counters: Option<super::ImageCounters>,
 }
 
 #[tonic::async_trait]
@@ -60,7 +61,14 @@ impl Raft for RaftService {
             ));
         };
         let mut stream = request.into_inner();
-        let envelope = match super::snapshot::receive(&mut stream, &self.id, &self.held).await {
+        let envelope = match super::snapshot::receive(
+            &mut stream,
+            &self.id,
+            &self.held,
+            self.counters.as_ref(),
+        )
+        .await
+        {
             Ok(envelope) => envelope,
             Err(err) => {
                 tracing::warn!(%err, "refusing a snapshot image");
@@ -97,6 +105,7 @@ pub async fn serve(
     id: NodeId,
     inbox: mpsc::Sender<Envelope>,
     tls: Option<PeerTls>,
+    counters: Option<super::ImageCounters>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let held = std::sync::Arc::new(super::snapshot::Held::default());
@@ -117,6 +126,7 @@ pub async fn serve(
         inbox,
         receiving: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         held,
+        counters,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -390,6 +390,7 @@ pub(super) async fn receive(
     stream: &mut tonic::Streaming<SnapshotChunk>,
     me: &str,
     held: &Held,
+    counters: Option<&super::ImageCounters>,
 ) -> Result<Envelope, ReceiveError> {
     let mut chunk = stream.message().await?.ok_or(ReceiveError::Truncated)?;
     if chunk.to != me {
@@ -424,6 +425,8 @@ pub(super) async fn receive(
             .ok()
             .and_then(|len| data.try_reserve_exact(len).ok())
             .ok_or(ReceiveError::TooLarge(id.total_len))?;
+        tracing::info!(from = %from, index = id.last_index, total = id.total_len,
+            "receiving a snapshot image");
         Partial {
             id,
             data,
@@ -435,15 +438,24 @@ pub(super) async fn receive(
             Some(partial) if partial.id == id && partial.data.len() as u64 == chunk.offset => {
                 tracing::info!(from = %from, index = id.last_index, offset = chunk.offset,
                     total = id.total_len, "resuming a snapshot image where its last send stopped");
+                if let Some(counters) = counters {
+                    counters.resumes.inc();
+                }
                 partial
             }
             _ => return Err(ReceiveError::NothingToResume(chunk.offset)),
         }
     };
-    match fill(&mut partial, chunk, stream).await {
+    match fill(&mut partial, chunk, stream, counters).await {
         Ok(()) => {}
         Err(err @ (ReceiveError::Truncated | ReceiveError::Stream(_))) => {
             if !partial.data.is_empty() {
+                tracing::info!(
+                    index = partial.id.last_index,
+                    bytes = partial.data.len(),
+                    total = partial.id.total_len,
+                    "a snapshot image's send broke off: keeping what arrived for the next send"
+                );
                 held.keep(partial);
             }
             return Err(err);
@@ -470,6 +482,7 @@ async fn fill(
     partial: &mut Partial,
     mut chunk: SnapshotChunk,
     stream: &mut tonic::Streaming<SnapshotChunk>,
+    counters: Option<&super::ImageCounters>,
 ) -> Result<(), ReceiveError> {
     let total = partial.id.total_len;
     loop {
@@ -485,6 +498,9 @@ async fn fill(
         }
         partial.crc = crc32c::crc32c_append(partial.crc, &chunk.data);
         partial.data.extend_from_slice(&chunk.data);
+        if let Some(counters) = counters {
+            counters.received_bytes.inc_by(chunk.data.len() as u64);
+        }
         if chunk.done {
             break;
         }
