@@ -63,7 +63,7 @@ pub struct Metrics {
     role: IntGaugeVec,
     term: IntGauge,
     commit: IntGauge,
-    applied: IntGauge,
+    pub(crate) applied: IntGauge,
     last_index: IntGauge,
     snapshot_index: IntGauge,
     log_cache_bytes: IntGauge,

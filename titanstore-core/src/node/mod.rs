@@ -399,6 +399,7 @@ pub async fn run(
         Some(transport::ImageCounters {
             received_bytes: metrics.snapshot_received_bytes.clone(),
             resumes: metrics.snapshot_resumes.clone(),
+            applied_index: metrics.applied.clone(),
         }),
         stopped(stop_rx.clone()),
     ));

@@ -24,13 +24,18 @@ pub struct Dialer {
 }
 pub use server::serve;
 
-/// What a receiver counts of the snapshot images it takes in.
+/// What a receiver counts of the snapshot images it takes in, and what it
+/// reads of its node.
 #[derive(Clone, Debug)]
 pub struct ImageCounters {
     /// Bytes of images, as they arrive.
     pub received_bytes: prometheus::IntCounter,
     /// Sends that went on from where an earlier send broke off.
     pub resumes: prometheus::IntCounter,
+    /// The node's applied index, as it publishes it each tick: part of an
+    /// image at or below it is of no more use (the node caught up without
+    /// it) and is dropped.
+    pub applied_index: prometheus::IntGauge,
 }
 
 /// Mutual TLS between nodes (`--peer-tls-cert/-key/-ca`), PEM encoded. Every

@@ -109,16 +109,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let held = std::sync::Arc::new(super::snapshot::Held::default());
-    // Part of an image nobody goes on with is freed in time, asked or not.
+    // Part of an image nobody goes on with, or that the node no longer
+    // needs, is freed in time, asked or not.
     let weak = std::sync::Arc::downgrade(&held);
+    let applied = counters.as_ref().map(|c| c.applied_index.clone());
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(super::snapshot::PARTIAL_TTL / 4);
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             every.tick().await;
-            match weak.upgrade() {
-                Some(held) => held.expire(),
-                None => return,
-            }
+            let Some(held) = weak.upgrade() else {
+                return;
+            };
+            let applied = applied
+                .as_ref()
+                .map_or(0, |gauge| u64::try_from(gauge.get()).unwrap_or(0));
+            held.expire(applied);
         }
     });
     let service = RaftServer::new(RaftService {

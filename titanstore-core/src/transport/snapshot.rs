@@ -16,7 +16,8 @@
 //! (`SnapshotHeld`) how much of the same image, named by its index, term,
 //! length and checksum, the receiver holds, and starts there. What a
 //! receiver holds is dropped when another image begins, when the image is
-//! refused, and after [`PARTIAL_TTL`] without progress.
+//! refused, once its node has applied past the image, and after
+//! [`PARTIAL_TTL`] without progress.
 //!
 //! A peer gets one image at a time: requests while one is on its way are
 //! dropped, and so are repeats of an image just delivered, for a while (the
@@ -367,9 +368,17 @@ impl Held {
         }
     }
 
-    /// Drops a part held longer than [`PARTIAL_TTL`] without progress.
-    pub(super) fn expire(&self) {
-        drop(self.slot());
+    /// Drops a part held longer than [`PARTIAL_TTL`] without progress, or of
+    /// an image at or below `applied`, the node's applied index.
+    pub(super) fn expire(&self, applied: LogIndex) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|p| p.id.last_index <= applied) {
+            tracing::info!(
+                applied,
+                "dropping part of a snapshot image the node caught up without"
+            );
+            *slot = None;
+        }
     }
 
     fn take(&self) -> Option<Partial> {
@@ -516,4 +525,62 @@ async fn fill(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(last_index: LogIndex) -> SnapshotOffer {
+        SnapshotOffer {
+            last_index,
+            last_term: 2,
+            total_len: 100,
+            crc32c: 7,
+            ..SnapshotOffer::default()
+        }
+    }
+
+    fn part(last_index: LogIndex, bytes: usize) -> Partial {
+        Partial {
+            id: ImageId {
+                last_index,
+                last_term: 2,
+                total_len: 100,
+                crc32c: 7,
+            },
+            data: vec![1; bytes],
+            crc: 0,
+            touched: Instant::now(),
+        }
+    }
+
+    /// A held part answers an offer of its own image only; it goes when
+    /// another image is offered, or once the node applied past its index.
+    #[test]
+    fn a_held_part_lives_until_another_image_or_the_node_passes_it() {
+        let held = Held::default();
+        assert_eq!(held.offered(&offer(50)), 0);
+        held.keep(part(50, 30));
+        assert_eq!(held.offered(&offer(50)), 30);
+        held.expire(49);
+        assert_eq!(
+            held.offered(&offer(50)),
+            30,
+            "dropped before the node passed it"
+        );
+        held.expire(50);
+        assert_eq!(
+            held.offered(&offer(50)),
+            0,
+            "kept after the node applied it"
+        );
+        held.keep(part(50, 30));
+        assert_eq!(held.offered(&offer(60)), 0);
+        assert_eq!(
+            held.offered(&offer(50)),
+            0,
+            "kept after another image was offered"
+        );
+    }
 }
