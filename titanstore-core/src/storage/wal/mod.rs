@@ -86,7 +86,7 @@ impl Wal {
     }
 
     pub fn snapshot_index(&self) -> LogIndex {
-        self.log.base
+        self.log.base()
     }
 
     pub fn term(&self, index: LogIndex) -> Option<Term> {
@@ -335,16 +335,8 @@ impl Wal {
         }
         let (offset, frame_len) = self.write_record(&RecordRef::Entries(entries))?;
         let seq = self.segments.last().map_or(0, |s| s.seq);
-        self.log.truncate_from(from);
-        self.log
-            .locs
-            .extend(entries.iter().enumerate().map(|(i, e)| EntryLoc {
-                term: e.term,
-                seq,
-                offset,
-                frame_len,
-                ordinal: i as u32,
-            }));
+        let terms: Vec<Term> = entries.iter().map(|e| e.term).collect();
+        self.log.push(from, seq, offset, frame_len, &terms);
         Ok(())
     }
 
@@ -390,7 +382,7 @@ impl Wal {
     /// deletes the segments only they needed. If the log does not hold that
     /// entry, the whole log is discarded (durably, before any file is deleted).
     pub fn compact(&mut self, index: LogIndex, term: Term) -> Result<(), StorageError> {
-        let matching = index >= self.log.base && self.log.term(index) == Some(term);
+        let matching = index >= self.log.base() && self.log.term(index) == Some(term);
         if !matching {
             self.write_record(&RecordRef::Truncate { from: 1 })?;
         }
@@ -406,7 +398,7 @@ impl Wal {
             self.log.reset(index, term);
         }
         let active_seq = self.segments.last().map_or(0, |s| s.seq);
-        let keep_from = self.log.locs.front().map_or(active_seq, |l| l.seq);
+        let keep_from = self.log.first_seq().unwrap_or(active_seq);
         let doomed: Vec<Segment> = self
             .segments
             .iter()
@@ -473,11 +465,11 @@ impl Wal {
                     break;
                 }
                 read += u64::from(loc.frame_len);
-                batch = Some((loc.seq, loc.offset, self.read_batch(loc)?));
+                batch = Some((loc.seq, loc.offset, self.read_batch(&loc)?));
             }
             if let Some((_, _, entries)) = &batch {
                 let entry = entries.get(loc.ordinal as usize).cloned();
-                out.push(entry.ok_or_else(|| self.corrupt(loc, "batch is shorter than indexed"))?);
+                out.push(entry.ok_or_else(|| self.corrupt(&loc, "batch is shorter than indexed"))?);
             }
         }
         Ok(out)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::Wal;
-use super::record::{EntryLoc, LogPositions, Record, RecordRef, Segment};
+use super::record::{LogPositions, Record, RecordRef, Segment};
 use crate::storage::TornTail;
 use crate::storage::error::StorageError;
 use crate::storage::frame::{FrameError, read_frame_before_zeros, zero_tail_start};
@@ -30,9 +30,9 @@ use crate::types::{self, ClusterConfig, Entry, HardState, LogIndex, StoredLog, T
 /// and the configs.
 #[derive(Default)]
 struct ReplayLog {
-    /// Index before `locs[0]`; only meaningful while `locs` is non-empty.
-    base: LogIndex,
-    locs: Vec<EntryLoc>,
+    /// Where every entry read lives; its base is only meaningful while it
+    /// holds entries.
+    locs: LogPositions,
     /// The newest entries: `entries.back()` is the last of `locs`.
     entries: VecDeque<Entry>,
     entry_bytes: u64,
@@ -44,22 +44,22 @@ struct ReplayLog {
 
 impl ReplayLog {
     fn last_index(&self) -> LogIndex {
-        self.base + self.locs.len() as u64
+        self.locs.last_index()
     }
 
     fn clear(&mut self) {
-        self.locs.clear();
+        let base = self.locs.base();
+        self.locs.reset(base, 0);
         self.entries.clear();
         self.entry_bytes = 0;
         self.configs.clear();
     }
 
     fn truncate_from(&mut self, from: LogIndex) {
-        if self.locs.is_empty() || from <= self.base + 1 {
+        if self.locs.is_empty() || from <= self.locs.first_index() {
             self.clear();
         } else if from <= self.last_index() {
-            let keep = (from - self.base - 1) as usize;
-            self.locs.truncate(keep);
+            self.locs.truncate_from(from);
             self.drop_entries(|e| e.index >= from);
         }
     }
@@ -116,23 +116,17 @@ impl ReplayLog {
                 {
                     return Err("entry batch is not consecutive".into());
                 }
-                if !self.locs.is_empty() && from > self.base && from <= self.last_index() + 1 {
+                if !self.locs.is_empty() && from > self.locs.base() && from <= self.last_index() + 1
+                {
                     self.truncate_from(from);
                 } else {
                     // Empty log, or a batch that does not continue it: everything
                     // before it was compacted away or is superseded.
                     self.clear();
-                    self.base = from - 1;
+                    self.locs.reset(from - 1, 0);
                 }
-                for (i, e) in batch.iter().enumerate() {
-                    self.locs.push(EntryLoc {
-                        term: e.term,
-                        seq,
-                        offset,
-                        frame_len,
-                        ordinal: i as u32,
-                    });
-                }
+                let terms: Vec<Term> = batch.iter().map(|e| e.term).collect();
+                self.locs.push(from, seq, offset, frame_len, &terms);
                 for entry in batch {
                     self.keep(entry);
                 }
@@ -293,37 +287,32 @@ pub(crate) fn open(
     if log.locs.is_empty() || log.last_index() < snap_index {
         stale = !log.locs.is_empty();
         log.clear();
-    } else if log.base > snap_index {
+        log.locs.reset(snap_index, snap_term);
+    } else if log.locs.base() > snap_index {
         return Err(StorageError::LogGap {
             snapshot_index: snap_index,
-            wal_first_index: log.base + 1,
+            wal_first_index: log.locs.first_index(),
         });
-    } else if log.base < snap_index {
-        let at = (snap_index - log.base - 1) as usize;
-        if log.locs[at].term == snap_term {
-            log.locs.drain(..=at);
-            log.drop_through(snap_index);
-        } else {
-            stale = true;
-            log.clear();
-        }
+    } else if log.locs.base() == snap_index || log.locs.term(snap_index) == Some(snap_term) {
+        log.locs.compact_to(snap_index, snap_term);
+        log.drop_through(snap_index);
+    } else {
+        stale = true;
+        log.clear();
+        log.locs.reset(snap_index, snap_term);
     }
-    let on_disk_only = log.locs.len() - log.entries.len();
+    let on_disk_only = log.locs.len() - log.entries.len() as u64;
     let stored = StoredLog {
-        terms: log.locs[..on_disk_only].iter().map(|l| l.term).collect(),
+        terms: log.locs.terms(snap_index + 1, snap_index + on_disk_only),
         configs: log
             .configs
             .iter()
-            .filter(|(index, _)| *index <= snap_index + on_disk_only as u64)
+            .filter(|(index, _)| *index <= snap_index + on_disk_only)
             .cloned()
             .collect(),
     };
     let entries: Vec<Entry> = std::mem::take(&mut log.entries).into();
-    let positions = LogPositions {
-        base: snap_index,
-        base_term: snap_term,
-        locs: log.locs.into(),
-    };
+    let positions = log.locs;
 
     let fresh = segments.is_empty();
     let segments = if fresh {
