@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 
+use super::terms::TermRuns;
 use crate::types::{ClusterConfig, Entry, EntryPayload, LogIndex, SnapshotMeta, StoredLog, Term};
 
 /// The log since the last snapshot.
@@ -21,9 +22,9 @@ use crate::types::{ClusterConfig, Entry, EntryPayload, LogIndex, SnapshotMeta, S
 pub(crate) struct RaftLog {
     /// The snapshot the log starts after (`last_index` 0 when none).
     snapshot: SnapshotMeta,
-    /// `terms[i]` is the term of entry `snapshot.last_index + 1 + i`; one per
-    /// entry in the log, in memory or not.
-    terms: VecDeque<Term>,
+    /// Position `i` holds the term of entry `snapshot.last_index + 1 + i`;
+    /// every entry in the log, in memory or not.
+    terms: TermRuns,
     /// The newest entries, a suffix of the log: `cache.back()` is the last
     /// entry (when the log is not empty and the cache is not).
     cache: VecDeque<Entry>,
@@ -60,7 +61,7 @@ impl RaftLog {
         committed: LogIndex,
     ) -> Self {
         let mut log = RaftLog {
-            terms: stored.terms.into(),
+            terms: TermRuns::from_terms(stored.terms),
             cache: VecDeque::with_capacity(entries.len()),
             cache_bytes: 0,
             configs: stored.configs,
@@ -119,10 +120,7 @@ impl RaftLog {
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.terms
-            .back()
-            .copied()
-            .unwrap_or(self.snapshot.last_term)
+        self.terms.back().unwrap_or(self.snapshot.last_term)
     }
 
     pub(crate) fn committed(&self) -> LogIndex {
@@ -139,7 +137,7 @@ impl RaftLog {
             return Some(self.snapshot.last_term);
         }
         let pos = index.checked_sub(self.first_index())?;
-        self.terms.get(usize::try_from(pos).ok()?).copied()
+        self.terms.get(usize::try_from(pos).ok()?)
     }
 
     pub(crate) fn match_term(&self, index: LogIndex, term: Term) -> bool {
@@ -238,17 +236,17 @@ impl RaftLog {
         };
         // Terms never decrease along a log: the first entry of `term` is
         // found by bisection (the log may hold millions of terms).
-        let first_of_term = self.first_index() + self.terms.partition_point(|t| *t < term) as u64;
+        let first_of_term = self.first_index() + self.terms.count_below(term) as u64;
         let index = first_of_term.min(prev_index);
         (index.max(self.committed + 1), term)
     }
 
     /// Last index holding an entry of `term`, if we have one.
     pub(crate) fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
-        let after = self.terms.partition_point(|t| *t <= term);
+        let after = self.terms.count_at_most(term);
         after
             .checked_sub(1)
-            .filter(|pos| self.terms.get(*pos) == Some(&term))
+            .filter(|pos| self.terms.get(*pos) == Some(term))
             .map(|pos| self.first_index() + pos as u64)
             .or((self.snapshot.last_term == term && term > 0).then_some(self.snapshot.last_index))
     }
@@ -281,7 +279,7 @@ impl RaftLog {
             return false;
         }
         let drop = (index - self.snapshot.last_index) as usize;
-        self.terms.drain(..drop.min(self.terms.len()));
+        self.terms.drop_front(drop);
         let cached = self.cache.iter().take_while(|e| e.index <= index).count();
         for entry in self.cache.drain(..cached) {
             self.cache_bytes -= entry.memory_bytes();

@@ -28,6 +28,7 @@ mod progress;
 mod read_index;
 mod ready;
 mod replication;
+mod terms;
 
 pub use error::{ProposeError, RaftError, ReadError};
 pub use membership::apply_change;
