@@ -37,6 +37,7 @@ pub(super) struct EventLoop {
     dialer: Dialer,
     storage: Option<std_mpsc::Sender<StorageJob>>,
     snapshot_writer: Option<std_mpsc::Sender<Snapshot>>,
+    garbage: std_mpsc::Sender<Garbage>,
     waiting: HashMap<Token, oneshot::Sender<Reply>>,
     /// Open watch streams (bounded buffers).
     watchers: HashMap<Token, mpsc::Sender<WatchEvent>>,
@@ -52,10 +53,14 @@ pub(super) struct EventLoop {
     decoded_rx: Option<mpsc::UnboundedReceiver<DecodedSnapshot>>,
 }
 
-/// The threads that carry out storage effects.
+/// What the replica no longer needs, to be freed away from the event loop.
+pub(super) type Garbage = Vec<Box<dyn std::any::Any + Send>>;
+
+/// The threads that carry out storage effects, and the one that frees.
 pub(super) struct Workers {
     pub(super) storage: std_mpsc::Sender<StorageJob>,
     pub(super) snapshot_writer: std_mpsc::Sender<Snapshot>,
+    pub(super) garbage: std_mpsc::Sender<Garbage>,
 }
 
 /// A round-trip probe older than this counts as lost.
@@ -85,6 +90,7 @@ impl EventLoop {
         let Workers {
             storage,
             snapshot_writer,
+            garbage,
         } = workers;
         let (decoded_tx, decoded_rx) = mpsc::unbounded_channel();
         EventLoop {
@@ -95,6 +101,7 @@ impl EventLoop {
             dialer,
             storage: Some(storage),
             snapshot_writer: Some(snapshot_writer),
+            garbage,
             waiting: HashMap::new(),
             watchers: HashMap::new(),
             next_token: 1,
@@ -200,7 +207,8 @@ impl EventLoop {
             let decided = started.elapsed();
             let garbage = self.replica.take_garbage();
             if !garbage.is_empty() {
-                tokio::task::spawn_blocking(move || drop(garbage));
+                // A stopped freer gives the garbage back: it is freed here.
+                let _ = self.garbage.send(garbage);
             }
             let ran = self.run_effects();
             let pass = started.elapsed();

@@ -359,6 +359,17 @@ pub async fn run(
             storage_thread::run_snapshot_writer(writer, snapshot_rx, writer_done, writer_metrics)
         })
         .map_err(|err| NodeError::StorageFailed(err.to_string()))?;
+    // Entries the log discards are freed here, not on the event loop, and
+    // not on a fresh blocking thread per pass.
+    let (garbage_tx, garbage_rx) = std::sync::mpsc::channel::<event_loop::Garbage>();
+    let garbage_thread = std::thread::Builder::new()
+        .name(format!("{}-free", config.id))
+        .spawn(move || {
+            while let Ok(garbage) = garbage_rx.recv() {
+                drop(garbage);
+            }
+        })
+        .map_err(|err| NodeError::StorageFailed(err.to_string()))?;
     let storage_metrics = Arc::clone(&metrics);
     let storage_thread = std::thread::Builder::new()
         .name(format!("{}-storage", config.id))
@@ -454,6 +465,7 @@ pub async fn run(
         event_loop::Workers {
             storage: job_tx,
             snapshot_writer: snapshot_tx,
+            garbage: garbage_tx,
         },
         metrics,
     );
@@ -475,6 +487,7 @@ pub async fn run(
     // The event loop dropped the job sender: the storage thread drains and exits.
     let _ = tokio::task::spawn_blocking(move || {
         let _ = snapshot_thread.join();
+        let _ = garbage_thread.join();
         storage_thread.join()
     })
     .await;
