@@ -184,6 +184,14 @@ fn chunked(data: &[u8], piece: usize) -> Vec<SnapshotChunk> {
     .unwrap();
     let config = titanstore_core::types::encode(&ClusterConfig::default()).unwrap();
     let mut out = Vec::new();
+    if data.is_empty() {
+        let mut chunk = SnapshotChunk {
+            done: true,
+            ..SnapshotChunk::default()
+        };
+        header(&mut chunk, &file, &config);
+        return vec![chunk];
+    }
     for (n, part) in data.chunks(piece).enumerate() {
         let offset = n * piece;
         let mut chunk = SnapshotChunk {
@@ -254,33 +262,48 @@ async fn a_damaged_disordered_truncated_or_huge_image_is_refused() {
     huge[0].total_len = u64::MAX;
     let mut misnamed = chunked(&data, 4096);
     misnamed[0].crc32c ^= 1;
+    let mut short = chunked(&data, 4096);
+    short.pop();
+    if let Some(last) = short.last_mut() {
+        last.done = true;
+    }
+    let mut wrong_head = chunked(&data, 4096);
+    wrong_head[0].last_index = 43;
     let mut elsewhere = chunked(&data, 4096);
     elsewhere[0].to = "c".into();
-    for (what, chunks) in [
-        ("damaged", damaged),
-        ("disordered", disordered),
-        ("truncated", truncated),
-        ("huge", huge),
-        ("under another checksum", misnamed),
-        ("addressed elsewhere", elsewhere),
+    use tonic::Code::{DataLoss, InvalidArgument};
+    for (what, chunks, code) in [
+        ("damaged", damaged, DataLoss),
+        ("disordered", disordered, InvalidArgument),
+        ("truncated", truncated, InvalidArgument),
+        ("huge", huge, InvalidArgument),
+        ("under another checksum", misnamed, DataLoss),
+        ("ended short", short, InvalidArgument),
+        (
+            "with a head that is not its header's",
+            wrong_head,
+            InvalidArgument,
+        ),
+        ("addressed elsewhere", elsewhere, InvalidArgument),
     ] {
         let status = raw_send(&addr, chunks).await.expect_err(what);
-        assert_eq!(
-            status.code(),
-            tonic::Code::InvalidArgument,
-            "{what}: {status}"
-        );
+        assert_eq!(status.code(), code, "{what}: {status}");
+        // Only a send that stopped early leaves anything for the next.
+        let kept = held(&addr, &data, 0).await;
+        assert_eq!(kept, if what == "truncated" { 8192 } else { 0 }, "{what}");
     }
     assert!(
         inbox.try_recv().is_err(),
         "a refused image reached the node"
     );
-    // The same image, whole, is taken.
-    raw_send(&addr, chunked(&data, 4096)).await.unwrap();
-    let got = next(&mut inbox).await;
-    match got.msg.body {
-        MessageBody::InstallSnapshot { data: got, .. } => assert!(got == data),
-        other => panic!("unexpected {other:?}"),
+    // The same image, whole, is taken; so is an empty one.
+    for data in [data, Vec::new()] {
+        raw_send(&addr, chunked(&data, 4096)).await.unwrap();
+        let got = next(&mut inbox).await;
+        match got.msg.body {
+            MessageBody::InstallSnapshot { data: got, .. } => assert!(got == data),
+            other => panic!("unexpected {other:?}"),
+        }
     }
     let _ = stop.send(());
     server.await.unwrap();
@@ -288,8 +311,9 @@ async fn a_damaged_disordered_truncated_or_huge_image_is_refused() {
 
 /// A send cut after some chunks leaves them with the receiver; the next send
 /// of the same image reads and sends only the rest, and the image arrives
-/// whole. A send that claims to resume where the receiver holds nothing, or
-/// holds another image, is refused; an offer of another image drops the part.
+/// whole. A send that claims to resume at another offset is refused (the
+/// part stays), one naming another image is refused and drops it, and so
+/// does an offer of another image.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_send_resumes_where_it_stopped() {
     let (addr, mut inbox, stop, server) = endpoint().await;
@@ -311,7 +335,7 @@ async fn a_cut_send_resumes_where_it_stopped() {
     let kept = 3 * CHUNK_BYTES as u64;
     assert_eq!(held(&addr, &data, 0).await, kept);
 
-    // A send claiming another offset is refused and keeps nothing.
+    // A send claiming another offset is refused; the part stays.
     let config = titanstore_core::types::encode(&ClusterConfig::default()).unwrap();
     let file = SnapshotFile::from_snapshot(Snapshot {
         meta: meta(),
@@ -322,11 +346,33 @@ async fn a_cut_send_resumes_where_it_stopped() {
     header(&mut wrong[0], &file, &config);
     let status = raw_send(&addr, wrong).await.expect_err("resumed at a gap");
     assert!(status.message().contains("holds no such part"), "{status}");
+    assert_eq!(held(&addr, &data, 0).await, kept, "a gap dropped the part");
+    // So is one at the right offset naming another image; that drops it.
+    let mut other = chunked(&data, CHUNK_BYTES).split_off(3);
+    header(&mut other[0], &file, &config);
+    other[0].crc32c ^= 1;
+    let status = raw_send(&addr, other)
+        .await
+        .expect_err("another image spliced on");
+    assert!(status.message().contains("holds no such part"), "{status}");
     assert_eq!(
         held(&addr, &data, 0).await,
         0,
-        "a refused resume left a part"
+        "another image left the part"
     );
+
+    // A part is still taken over by a send that starts at 0.
+    let mut cut = chunked(&data, CHUNK_BYTES);
+    cut.truncate(3);
+    raw_send(&addr, cut)
+        .await
+        .expect_err("a cut image was taken");
+    let mut cut = chunked(&data, CHUNK_BYTES);
+    cut.truncate(1);
+    raw_send(&addr, cut)
+        .await
+        .expect_err("a cut image was taken");
+    assert_eq!(held(&addr, &data, 0).await, CHUNK_BYTES as u64);
 
     // Cut again; the real sender asks, then sends only what is missing.
     let mut cut = chunked(&data, CHUNK_BYTES);

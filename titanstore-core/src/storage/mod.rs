@@ -51,7 +51,9 @@ use std::sync::Arc;
 pub use data_dir::{LOCK_FILE, WAL_DIR};
 pub use error::StorageError;
 pub use sim_fs::SimFs;
-pub use snapshot::{SnapshotFile, open_snapshot_file, read_snapshot, snapshot_path};
+pub use snapshot::{
+    SnapshotFile, decode_snapshot_head, open_snapshot_file, read_snapshot, snapshot_path,
+};
 pub use vfs::{AppendFile, Preallocation, RealFs, Vfs, VfsLock};
 
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, StoredLog, Term};

@@ -224,6 +224,18 @@ fn head(meta: &SnapshotMeta, data_len: usize) -> Result<Vec<u8>, StorageError> {
     Ok(head)
 }
 
+/// The most bytes of a head read to find where the image starts.
+const HEAD_LIMIT: u64 = 64 << 20;
+
+/// The metadata and image length a snapshot head (see [`SnapshotFile::head`])
+/// encodes, if it is one and nothing follows it.
+pub fn decode_snapshot_head(head: &[u8]) -> Option<(SnapshotMeta, u64)> {
+    let config = types::codec_config().with_limit::<{ 64 << 20 }>();
+    let (meta, n): (SnapshotMeta, usize) = bincode::serde::decode_from_slice(head, config).ok()?;
+    let (len, m): (u64, usize) = bincode::serde::decode_from_slice(head.get(n..)?, config).ok()?;
+    (n + m == head.len()).then_some((meta, len))
+}
+
 /// The metadata of an encoded [`Snapshot`] and where its image starts, if
 /// `prefix` begins a payload of `payload_len` bytes in the current format.
 fn split(prefix: &[u8], payload_len: u64) -> Option<(SnapshotMeta, usize)> {
@@ -273,6 +285,31 @@ impl SnapshotFile {
             body: Body::Memory(snap.data),
             read: Default::default(),
         })
+    }
+
+    /// Reads the whole image and checks it against [`SnapshotFile::crc32c`].
+    pub fn verify(&self) -> Result<(), StorageError> {
+        let mut crc = crc32c::crc32c(&self.head);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < self.image_len {
+            let n = (self.image_len - at).min(buf.len() as u64) as usize;
+            self.read_image_at(at, &mut buf[..n])
+                .map_err(StorageError::io("read snapshot", "snapshot.bin"))?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            at += n as u64;
+        }
+        if crc != self.crc32c {
+            return Err(StorageError::Corrupt {
+                file: "snapshot.bin".into(),
+                offset: 0,
+                reason: format!(
+                    "image has checksum {crc:08x}, the file says {:08x}",
+                    self.crc32c
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Bytes of the image read so far.
@@ -357,7 +394,7 @@ pub fn open_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>, StorageErr
     // The head is small (a configuration); read more only if it is not.
     let mut want: u64 = 64 << 10;
     loop {
-        let n = want.min(payload_len);
+        let n = want.min(payload_len).min(HEAD_LIMIT);
         let mut prefix = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
         read_at(&mut prefix, FILE_HEADER_LEN as u64)?;
         if let Some((meta, at)) = split(&prefix, payload_len) {
@@ -374,7 +411,7 @@ pub fn open_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>, StorageErr
                 read: Default::default(),
             }));
         }
-        if n == payload_len || n >= 64 << 20 {
+        if n == payload_len || n >= HEAD_LIMIT {
             // An encoding of an earlier release inside this header.
             return read_snapshot(dir)?
                 .map(SnapshotFile::from_snapshot)
@@ -491,6 +528,19 @@ mod tests {
         assert_eq!(opened.bytes_read(), 1000);
         let mut past = vec![0u8; 2];
         assert!(opened.read_image_at(199_999, &mut past).is_err());
+        assert_eq!(
+            decode_snapshot_head(&opened.head),
+            Some((first.meta.clone(), 200_000))
+        );
+        opened.verify().unwrap();
+        // Damage in the image is not seen at open, only by a whole check.
+        assert!(store.save(&snap(12, 200_000)).unwrap());
+        let mut bytes = std::fs::read(store.path()).unwrap();
+        let at = bytes.len() - 500;
+        bytes[at] ^= 1;
+        std::fs::write(store.path(), &bytes).unwrap();
+        let damaged = open_snapshot_file(dir.path()).unwrap().unwrap();
+        assert!(damaged.verify().is_err());
 
         let mut framed = Vec::new();
         encode_framed(&first, &mut framed).unwrap();

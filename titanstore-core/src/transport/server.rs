@@ -72,7 +72,13 @@ impl Raft for RaftService {
             Ok(envelope) => envelope,
             Err(err) => {
                 tracing::warn!(%err, "refusing a snapshot image");
-                return Err(Status::invalid_argument(err.to_string()));
+                // A wrong checksum may be the sender's disk: it is told apart.
+                return Err(match err {
+                    super::snapshot::ReceiveError::Checksum { .. } => {
+                        Status::data_loss(err.to_string())
+                    }
+                    _ => Status::invalid_argument(err.to_string()),
+                });
             }
         };
         tracing::info!(from = %envelope.msg.from, "snapshot image received");

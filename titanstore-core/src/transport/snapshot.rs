@@ -7,9 +7,12 @@
 //! call (`Snapshot`) in [`CHUNK_BYTES`] pieces, so the sender never holds an
 //! image in memory, messages to the same peer never queue behind it, and
 //! HTTP/2 flow control paces it: an image of any size travels, with no
-//! message cap. The checksum that covers the whole image is the one the file
-//! already records, so it is known before the image is read; the receiver
-//! checks order, length and that checksum before its node sees the image.
+//! message cap. The checksum, over the file's head (the encoded metadata,
+//! which the receiver decodes and matches against the header) and the whole
+//! image, is the one the file already records, so it is known before the
+//! image is read; the receiver checks order, length, head and checksum
+//! before its node sees the image. A receiver that finds the checksum wrong
+//! says so (`DATA_LOSS`), and the sender then checks its own file whole.
 //!
 //! A send that breaks off (a cut connection, a restarted sender) leaves the
 //! receiver holding what arrived. Before each send the sender asks
@@ -43,8 +46,12 @@ use crate::types::{LogIndex, NodeId, SnapshotMeta, Term};
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// How long, at least, a delivered image is not sent again.
 const REPEAT_PAUSE: Duration = Duration::from_secs(10);
-/// How long a receiver keeps part of an image that no send goes on with.
+/// How long a receiver keeps part of an image that no send goes on with
+/// (checked each second).
 pub const PARTIAL_TTL: Duration = Duration::from_secs(60);
+/// A send whose next chunk takes longer than this is taken as broken off
+/// (a sender that vanished without closing its connection).
+pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a peer's sender knows about images it sends to that peer.
 #[derive(Default)]
@@ -132,7 +139,8 @@ pub(super) fn start_send(
             Ok(sent) => {
                 let took = started.elapsed();
                 tracing::info!(peer = %peer, index = sent.index, bytes = sent.len,
-                    resumed_at = sent.from, millis = took.as_millis() as u64,
+                    resumed_at = sent.from, sent = sent.len - sent.from,
+                    millis = took.as_millis() as u64,
                     "snapshot image delivered");
                 Some((sent.index, took))
             }
@@ -206,12 +214,22 @@ async fn send(
     let first = first_chunk(&header, &image, from).map_err(|err| err.to_string())?;
     let (index, len) = (image.meta.last_index, image.image_len);
     let failed: Arc<Mutex<Option<String>>> = Arc::default();
-    let chunks = chunks(first, image, Arc::clone(&failed));
+    let chunks = chunks(first, Arc::clone(&image), Arc::clone(&failed));
     let sent = client.snapshot(chunks).await;
     if let Some(why) = failed.lock().ok().and_then(|mut why| why.take()) {
         return Err(why);
     }
-    sent.map_err(|status| error_chain(&status))?;
+    if let Err(status) = sent {
+        if status.code() == tonic::Code::DataLoss {
+            // The file is read unchecked as it goes out: check it whole now.
+            let checked = tokio::task::spawn_blocking(move || image.verify()).await;
+            if let Ok(Err(err)) = checked {
+                tracing::error!(%err, "the snapshot file being sent is damaged; \
+                    it is replaced by the next snapshot this node takes");
+            }
+        }
+        return Err(error_chain(&status));
+    }
     Ok(Sent { index, len, from })
 }
 
@@ -290,6 +308,10 @@ fn chunks(
 pub enum ReceiveError {
     #[error("the stream ended before the image did")]
     Truncated,
+    #[error("the last chunk ends the image at {at}, short of its {total} bytes")]
+    ShortImage { at: u64, total: u64 },
+    #[error("the image's head does not match its header")]
+    HeadMismatch,
     #[error("chunk at offset {got}, expected {expected}")]
     OutOfOrder { got: u64, expected: u64 },
     #[error("image of {total} bytes overruns at {at}")]
@@ -401,7 +423,7 @@ pub(super) async fn receive(
     held: &Held,
     counters: Option<&super::ImageCounters>,
 ) -> Result<Envelope, ReceiveError> {
-    let mut chunk = stream.message().await?.ok_or(ReceiveError::Truncated)?;
+    let mut chunk = next_chunk(stream).await?;
     if chunk.to != me {
         return Err(ReceiveError::NotMine {
             to: chunk.to,
@@ -436,6 +458,10 @@ pub(super) async fn receive(
             .ok_or(ReceiveError::TooLarge(id.total_len))?;
         tracing::info!(from = %from, index = id.last_index, total = id.total_len,
             "receiving a snapshot image");
+        match crate::storage::decode_snapshot_head(&chunk.head) {
+            Some((head_meta, len)) if head_meta == meta && len == id.total_len => {}
+            _ => return Err(ReceiveError::HeadMismatch),
+        }
         Partial {
             id,
             data,
@@ -452,7 +478,13 @@ pub(super) async fn receive(
                 }
                 partial
             }
-            _ => return Err(ReceiveError::NothingToResume(chunk.offset)),
+            other => {
+                // A part of this very image stays for a send that gets it right.
+                if let Some(partial) = other.filter(|p| p.id == id) {
+                    held.keep(partial);
+                }
+                return Err(ReceiveError::NothingToResume(chunk.offset));
+            }
         }
     };
     match fill(&mut partial, chunk, stream, counters).await {
@@ -485,6 +517,17 @@ pub(super) async fn receive(
     })
 }
 
+/// The next chunk; a stream that ends, or waits longer than
+/// [`CHUNK_TIMEOUT`], is cut off (what arrived is kept).
+async fn next_chunk(
+    stream: &mut tonic::Streaming<SnapshotChunk>,
+) -> Result<SnapshotChunk, ReceiveError> {
+    tokio::time::timeout(CHUNK_TIMEOUT, stream.message())
+        .await
+        .map_err(|_| ReceiveError::Truncated)??
+        .ok_or(ReceiveError::Truncated)
+}
+
 /// Appends `chunk` and the chunks after it to `partial` until the last one,
 /// then checks the whole image.
 async fn fill(
@@ -513,10 +556,13 @@ async fn fill(
         if chunk.done {
             break;
         }
-        chunk = stream.message().await?.ok_or(ReceiveError::Truncated)?;
+        chunk = next_chunk(stream).await?;
     }
     if partial.data.len() as u64 != total {
-        return Err(ReceiveError::Truncated);
+        return Err(ReceiveError::ShortImage {
+            at: partial.data.len() as u64,
+            total,
+        });
     }
     if partial.crc != partial.id.crc32c {
         return Err(ReceiveError::Checksum {
