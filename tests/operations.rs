@@ -312,3 +312,69 @@ fn json_logs_are_one_object_a_line() {
         "{log}"
     );
 }
+
+/// The thread of `pid` named `name` is blocked in `write(2, ...)`: writing to
+/// its stderr (from `/proc/<pid>/task/<tid>/syscall`: number 1, first argument 2).
+fn blocked_writing_stderr(pid: u32, name: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        read("comm").trim() == name && read("syscall").starts_with("1 0x2 ")
+    })
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_the_nodes() {
+    // Every node's stderr is one FIFO this test holds open and never reads:
+    // once its 64 KiB fill, every write to it blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stderr");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let script = format!("exec \"$0\" \"$@\" 2>>'{}'", fifo.display());
+    // h2 logs every frame between the nodes at trace: the FIFO fills at once.
+    let cluster =
+        TestCluster::launch_wrapped(3, &["--log", "debug,h2=trace"], &["sh", "-c", &script]);
+    cluster.wait_for_leader(LEADER_WAIT);
+    let pids: Vec<u32> = cluster.nodes.iter().filter_map(|n| n.pid()).collect();
+    assert_eq!(pids.len(), 3);
+    let mut written = 0;
+    wait_for(
+        "the nodes' log threads to block on the full FIFO",
+        LEADER_WAIT,
+        || {
+            written += 1;
+            assert_eq!(set_via_leader(&cluster, &format!("k{written}"), "v"), "OK");
+            pids.iter()
+                .all(|&pid| blocked_writing_stderr(pid, "titanstore-log"))
+                .then_some(())
+        },
+    );
+    // With their log output stuck, the nodes go on agreeing and answering:
+    // writes commit, and every node serves a linearizable read of the last.
+    for i in 0..200 {
+        assert_eq!(set_via_leader(&cluster, &format!("after{i}"), "v"), "OK");
+    }
+    for node in &cluster.nodes {
+        let mut client = LineClient::connect(&node.client_addr());
+        let reply = wait_for("a linearizable read on every node", LEADER_WAIT, || {
+            let reply = client.try_cmd("GET after199")?;
+            (!reply.starts_with("ERR NOT_LEADER")).then_some(reply)
+        });
+        assert_eq!(reply, "VALUE v", "{}", node.id);
+    }
+    assert!(
+        pids.iter()
+            .all(|&pid| blocked_writing_stderr(pid, "titanstore-log"))
+    );
+}

@@ -1,7 +1,9 @@
-//! The node binary these black-box tests start: the same one-line shell over
+//! The node binary these black-box tests start: the same shell over
 //! [`titanstore_core::cli::main_from`] as `titanstore-server` (Cargo hands a
 //! package's tests only its own binaries).
 
 fn main() {
-    std::process::exit(titanstore_core::cli::main_from(std::env::args_os()));
+    let code = titanstore_core::cli::main_from(std::env::args_os());
+    titanstore_core::logging::finish();
+    std::process::exit(code);
 }

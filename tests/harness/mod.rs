@@ -74,6 +74,10 @@ impl TestNode {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 pub struct TestCluster {

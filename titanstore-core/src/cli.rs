@@ -329,7 +329,7 @@ where
         eprintln!("error: {msg}");
         return 2;
     }
-    init_logging(&args.log, args.log_format);
+    crate::logging::init(&args.log, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("titanstore")
@@ -351,22 +351,6 @@ where
             1
         }
     }
-}
-
-fn init_logging(default_filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A second call (e.g. two nodes in one Python process) keeps the first.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-    };
 }
 
 /// Raises the soft open-file limit to the hard one and sizes the default

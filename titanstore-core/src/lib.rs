@@ -8,11 +8,13 @@
 //! - [`state_machine`]: the key-value map the log is applied to.
 //! - [`transport`]: gRPC between nodes; [`protocol`]: the client wire format;
 //!   [`server`]: the client TCP server; [`node`]: the event loop gluing them;
-//!   [`cli`]: the `titanstore-server` command line; [`ctl`]: `titanstore-ctl`.
+//!   [`cli`]: the `titanstore-server` command line; [`ctl`]: `titanstore-ctl`;
+//!   [`logging`]: log lines written off the node's threads.
 pub mod checker;
 pub mod cli;
 pub mod client;
 pub mod ctl;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -82,6 +82,7 @@ pub struct Metrics {
     snapshot_bytes: IntGauge,
     pub(crate) snapshot_received_bytes: IntCounter,
     pub(crate) snapshot_resumes: IntCounter,
+    log_lines_dropped: IntCounter,
     peer_lag: IntGaugeVec,
     peer_rtt: GaugeVec,
     pub(crate) connections: IntGauge,
@@ -235,6 +236,10 @@ impl Metrics {
             snapshot_resumes: counter(
                 "snapshot_resumes_total",
                 "Snapshot image sends that went on from where an earlier send broke off",
+            )?,
+            log_lines_dropped: counter(
+                "log_lines_dropped_total",
+                "Log lines dropped because stderr could not take them as fast as they came",
             )?,
             peer_lag,
             peer_rtt,
@@ -441,6 +446,14 @@ impl Metrics {
         let snapshot = std::fs::metadata(self.data_dir.join("snapshot.bin")).map_or(0, |m| m.len());
         self.snapshot_bytes
             .set(i64::try_from(snapshot).unwrap_or(i64::MAX));
+        // The log writer counts for the whole process; only the new part is added.
+        if let Ok(_last) = self.published.lock() {
+            let dropped = crate::logging::dropped_lines();
+            let seen = self.log_lines_dropped.get();
+            if dropped > seen {
+                self.log_lines_dropped.inc_by(dropped - seen);
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ mod _titanstore {
     #[pymodule_export]
     use super::lazyfs::LazyFs;
     #[pymodule_export]
-    use super::node::{run_ctl, run_node};
+    use super::node::{flush_logs, run_ctl, run_node};
     #[pymodule_export]
     use super::proxy::Proxy;
     #[pymodule_export]

@@ -10,6 +10,13 @@ pub fn run_node(py: Python<'_>, argv: Vec<String>) -> i32 {
     py.detach(|| titanstore_core::cli::main_from(argv))
 }
 
+/// Writes out the node's queued log lines and stops its log writer: call it
+/// once, when the process is about to exit (later lines are dropped).
+#[pyfunction]
+pub fn flush_logs(py: Python<'_>) {
+    py.detach(titanstore_core::logging::finish);
+}
+
 /// Runs `titanstore-ctl` with `argv` (program name first); returns its exit
 /// code. The same code as the native `titanstore-ctl` binary.
 #[pyfunction]

@@ -128,6 +128,7 @@ impl EventLoop {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut clock = super::tick_clock::TickClock::new(self.tick);
+        let mut sched = super::sched::ThreadSched::for_this_thread();
         let result = loop {
             let more = self.replica.has_work();
             let wake = tokio::select! {
@@ -143,6 +144,7 @@ impl EventLoop {
                 () = tokio::task::yield_now(), if more => Wake::Continue,
             };
             let started = Instant::now();
+            sched.pass_started(started);
             if let Wake::Tick(_) = &wake {
                 clock.ticked(started);
             }
@@ -214,12 +216,19 @@ impl EventLoop {
             let pass = started.elapsed();
             self.metrics.loop_pass(pass);
             if pass >= LONG_PASS {
+                // Where the time went: on a core, waiting for one, or blocked.
+                let times = sched.since_pass_started();
+                let ms = |d: std::time::Duration| d.as_millis() as u64;
                 tracing::warn!(
                     woken_by = wake_kind,
-                    millis = pass.as_millis() as u64,
-                    inputs_ms = inputs.as_millis() as u64,
-                    poll_ms = (decided - inputs).as_millis() as u64,
-                    effects_ms = (pass - decided).as_millis() as u64,
+                    millis = ms(pass),
+                    inputs_ms = ms(inputs),
+                    poll_ms = ms(decided - inputs),
+                    effects_ms = ms(pass - decided),
+                    on_cpu_ms = times.map(|t| ms(t.on_cpu)),
+                    waiting_for_cpu_ms = times.map(|t| ms(t.waiting_for_cpu)),
+                    blocked_ms =
+                        times.map(|t| ms(pass.saturating_sub(t.on_cpu + t.waiting_for_cpu))),
                     "event loop pass took long (peers may time out; see event_loop_pass_duration_seconds)"
                 );
             }

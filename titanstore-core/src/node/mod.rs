@@ -9,6 +9,7 @@ mod event_loop;
 mod handle;
 mod join;
 pub mod replica;
+mod sched;
 pub mod storage_thread;
 mod tick_clock;
 pub mod watches;

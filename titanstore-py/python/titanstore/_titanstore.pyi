@@ -9,6 +9,7 @@ __all__ = [
     "NativeWatch",
     "Proxy",
     "check_kv_history",
+    "flush_logs",
     "run_ctl",
     "run_node",
 ]
@@ -86,6 +87,7 @@ class LazyFs:
     def unmount(self) -> None: ...
 
 def run_node(argv: List[str]) -> int: ...
+def flush_logs() -> None: ...
 def run_ctl(argv: List[str]) -> int: ...
 
 @final

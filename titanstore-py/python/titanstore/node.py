@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from ._titanstore import run_node
+from ._titanstore import flush_logs, run_node
 
 __all__ = ["main", "run_node"]
 
@@ -22,6 +22,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         code = run_node(args)
     except KeyboardInterrupt:
         code = 0
+    # Log lines are written by a thread of their own: what is queued goes out first.
+    flush_logs()
     sys.exit(code)
 
 
