@@ -24,8 +24,9 @@ use crate::types::{NodeId, Snapshot};
 
 /// Most inputs of one kind folded into one pass before the effects are run.
 const MAX_DRAIN: usize = 1024;
-/// A pass this long is logged: it nears the shortest election timeout.
-const LONG_PASS: std::time::Duration = std::time::Duration::from_millis(50);
+/// A pass this long is logged with where its time went: a pass should stay
+/// well under it, and a few of them in a row near the shortest election timeout.
+const LONG_PASS: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub(super) struct EventLoop {
     replica: Replica,
