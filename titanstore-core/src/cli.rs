@@ -310,6 +310,14 @@ impl Args {
     }
 }
 
+/// The whole process of a node binary: runs [`main_from`] on this process's
+/// arguments, writes out the log lines still queued, and exits with its code.
+pub fn main_process() -> ! {
+    let code = main_from(std::env::args_os());
+    crate::logging::finish();
+    std::process::exit(code);
+}
+
 /// Runs a node from command-line arguments (`argv[0]` included) and returns
 /// the process exit code: 0 after a clean shutdown, 1 on a runtime failure,
 /// 2 on bad arguments.

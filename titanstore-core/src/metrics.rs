@@ -446,8 +446,10 @@ impl Metrics {
         let snapshot = std::fs::metadata(self.data_dir.join("snapshot.bin")).map_or(0, |m| m.len());
         self.snapshot_bytes
             .set(i64::try_from(snapshot).unwrap_or(i64::MAX));
-        // The log writer counts for the whole process; only the new part is added.
-        if let Ok(_last) = self.published.lock() {
+        // The log writer counts for the whole process; only the new part is
+        // added. Two renders at once must not both add it: the lock of the
+        // published state orders them.
+        if let Ok(_serialised) = self.published.lock() {
             let dropped = crate::logging::dropped_lines();
             let seen = self.log_lines_dropped.get();
             if dropped > seen {

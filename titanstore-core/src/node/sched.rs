@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const REFRESH: Duration = Duration::from_millis(1);
 
 /// Scheduler figures of one thread, in nanoseconds since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sample {
     on_cpu: u64,
     waiting: u64,
