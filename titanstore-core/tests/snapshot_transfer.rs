@@ -1,7 +1,7 @@
 //! Snapshot images over real loopback gRPC: a multi-chunk image arrives
 //! whole and once, messages behind it are not held up, a send that breaks
 //! off is resumed where it stopped (and only where the receiver holds that
-//! very image), and a damaged, disordered, truncated or oversized image is
+//! very image), also after the receiver restarted, and a damaged, disordered, truncated or oversized image is
 //! refused before the node sees it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -66,8 +66,27 @@ fn meta() -> SnapshotMeta {
     }
 }
 
-/// A Raft endpoint for node `b` on a free loopback port, with its inbox.
+/// A Raft endpoint for node `b` on a free loopback port, with its inbox,
+/// receiving images into a directory of its own.
 async fn endpoint() -> (
+    String,
+    mpsc::Receiver<Envelope>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, rx, stop, served) = endpoint_in(dir.path().to_path_buf()).await;
+    let server = tokio::spawn(async move {
+        served.await.unwrap();
+        drop(dir);
+    });
+    (addr, rx, stop, server)
+}
+
+/// A Raft endpoint for node `b` receiving images into `dir`.
+async fn endpoint_in(
+    dir: std::path::PathBuf,
+) -> (
     String,
     mpsc::Receiver<Envelope>,
     oneshot::Sender<()>,
@@ -78,10 +97,11 @@ async fn endpoint() -> (
     let (tx, rx) = mpsc::channel(16);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = titanstore_core::transport::serve(listener, "b".into(), tx, None, None, async {
-            let _ = stopped.await;
-        })
-        .await;
+        let _ =
+            titanstore_core::transport::serve(listener, "b".into(), dir, tx, None, None, async {
+                let _ = stopped.await;
+            })
+            .await;
     });
     (addr, rx, stop, server)
 }
@@ -412,6 +432,53 @@ async fn a_cut_send_resumes_where_it_stopped() {
         0,
         "the part outlived the offer"
     );
+    drop(sender);
+    let _ = stop.send(());
+    server.await.unwrap();
+}
+
+/// What arrived of a send that broke off is on the receiver's disk: a
+/// receiver restarted on the same directory still holds it, the real sender
+/// sends only the rest, and the finished image leaves no file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_outlives_a_restart_of_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = image(4 * CHUNK_BYTES + 5);
+    let (addr, _inbox, stop, server) = endpoint_in(dir.path().to_path_buf()).await;
+    let mut cut = chunked(&data, CHUNK_BYTES);
+    cut.truncate(3);
+    raw_send(&addr, cut)
+        .await
+        .expect_err("a cut image was taken");
+    let kept = 3 * CHUNK_BYTES as u64;
+    assert_eq!(held(&addr, &data, 0).await, kept);
+    let _ = stop.send(());
+    server.await.unwrap();
+    let spooled = dir.path().join("snapshot.recv");
+    assert!(spooled.exists(), "nothing on disk after the send broke off");
+
+    let (addr, mut inbox, stop, server) = endpoint_in(dir.path().to_path_buf()).await;
+    assert_eq!(held(&addr, &data, 0).await, kept, "lost at restart");
+    let source = Source::new(&data);
+    let sender = PeerSender::spawn(addr.clone(), &dialer(&source));
+    sender.send(ask_image(), Arc::from("c1"));
+    match next(&mut inbox).await.msg.body {
+        MessageBody::InstallSnapshot {
+            meta: got,
+            data: got_data,
+            ..
+        } => {
+            assert_eq!(got, meta());
+            assert!(got_data == data, "the resumed image arrived changed");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        source.image.bytes_read(),
+        data.len() as u64 - kept,
+        "the sender re-read what the receiver held"
+    );
+    assert!(!spooled.exists(), "the finished image left its file");
     drop(sender);
     let _ = stop.send(());
     server.await.unwrap();

@@ -406,6 +406,7 @@ pub async fn run(
     let raft_server = tokio::spawn(transport::serve(
         raft_listener,
         config.id.clone(),
+        config.data_dir.clone(),
         inbox_tx,
         config.peer_tls.clone(),
         Some(transport::ImageCounters {

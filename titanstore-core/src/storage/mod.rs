@@ -30,7 +30,8 @@
 //!   index travels in the WAL's records (losing it is safe).
 //!
 //! On-disk layout: `LOCK`, `hardstate.0`, `hardstate.1`, `snapshot.bin`,
-//! `wal/<seq:020>-<first index:020>.log`.
+//! `wal/<seq:020>-<first index:020>.log`; beside them the transport keeps
+//! `snapshot.recv`, an image being received (a cache, never recovered from).
 //!
 //! Files: `error.rs` (errors), `vfs.rs` (file layer, real disk), `sim_fs.rs`
 //! (simulated disk), `frame.rs` (CRC framing), `wal/` (log and recovery),
@@ -52,7 +53,8 @@ pub use data_dir::{LOCK_FILE, WAL_DIR};
 pub use error::StorageError;
 pub use sim_fs::SimFs;
 pub use snapshot::{
-    SnapshotFile, decode_snapshot_head, open_snapshot_file, read_snapshot, snapshot_path,
+    ImagePrefix, SnapshotFile, decode_snapshot_head, open_snapshot_file, read_file_prefix,
+    read_snapshot, snapshot_path,
 };
 pub use vfs::{AppendFile, Preallocation, RealFs, Vfs, VfsLock};
 

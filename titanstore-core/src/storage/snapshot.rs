@@ -345,77 +345,125 @@ impl SnapshotFile {
 /// if there is none. Only the header and the metadata are read, unless the
 /// file is of an earlier format: that one is loaded and checked whole.
 pub fn open_snapshot_file(dir: &Path) -> Result<Option<SnapshotFile>, StorageError> {
-    use std::os::unix::fs::FileExt;
     let path = snapshot_path(dir);
     let file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io("open snapshot", path)(e)),
     };
-    let read_at = |buf: &mut [u8], at: u64| {
-        file.read_exact_at(buf, at)
-            .map_err(StorageError::io("read snapshot", &path))
-    };
-    let corrupt = |offset: u64, reason: String| StorageError::Corrupt {
-        file: path.clone(),
-        offset,
-        reason,
-    };
     let file_len = file
         .metadata()
         .map_err(StorageError::io("stat snapshot", &path))?
         .len();
-    let mut header = [0u8; FILE_HEADER_LEN];
-    if file_len >= FILE_HEADER_LEN as u64 {
-        read_at(&mut header, 0)?;
-    }
-    if !header.starts_with(&SNAPSHOT_MAGIC) {
+    let Some(prefix) = read_file_prefix(&file, &path)? else {
+        // A file of an earlier format.
         return read_snapshot(dir)?
             .map(SnapshotFile::from_snapshot)
             .transpose();
+    };
+    let payload_len = prefix.head.len() as u64 + prefix.image_len;
+    if file_len - FILE_HEADER_LEN as u64 != payload_len {
+        return Err(StorageError::Corrupt {
+            file: path,
+            offset: FILE_HEADER_LEN as u64,
+            reason: format!(
+                "snapshot of {payload_len} bytes, file holds {}",
+                file_len - FILE_HEADER_LEN as u64
+            ),
+        });
+    }
+    let at = prefix.image_at();
+    Ok(Some(SnapshotFile {
+        meta: prefix.meta,
+        image_len: prefix.image_len,
+        crc32c: prefix.crc32c,
+        body: Body::File { file, at },
+        head: prefix.head,
+        read: Default::default(),
+    }))
+}
+
+/// What a snapshot file in the current format says before its image: the
+/// metadata, the head it was read from, the image's length and the checksum
+/// the header records for head and image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImagePrefix {
+    pub meta: SnapshotMeta,
+    pub head: Vec<u8>,
+    pub image_len: u64,
+    pub crc32c: u32,
+}
+
+impl ImagePrefix {
+    /// The bytes of the snapshot file that holds this image, before the image.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let payload_len = self.head.len() as u64 + self.image_len;
+        let mut bytes = file_header(payload_len, self.crc32c).to_vec();
+        bytes.extend_from_slice(&self.head);
+        bytes
+    }
+
+    /// Where the image starts in its file.
+    pub fn image_at(&self) -> u64 {
+        (FILE_HEADER_LEN + self.head.len()) as u64
+    }
+}
+
+/// Reads the header and head of a snapshot file, which may hold less of its
+/// image than the header announces (a file still being written). `None`
+/// for a file of an earlier format (or too short to tell).
+pub fn read_file_prefix(
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<Option<ImagePrefix>, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let read_at = |buf: &mut [u8], at: u64| {
+        file.read_exact_at(buf, at)
+            .map_err(StorageError::io("read snapshot", path))
+    };
+    let file_len = file
+        .metadata()
+        .map_err(StorageError::io("stat snapshot", path))?
+        .len();
+    let mut header = [0u8; FILE_HEADER_LEN];
+    if file_len < FILE_HEADER_LEN as u64 {
+        return Ok(None);
+    }
+    read_at(&mut header, 0)?;
+    if !header.starts_with(&SNAPSHOT_MAGIC) {
+        return Ok(None);
     }
     let len_bytes: [u8; 8] = header[8..16].try_into().unwrap_or_default();
     let word = |at: usize| {
         u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
     if crc32c::crc32c(&len_bytes) != word(16) {
-        return Err(corrupt(8, "snapshot length fails its checksum".into()));
+        return Err(StorageError::Corrupt {
+            file: path.to_path_buf(),
+            offset: 8,
+            reason: "snapshot length fails its checksum".into(),
+        });
     }
     let payload_len = u64::from_le_bytes(len_bytes);
-    if file_len - FILE_HEADER_LEN as u64 != payload_len {
-        return Err(corrupt(
-            FILE_HEADER_LEN as u64,
-            format!(
-                "snapshot of {payload_len} bytes, file holds {}",
-                file_len - FILE_HEADER_LEN as u64
-            ),
-        ));
-    }
+    let present = file_len - FILE_HEADER_LEN as u64;
     // The head is small (a configuration); read more only if it is not.
     let mut want: u64 = 64 << 10;
     loop {
-        let n = want.min(payload_len).min(HEAD_LIMIT);
+        let n = want.min(payload_len).min(present).min(HEAD_LIMIT);
         let mut prefix = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
         read_at(&mut prefix, FILE_HEADER_LEN as u64)?;
         if let Some((meta, at)) = split(&prefix, payload_len) {
             prefix.truncate(at);
-            return Ok(Some(SnapshotFile {
+            return Ok(Some(ImagePrefix {
                 meta,
                 image_len: payload_len - at as u64,
                 head: prefix,
                 crc32c: word(20),
-                body: Body::File {
-                    file,
-                    at: (FILE_HEADER_LEN + at) as u64,
-                },
-                read: Default::default(),
             }));
         }
-        if n == payload_len || n >= HEAD_LIMIT {
+        if n == payload_len || n == present || n >= HEAD_LIMIT {
             // An encoding of an earlier release inside this header.
-            return read_snapshot(dir)?
-                .map(SnapshotFile::from_snapshot)
-                .transpose();
+            return Ok(None);
         }
         want *= 8;
     }

@@ -1,6 +1,8 @@
 //! The gRPC endpoint that receives peers' message streams.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use titanstore_proto::raft_server::{Raft, RaftServer};
 use titanstore_proto::{
@@ -10,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::snapshot::{ReceiveError, Spool};
 use super::{Envelope, MAX_MESSAGE_BYTES, PeerTls, from_wire};
 use crate::types::NodeId;
 
@@ -18,9 +21,9 @@ struct RaftService {
     inbox: mpsc::Sender<Envelope>,
     /// One image is received at a time: a second sender (an old and a new
     /// leader) is refused before anything is buffered, and retries later.
-    receiving: std::sync::Arc<tokio::sync::Semaphore>,
+    receiving: Arc<tokio::sync::Semaphore>,
     /// Part of an image whose send broke off, for the next send to go on with.
-    held: std::sync::Arc<super::snapshot::Held>,
+    spool: Arc<Spool>,
     counters: Option<super::ImageCounters>,
 }
 
@@ -55,7 +58,7 @@ impl Raft for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotReceived>, Status> {
-        let Ok(_receiving) = std::sync::Arc::clone(&self.receiving).try_acquire_owned() else {
+        let Ok(_receiving) = Arc::clone(&self.receiving).try_acquire_owned() else {
             return Err(Status::resource_exhausted(
                 "another snapshot image is being received",
             ));
@@ -64,7 +67,7 @@ impl Raft for RaftService {
         let envelope = match super::snapshot::receive(
             &mut stream,
             &self.id,
-            &self.held,
+            &self.spool,
             self.counters.as_ref(),
         )
         .await
@@ -74,9 +77,11 @@ impl Raft for RaftService {
                 tracing::warn!(%err, "refusing a snapshot image");
                 // A wrong checksum may be the sender's disk: it is told apart.
                 return Err(match err {
-                    super::snapshot::ReceiveError::Checksum { .. } => {
-                        Status::data_loss(err.to_string())
-                    }
+                    ReceiveError::Checksum { .. } => Status::data_loss(err.to_string()),
+                    // This node's trouble, not the image's.
+                    ReceiveError::Spool(_)
+                    | ReceiveError::Worker(_)
+                    | ReceiveError::TooLarge(_) => Status::resource_exhausted(err.to_string()),
                     _ => Status::invalid_argument(err.to_string()),
                 });
             }
@@ -99,44 +104,54 @@ impl Raft for RaftService {
                 offer.to, self.id
             )));
         }
-        Ok(Response::new(SnapshotHeldReply {
-            offset: self.held.offered(&offer),
-        }))
+        let spool = Arc::clone(&self.spool);
+        let offset = tokio::task::spawn_blocking(move || spool.offered(&offer))
+            .await
+            .map_err(|err| Status::internal(err.to_string()))?;
+        Ok(Response::new(SnapshotHeldReply { offset }))
     }
 }
 
-/// Serves the Raft gRPC endpoint on `listener` until `shutdown` completes.
+/// Serves the Raft gRPC endpoint on `listener` until `shutdown` completes;
+/// snapshot images are received into a file in `data_dir`.
 pub async fn serve(
     listener: TcpListener,
     id: NodeId,
+    data_dir: PathBuf,
     inbox: mpsc::Sender<Envelope>,
     tls: Option<PeerTls>,
     counters: Option<super::ImageCounters>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let held = std::sync::Arc::new(super::snapshot::Held::default());
+    // Opening reads no more than a file header: it runs here, once.
+    let spool = Arc::new(Spool::open(&data_dir));
     // Part of an image nobody goes on with, or that the node no longer
-    // needs, is freed in time, asked or not.
-    let weak = std::sync::Arc::downgrade(&held);
+    // needs, is deleted in time, asked or not.
+    let weak = Arc::downgrade(&spool);
     let applied = counters.as_ref().map(|c| c.applied_index.clone());
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             every.tick().await;
-            let Some(held) = weak.upgrade() else {
+            let Some(spool) = weak.upgrade() else {
                 return;
             };
             let applied = applied
                 .as_ref()
                 .map_or(0, |gauge| u64::try_from(gauge.get()).unwrap_or(0));
-            held.expire(applied);
+            if tokio::task::spawn_blocking(move || spool.expire(applied))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     });
     let service = RaftServer::new(RaftService {
         id,
         inbox,
-        receiving: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
-        held,
+        receiving: Arc::new(tokio::sync::Semaphore::new(1)),
+        spool,
         counters,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
