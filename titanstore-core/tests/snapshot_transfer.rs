@@ -113,6 +113,32 @@ async fn next(inbox: &mut mpsc::Receiver<Envelope>) -> Envelope {
         .expect("inbox closed")
 }
 
+/// Waits for the image `data` to reach the node and checks that its sender
+/// read only what the receiver did not hold (all but `kept` bytes).
+async fn expect_resumed(
+    inbox: &mut mpsc::Receiver<Envelope>,
+    source: &Source,
+    data: &[u8],
+    kept: u64,
+) {
+    match next(inbox).await.msg.body {
+        MessageBody::InstallSnapshot {
+            meta: got,
+            data: got_data,
+            ..
+        } => {
+            assert_eq!(got, meta());
+            assert!(got_data == data, "the resumed image arrived changed");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        source.image.bytes_read(),
+        data.len() as u64 - kept,
+        "the sender re-read what the receiver held"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_chunk_image_arrives_whole_once_and_holds_nothing_up() {
     let (addr, mut inbox, stop, server) = endpoint().await;
@@ -403,22 +429,7 @@ async fn a_cut_send_resumes_where_it_stopped() {
     let source = Source::new(&data);
     let sender = PeerSender::spawn(addr.clone(), &dialer(&source));
     sender.send(ask_image(), Arc::from("c1"));
-    match next(&mut inbox).await.msg.body {
-        MessageBody::InstallSnapshot {
-            meta: got,
-            data: got_data,
-            ..
-        } => {
-            assert_eq!(got, meta());
-            assert!(got_data == data, "the resumed image arrived changed");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-    assert_eq!(
-        source.image.bytes_read(),
-        data.len() as u64 - kept,
-        "the sender re-read what the receiver held"
-    );
+    expect_resumed(&mut inbox, &source, &data, kept).await;
 
     // A part of one image is dropped when another image is offered.
     let mut cut = chunked(&data, CHUNK_BYTES);
@@ -462,22 +473,103 @@ async fn a_part_outlives_a_restart_of_the_receiver() {
     let source = Source::new(&data);
     let sender = PeerSender::spawn(addr.clone(), &dialer(&source));
     sender.send(ask_image(), Arc::from("c1"));
-    match next(&mut inbox).await.msg.body {
-        MessageBody::InstallSnapshot {
-            meta: got,
-            data: got_data,
-            ..
-        } => {
-            assert_eq!(got, meta());
-            assert!(got_data == data, "the resumed image arrived changed");
+    expect_resumed(&mut inbox, &source, &data, kept).await;
+    assert!(!spooled.exists(), "the finished image left its file");
+    drop(sender);
+    let _ = stop.send(());
+    server.await.unwrap();
+}
+
+/// Sends `chunks` on a Snapshot call whose stream then stays open, as a
+/// sender that went away without closing it would leave it.
+fn send_and_stay(
+    addr: &str,
+    chunks: Vec<SnapshotChunk>,
+) -> tokio::task::JoinHandle<Result<(), tonic::Status>> {
+    use futures_util::StreamExt;
+    let addr = format!("http://{addr}");
+    tokio::spawn(async move {
+        let mut client = RaftClient::connect(addr).await.unwrap();
+        let chunks = futures_util::stream::iter(chunks).chain(futures_util::stream::pending());
+        client.snapshot(chunks).await.map(|_| ())
+    })
+}
+
+/// Waits until the file at `path` is at least `len` bytes long.
+async fn wait_for_len(path: &std::path::Path, len: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = std::fs::metadata(path).map_or(0, |m| m.len());
+        if now >= len {
+            return;
         }
-        other => panic!("unexpected {other:?}"),
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} held {now} bytes, not {len}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A send the receiver never sees end (its sender gave it up and the
+/// stream stayed open, or its sender reset the call) does not cost the next
+/// send what arrived: the next offer stops a receive still waiting for
+/// chunks and is answered with what it wrote, a reset call leaves what
+/// arrived held, and the real sender then sends only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_given_up_without_an_end_leaves_what_arrived_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, mut inbox, stop, server) = endpoint_in(dir.path().to_path_buf()).await;
+    let data = image(5 * CHUNK_BYTES + 99);
+    let file = SnapshotFile::from_snapshot(Snapshot {
+        meta: meta(),
+        data: data.clone(),
+    })
+    .unwrap();
+    let prefix = titanstore_core::storage::ImagePrefix {
+        meta: meta(),
+        head: file.head.clone(),
+        image_len: file.image_len,
+        crc32c: file.crc32c,
+    };
+    let prefix_len = prefix.to_bytes().len() as u64;
+    let spooled = dir.path().join("snapshot.recv");
+
+    // Three chunks on a stream that never ends.
+    let mut cut = chunked(&data, CHUNK_BYTES);
+    cut.truncate(3);
+    let stalled = send_and_stay(&addr, cut);
+    let kept = 3 * CHUNK_BYTES as u64;
+    wait_for_len(&spooled, prefix_len + kept).await;
+    assert_eq!(held(&addr, &data, 0).await, kept, "the offer lost the part");
+    let status = tokio::time::timeout(Duration::from_secs(10), stalled)
+        .await
+        .expect("the stalled receive was not stopped")
+        .unwrap()
+        .expect_err("a stalled image was taken");
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status}");
+
+    // The fourth chunk goes on from there; then its sender resets the call.
+    let config = titanstore_core::types::encode(&ClusterConfig::default()).unwrap();
+    let mut more = chunked(&data, CHUNK_BYTES).split_off(3);
+    more.truncate(1);
+    header(&mut more[0], &file, &config);
+    let reset = send_and_stay(&addr, more);
+    let kept = 4 * CHUNK_BYTES as u64;
+    wait_for_len(&spooled, prefix_len + kept).await;
+    reset.abort();
+    let _ = reset.await;
     assert_eq!(
-        source.image.bytes_read(),
-        data.len() as u64 - kept,
-        "the sender re-read what the receiver held"
+        held(&addr, &data, 0).await,
+        kept,
+        "a reset call lost the part"
     );
+
+    let source = Source::new(&data);
+    let sender = PeerSender::spawn(addr.clone(), &dialer(&source));
+    sender.send(ask_image(), Arc::from("c1"));
+    expect_resumed(&mut inbox, &source, &data, kept).await;
     assert!(!spooled.exists(), "the finished image left its file");
     drop(sender);
     let _ = stop.send(());

@@ -82,6 +82,7 @@ impl Raft for RaftService {
                     ReceiveError::Spool(_)
                     | ReceiveError::Worker(_)
                     | ReceiveError::TooLarge(_) => Status::resource_exhausted(err.to_string()),
+                    ReceiveError::Superseded => Status::aborted(err.to_string()),
                     _ => Status::invalid_argument(err.to_string()),
                 });
             }

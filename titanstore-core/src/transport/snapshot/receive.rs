@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::super::convert::{self, ConvertError};
 use super::super::{Envelope, ImageCounters};
-use super::spool::{Part, Spool};
+use super::spool::{Receiving, Spool};
 use super::{CHUNK_TIMEOUT, ImageId};
 use crate::raft::{Message, MessageBody};
 use crate::storage::ImagePrefix;
@@ -44,6 +44,8 @@ pub enum ReceiveError {
     Convert(#[from] ConvertError),
     #[error("stream failed: {0}")]
     Stream(#[from] Status),
+    #[error("the sender offered an image again: this send of it is over")]
+    Superseded,
 }
 
 /// Runs the file work `f` off the async threads.
@@ -58,15 +60,16 @@ async fn blocking<T: Send + 'static>(
 /// Reads one image from `stream` into `spool`, from the start or from where
 /// an earlier send of it stopped, and returns it as the `InstallSnapshot`
 /// its sender's core asked for. Every check fails the whole image and
-/// deletes what was received of it; a stream that only stops early leaves
-/// what arrived in the spool file for the next send.
+/// deletes what was received of it; a stream that only stops early, or is
+/// dropped, leaves what arrived in the spool file for the next send.
 pub(in crate::transport) async fn receive(
     stream: &mut tonic::Streaming<SnapshotChunk>,
     me: &str,
     spool: &Arc<Spool>,
     counters: Option<&ImageCounters>,
 ) -> Result<Envelope, ReceiveError> {
-    let mut chunk = next_chunk(stream).await?;
+    let receiving = spool.receiving();
+    let mut chunk = next_chunk(stream, &receiving).await?;
     if chunk.to != me {
         return Err(ReceiveError::NotMine {
             to: chunk.to,
@@ -90,7 +93,7 @@ pub(in crate::transport) async fn receive(
         chunk.term,
     );
     let cluster_id = std::mem::take(&mut chunk.cluster_id);
-    let part = if chunk.offset == 0 {
+    if chunk.offset == 0 {
         // A send from the start ends what was held, whether or not its image
         // is taken.
         let held = Arc::clone(spool);
@@ -108,52 +111,45 @@ pub(in crate::transport) async fn receive(
             crc32c: id.crc32c,
         };
         let spool = Arc::clone(spool);
-        blocking(move || spool.begin(id, prefix)).await??
+        blocking(move || spool.begin(id, prefix)).await??;
     } else {
-        let spool = Arc::clone(spool);
+        let held = Arc::clone(spool);
         let offset = chunk.offset;
-        match blocking(move || spool.resume(id, offset)).await?? {
-            Some(part) => {
-                tracing::info!(from = %from, index = id.last_index, offset,
-                    total = id.total_len, "resuming a snapshot image where its last send stopped");
-                if let Some(counters) = counters {
-                    counters.resumes.inc();
-                }
-                part
-            }
-            None => return Err(ReceiveError::NothingToResume(offset)),
+        if !blocking(move || held.resume(id, offset)).await?? {
+            return Err(ReceiveError::NothingToResume(offset));
         }
-    };
-    let (part, filled) = fill(part, chunk, stream, counters).await;
-    // Without the part, a file task failed and took it with it.
-    let Some(part) = part else {
-        return filled.and(Err(ReceiveError::Worker(
-            "a file task lost the image".into(),
-        )));
-    };
+        tracing::info!(from = %from, index = id.last_index, offset,
+            total = id.total_len, "resuming a snapshot image where its last send stopped");
+        if let Some(counters) = counters {
+            counters.resumes.inc();
+        }
+    }
+    let filled = fill(spool, &receiving, id, chunk, stream, counters).await;
+    let held = Arc::clone(spool);
     match filled {
         Ok(()) => {}
-        Err(err @ (ReceiveError::Truncated | ReceiveError::Stream(_))) if part.len > 0 => {
-            tracing::info!(
-                index = part.id.last_index,
-                bytes = part.len,
-                total = part.id.total_len,
-                "a snapshot image's send broke off: keeping what arrived for the next send"
-            );
-            let spool = Arc::clone(spool);
-            blocking(move || spool.keep(part)).await?;
+        Err(
+            err @ (ReceiveError::Truncated | ReceiveError::Stream(_) | ReceiveError::Superseded),
+        ) => {
+            if let Some(bytes) = blocking(move || held.keep(id)).await? {
+                tracing::info!(
+                    index = id.last_index,
+                    bytes,
+                    total = id.total_len,
+                    "a snapshot image's send broke off: keeping what arrived for the next send"
+                );
+            }
             return Err(err);
         }
         Err(err) => {
-            blocking(move || part.discard()).await?;
+            blocking(move || held.discard(id)).await?;
             return Err(err);
         }
     }
-    let total = part.id.total_len;
-    let data = blocking(move || part.finish())
+    let data = blocking(move || held.finish(id))
         .await?
         .map_err(|err| match err.kind() {
-            std::io::ErrorKind::OutOfMemory => ReceiveError::TooLarge(total),
+            std::io::ErrorKind::OutOfMemory => ReceiveError::TooLarge(id.total_len),
             _ => ReceiveError::Spool(err),
         })?;
     Ok(Envelope {
@@ -166,81 +162,66 @@ pub(in crate::transport) async fn receive(
     })
 }
 
-/// The next chunk; a stream that ends, or waits longer than
-/// [`CHUNK_TIMEOUT`], is cut off (what arrived is kept).
+/// The next chunk; a stream that ends, waits longer than [`CHUNK_TIMEOUT`],
+/// or is superseded by a new offer, is cut off (what arrived is kept).
 async fn next_chunk(
     stream: &mut tonic::Streaming<SnapshotChunk>,
+    receiving: &Receiving,
 ) -> Result<SnapshotChunk, ReceiveError> {
-    tokio::time::timeout(CHUNK_TIMEOUT, stream.message())
-        .await
-        .map_err(|_| ReceiveError::Truncated)??
-        .ok_or(ReceiveError::Truncated)
+    tokio::select! {
+        next = tokio::time::timeout(CHUNK_TIMEOUT, stream.message()) => next
+            .map_err(|_| ReceiveError::Truncated)??
+            .ok_or(ReceiveError::Truncated),
+        () = receiving.stopped() => Err(ReceiveError::Superseded),
+    }
 }
 
-/// Appends `chunk` and the chunks after it to `part` until the last one,
-/// then checks the whole image. The part comes back with the outcome,
-/// unless a file task failed with it.
+/// Writes `chunk`, the first of this send, and the chunks after it to the
+/// part of image `id` in `spool` until the last one, then checks the whole
+/// image.
 async fn fill(
-    mut part: Part,
+    spool: &Arc<Spool>,
+    receiving: &Receiving,
+    id: ImageId,
     mut chunk: SnapshotChunk,
     stream: &mut tonic::Streaming<SnapshotChunk>,
     counters: Option<&ImageCounters>,
-) -> (Option<Part>, Result<(), ReceiveError>) {
-    let total = part.id.total_len;
+) -> Result<(), ReceiveError> {
+    let total = id.total_len;
+    let mut at = chunk.offset;
     loop {
-        let at = part.len;
         if chunk.offset != at {
-            let err = ReceiveError::OutOfOrder {
+            return Err(ReceiveError::OutOfOrder {
                 got: chunk.offset,
                 expected: at,
-            };
-            return (Some(part), Err(err));
+            });
         }
         let n = chunk.data.len() as u64;
         if at + n > total {
-            return (Some(part), Err(ReceiveError::Overrun { at, total }));
+            return Err(ReceiveError::Overrun { at, total });
         }
         let data = std::mem::take(&mut chunk.data);
-        let appended = blocking(move || {
-            let result = part.append(&data);
-            (part, result)
-        })
-        .await;
-        part = match appended {
-            Ok((part, Ok(()))) => part,
-            Ok((part, Err(err))) => return (Some(part), Err(ReceiveError::Spool(err))),
-            Err(err) => return (None, Err(err)),
-        };
+        let held = Arc::clone(spool);
+        blocking(move || held.append(id, at, &data)).await??;
+        at += n;
         if let Some(counters) = counters {
             counters.received_bytes.inc_by(n);
         }
         if chunk.done {
             break;
         }
-        chunk = match next_chunk(stream).await {
-            Ok(chunk) => chunk,
-            Err(err) => return (Some(part), Err(err)),
-        };
+        chunk = next_chunk(stream, receiving).await?;
     }
-    if part.len != total {
-        let err = ReceiveError::ShortImage {
-            at: part.len,
-            total,
-        };
-        return (Some(part), Err(err));
+    if at != total {
+        return Err(ReceiveError::ShortImage { at, total });
     }
-    let checked = blocking(move || {
-        let crc = part.checksum();
-        (part, crc)
-    })
-    .await;
-    match checked {
-        Ok((part, Ok(got))) if got == part.id.crc32c => (Some(part), Ok(())),
-        Ok((part, Ok(got))) => {
-            let want = part.id.crc32c;
-            (Some(part), Err(ReceiveError::Checksum { got, want }))
-        }
-        Ok((part, Err(err))) => (Some(part), Err(ReceiveError::Spool(err))),
-        Err(err) => (None, Err(err)),
+    let held = Arc::clone(spool);
+    let got = blocking(move || held.checksum(id)).await??;
+    if got != id.crc32c {
+        return Err(ReceiveError::Checksum {
+            got,
+            want: id.crc32c,
+        });
     }
+    Ok(())
 }

@@ -13,16 +13,24 @@
 //! fails that check, is deleted, and the next send starts from the
 //! beginning.
 //!
+//! The part stays in the spool while chunks are written to it, never in
+//! the receive that writes them: a receive can end anywhere (its call is
+//! dropped when the sender resets the stream or the connection dies), and
+//! what it wrote is held all the same. An offer while a receive is still
+//! going on stops that receive and waits for it, so it is answered with
+//! what arrived: a sender offers again only once it gave its last send up.
+//!
 //! Every call here does file I/O: callers run them off the async threads.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use titanstore_proto::SnapshotOffer;
+use tokio::sync::Notify;
 
 use super::{CHUNK_BYTES, ImageId, PARTIAL_TTL};
 use crate::storage::{ImagePrefix, read_file_prefix};
@@ -31,24 +39,70 @@ use crate::types::LogIndex;
 /// The file's name in the data directory.
 pub const SPOOL_FILE: &str = "snapshot.recv";
 
-/// What a receiver holds of an image whose send broke off (one at most).
+/// How long an offer waits for a receive it told to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// What a receiver holds of an image (one at most), and whether a receive
+/// is writing to it.
 pub(in crate::transport) struct Spool {
     path: PathBuf,
-    part: Mutex<Option<Part>>,
+    held: Mutex<Held>,
+    /// Signalled when a receive ends.
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct Held {
+    part: Option<Part>,
+    /// The receive going on, told to stop through this.
+    receiving: Option<Arc<Notify>>,
 }
 
 /// An image received in part, in the spool file.
-pub(super) struct Part {
-    pub(super) id: ImageId,
+struct Part {
+    id: ImageId,
     prefix: ImagePrefix,
     file: File,
     path: PathBuf,
     /// Bytes of the image in the file.
-    pub(super) len: u64,
+    len: u64,
     /// CRC-32C of the head and the image so far; `None` for a part found on
     /// disk at start, until a send goes on with it.
     crc: Option<u32>,
     touched: Instant,
+}
+
+/// A receive going on; it ends when this is dropped, however the receive
+/// ended.
+pub(super) struct Receiving {
+    spool: Arc<Spool>,
+    stop: Arc<Notify>,
+}
+
+impl Receiving {
+    /// Completes once an offer told this receive to stop.
+    pub(super) async fn stopped(&self) {
+        self.stop.notified().await;
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        let mut held = self.spool.held();
+        if held
+            .receiving
+            .as_ref()
+            .is_some_and(|stop| Arc::ptr_eq(stop, &self.stop))
+        {
+            held.receiving = None;
+        }
+        drop(held);
+        self.spool.ended.notify_all();
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::other("the part of the image was deleted while it arrived")
 }
 
 impl Spool {
@@ -75,39 +129,72 @@ impl Spool {
         }
         Spool {
             path,
-            part: Mutex::new(part),
+            held: Mutex::new(Held {
+                part,
+                receiving: None,
+            }),
+            ended: Condvar::new(),
         }
     }
 
-    fn slot(&self) -> MutexGuard<'_, Option<Part>> {
+    fn held(&self) -> MutexGuard<'_, Held> {
         // A panic while holding it left at worst a stale part: drop it.
-        let mut slot = self.part.lock().unwrap_or_else(|poisoned| {
-            let mut slot = poisoned.into_inner();
-            if let Some(part) = slot.take() {
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| {
+            let mut held = poisoned.into_inner();
+            if let Some(part) = held.part.take() {
                 part.discard();
             }
-            slot
+            held
         });
-        if slot
+        if held
+            .part
             .as_ref()
             .is_some_and(|p| p.touched.elapsed() > PARTIAL_TTL)
         {
             tracing::info!("deleting part of a snapshot image no send went on with");
-            if let Some(part) = slot.take() {
+            if let Some(part) = held.part.take() {
                 part.discard();
             }
         }
-        slot
+        held
+    }
+
+    /// Marks a receive as going on until the returned guard is dropped.
+    pub(super) fn receiving(self: &Arc<Self>) -> Receiving {
+        let stop = Arc::new(Notify::new());
+        self.held().receiving = Some(Arc::clone(&stop));
+        Receiving {
+            spool: Arc::clone(self),
+            stop,
+        }
     }
 
     /// Bytes held of `offer`'s image; anything held of another is deleted.
+    /// A receive still going on is stopped first, and waited for.
     pub(in crate::transport) fn offered(&self, offer: &SnapshotOffer) -> u64 {
         let id = ImageId::of_offer(offer);
-        let mut slot = self.slot();
-        match slot.as_ref() {
+        let mut held = self.held();
+        if let Some(stop) = &held.receiving {
+            stop.notify_one();
+            let deadline = Instant::now() + STOP_WAIT;
+            while held.receiving.is_some() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                held = match self.ended.wait_timeout(held, left) {
+                    Ok((held, _)) => held,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
+            }
+        }
+        match held.part.as_ref() {
             Some(part) if part.id == id => part.len,
             _ => {
-                if let Some(part) = slot.take() {
+                // A receive that did not stop in time fails on its own.
+                if held.receiving.is_none()
+                    && let Some(part) = held.part.take()
+                {
                     part.discard();
                 }
                 0
@@ -118,13 +205,17 @@ impl Spool {
     /// Deletes a part held longer than [`PARTIAL_TTL`] without progress, or
     /// of an image at or below `applied`, the node's applied index.
     pub(in crate::transport) fn expire(&self, applied: LogIndex) {
-        let mut slot = self.slot();
-        if slot.as_ref().is_some_and(|p| p.id.last_index <= applied) {
+        let mut held = self.held();
+        if held
+            .part
+            .as_ref()
+            .is_some_and(|p| p.id.last_index <= applied)
+        {
             tracing::info!(
                 applied,
                 "deleting part of a snapshot image the node caught up without"
             );
-            if let Some(part) = slot.take() {
+            if let Some(part) = held.part.take() {
                 part.discard();
             }
         }
@@ -132,15 +223,16 @@ impl Spool {
 
     /// Deletes what is held.
     pub(super) fn clear(&self) {
-        if let Some(part) = self.slot().take() {
+        if let Some(part) = self.held().part.take() {
             part.discard();
         }
     }
 
     /// Starts the spool file over for the image `prefix` describes.
-    pub(super) fn begin(&self, id: ImageId, prefix: ImagePrefix) -> io::Result<Part> {
+    pub(super) fn begin(&self, id: ImageId, prefix: ImagePrefix) -> io::Result<()> {
+        let mut held = self.held();
         // The file is truncated below: what was held is of no more use.
-        drop(self.slot().take());
+        drop(held.part.take());
         let created = OpenOptions::new()
             .read(true)
             .write(true)
@@ -155,7 +247,7 @@ impl Spool {
                 return Err(err);
             }
         };
-        Ok(Part {
+        held.part = Some(Part {
             id,
             crc: Some(crc32c::crc32c(&prefix.head)),
             prefix,
@@ -163,49 +255,114 @@ impl Spool {
             path: self.path.clone(),
             len: 0,
             touched: Instant::now(),
-        })
+        });
+        Ok(())
     }
 
-    /// The part held of image `id` if it ends at `offset`, its checksum
-    /// known. A part of `id` that ends elsewhere stays for a send that gets
-    /// it right; a part of another image is deleted.
-    pub(super) fn resume(&self, id: ImageId, offset: u64) -> io::Result<Option<Part>> {
-        let mut slot = self.slot();
-        match slot.take() {
-            Some(mut part) if part.id == id && part.len == offset => {
-                drop(slot);
+    /// Whether the part held is of image `id` and ends at `offset`; its
+    /// checksum is then known. A part of `id` that ends elsewhere stays
+    /// for a send that gets it right; a part of another image is deleted.
+    pub(super) fn resume(&self, id: ImageId, offset: u64) -> io::Result<bool> {
+        let mut held = self.held();
+        match held.part.as_mut() {
+            Some(part) if part.id == id && part.len == offset => {
                 if let Err(err) = part.checksum() {
-                    part.discard();
+                    if let Some(part) = held.part.take() {
+                        part.discard();
+                    }
                     return Err(err);
                 }
-                Ok(Some(part))
+                Ok(true)
             }
-            Some(part) if part.id == id => {
-                *slot = Some(part);
-                Ok(None)
+            Some(part) if part.id == id => Ok(false),
+            Some(_) => {
+                if let Some(part) = held.part.take() {
+                    part.discard();
+                }
+                Ok(false)
             }
-            Some(part) => {
-                part.discard();
-                Ok(None)
-            }
-            None => Ok(None),
+            None => Ok(false),
         }
     }
 
-    /// Holds `part` for the next send of its image; what it holds is
-    /// fsynced first, so a power loss takes as little of it as it can.
-    pub(super) fn keep(&self, mut part: Part) {
-        if let Err(err) = part.file.sync_data() {
-            tracing::warn!(file = %part.path.display(), %err,
-                "cannot fsync part of a snapshot image: deleting it");
-            part.discard();
-            return;
+    /// Writes `data` as the bytes of image `id` at `at`, which must be where
+    /// the part held of it ends.
+    pub(super) fn append(&self, id: ImageId, at: u64, data: &[u8]) -> io::Result<()> {
+        let mut held = self.held();
+        let part = held
+            .part
+            .as_mut()
+            .filter(|part| part.id == id && part.len == at)
+            .ok_or_else(gone)?;
+        part.append(data)
+    }
+
+    /// CRC-32C of the head and what is held of image `id`.
+    pub(super) fn checksum(&self, id: ImageId) -> io::Result<u32> {
+        let mut held = self.held();
+        let part = held
+            .part
+            .as_mut()
+            .filter(|part| part.id == id)
+            .ok_or_else(gone)?;
+        part.checksum()
+    }
+
+    /// Keeps what is held of image `id` for the next send of it, fsynced
+    /// first so a power loss takes as little of it as it can; returns the
+    /// bytes kept. A part with no bytes is deleted instead.
+    pub(super) fn keep(&self, id: ImageId) -> Option<u64> {
+        let mut held = self.held();
+        let part = held.part.as_mut().filter(|part| part.id == id)?;
+        let synced = if part.len == 0 {
+            None
+        } else {
+            match part.file.sync_data() {
+                Ok(()) => Some(part.len),
+                Err(err) => {
+                    tracing::warn!(file = %part.path.display(), %err,
+                        "cannot fsync part of a snapshot image: deleting it");
+                    None
+                }
+            }
+        };
+        match synced {
+            Some(len) => {
+                part.touched = Instant::now();
+                Some(len)
+            }
+            None => {
+                if let Some(part) = held.part.take() {
+                    part.discard();
+                }
+                None
+            }
         }
-        part.touched = Instant::now();
-        let mut slot = self.slot();
-        if let Some(other) = slot.replace(part) {
-            // Not reached: one image is received at a time.
-            drop(other);
+    }
+
+    /// Deletes the part held of image `id`.
+    pub(super) fn discard(&self, id: ImageId) {
+        let mut held = self.held();
+        if held.part.as_ref().is_some_and(|part| part.id == id)
+            && let Some(part) = held.part.take()
+        {
+            part.discard();
+        }
+    }
+
+    /// The whole image `id`, read from the file, which is then deleted. An
+    /// image that does not fit in memory fails with `OutOfMemory`.
+    pub(super) fn finish(&self, id: ImageId) -> io::Result<Vec<u8>> {
+        let mut held = self.held();
+        match held.part.take() {
+            Some(part) if part.id == id => {
+                drop(held);
+                part.finish()
+            }
+            other => {
+                held.part = other;
+                Err(gone())
+            }
         }
     }
 }
@@ -239,18 +396,19 @@ impl Part {
     }
 
     /// Writes the image's next bytes.
-    pub(super) fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let crc = self.checksum()?;
         self.file
             .write_all_at(data, self.prefix.image_at() + self.len)?;
         self.crc = Some(crc32c::crc32c_append(crc, data));
         self.len += data.len() as u64;
+        self.touched = Instant::now();
         Ok(())
     }
 
     /// CRC-32C of the head and the image so far (read back from the file
     /// for a part found at start).
-    pub(super) fn checksum(&mut self) -> io::Result<u32> {
+    fn checksum(&mut self) -> io::Result<u32> {
         if let Some(crc) = self.crc {
             return Ok(crc);
         }
@@ -268,9 +426,8 @@ impl Part {
         Ok(crc)
     }
 
-    /// The whole image, read from the file, which is then deleted. An image
-    /// that does not fit in memory fails with `OutOfMemory`.
-    pub(super) fn finish(self) -> io::Result<Vec<u8>> {
+    /// The whole image, read from the file, which is then deleted.
+    fn finish(self) -> io::Result<Vec<u8>> {
         let read = usize::try_from(self.len)
             .ok()
             .and_then(|len| {
@@ -290,7 +447,7 @@ impl Part {
     }
 
     /// Deletes the spool file, if it is still this part's.
-    pub(super) fn discard(self) {
+    fn discard(self) {
         let ours = match (self.file.metadata(), std::fs::metadata(&self.path)) {
             (Ok(mine), Ok(there)) => mine.ino() == there.ino() && mine.dev() == there.dev(),
             _ => false,
@@ -369,30 +526,31 @@ mod tests {
         let (id, prefix, data) = image(40, 3 * 100_000 + 7);
         let spool = Spool::open(dir.path());
         assert_eq!(spool.offered(&offer(id)), 0);
-        let mut part = spool.begin(id, prefix.clone()).unwrap();
-        part.append(&data[..100_000]).unwrap();
-        part.append(&data[100_000..150_000]).unwrap();
-        spool.keep(part);
+        spool.begin(id, prefix.clone()).unwrap();
+        spool.append(id, 0, &data[..100_000]).unwrap();
+        spool.append(id, 100_000, &data[100_000..150_000]).unwrap();
+        assert!(spool.append(id, 100_000, &data[..10]).is_err(), "a gap");
+        assert_eq!(spool.keep(id), Some(150_000));
         assert_eq!(spool.offered(&offer(id)), 150_000);
         drop(spool);
 
         let spool = Spool::open(dir.path());
         assert_eq!(spool.offered(&offer(id)), 150_000, "lost at restart");
-        assert!(spool.resume(id, 100_000).unwrap().is_none(), "wrong offset");
+        assert!(!spool.resume(id, 100_000).unwrap(), "wrong offset");
         assert_eq!(
             spool.offered(&offer(id)),
             150_000,
             "dropped by a wrong offset"
         );
-        let mut part = spool.resume(id, 150_000).unwrap().unwrap();
-        part.append(&data[150_000..]).unwrap();
-        assert_eq!(part.checksum().unwrap(), id.crc32c);
+        assert!(spool.resume(id, 150_000).unwrap());
+        spool.append(id, 150_000, &data[150_000..]).unwrap();
+        assert_eq!(spool.checksum(id).unwrap(), id.crc32c);
         // The file is the snapshot file the sender has.
         let on_disk = std::fs::read(dir.path().join(SPOOL_FILE)).unwrap();
         let mut expected = prefix.to_bytes();
         expected.extend_from_slice(&data);
         assert!(on_disk == expected);
-        assert!(part.finish().unwrap() == data);
+        assert!(spool.finish(id).unwrap() == data);
         assert!(!dir.path().join(SPOOL_FILE).exists());
         assert_eq!(spool.offered(&offer(id)), 0);
     }
@@ -404,18 +562,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (id, prefix, data) = image(40, 200_000);
         let spool = Spool::open(dir.path());
-        let mut part = spool.begin(id, prefix.clone()).unwrap();
-        part.append(&data[..120_000]).unwrap();
-        spool.keep(part);
+        spool.begin(id, prefix.clone()).unwrap();
+        spool.append(id, 0, &data[..120_000]).unwrap();
+        spool.keep(id);
         drop(spool);
         let path = dir.path().join(SPOOL_FILE);
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&[0; 4000], prefix.image_at() + 116_000)
             .unwrap();
         let spool = Spool::open(dir.path());
-        let mut part = spool.resume(id, 120_000).unwrap().unwrap();
-        part.append(&data[120_000..]).unwrap();
-        assert_ne!(part.checksum().unwrap(), id.crc32c);
+        assert!(spool.resume(id, 120_000).unwrap());
+        spool.append(id, 120_000, &data[120_000..]).unwrap();
+        assert_ne!(spool.checksum(id).unwrap(), id.crc32c);
     }
 
     /// A part goes when another image is offered or begun, once the node
@@ -428,9 +586,9 @@ mod tests {
         let (other, other_prefix, _) = image(60, 1000);
         let spool = Spool::open(dir.path());
         let keep_some = |spool: &Spool| {
-            let mut part = spool.begin(id, prefix.clone()).unwrap();
-            part.append(&data[..300]).unwrap();
-            spool.keep(part);
+            spool.begin(id, prefix.clone()).unwrap();
+            spool.append(id, 0, &data[..300]).unwrap();
+            assert_eq!(spool.keep(id), Some(300));
         };
         keep_some(&spool);
         spool.expire(49);
@@ -450,25 +608,48 @@ mod tests {
         assert_eq!(spool.offered(&offer(other)), 0);
         assert!(!path.exists(), "kept after another image was offered");
         keep_some(&spool);
-        let part = spool.begin(other, other_prefix).unwrap();
+        spool.begin(other, other_prefix).unwrap();
         assert_eq!(
             spool.offered(&offer(id)),
             0,
             "kept after another image began"
         );
-        part.discard();
         assert!(!path.exists());
-        // A stale handle never deletes a newer file.
-        let stale = spool.begin(id, prefix.clone()).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let newer = spool.begin(id, prefix.clone()).unwrap();
-        stale.discard();
-        assert!(path.exists());
-        spool.keep(newer);
+        // A part with nothing in it is not kept.
+        spool.begin(id, prefix.clone()).unwrap();
+        assert_eq!(spool.keep(id), None);
+        assert!(!path.exists());
+        keep_some(&spool);
         drop(spool);
         std::fs::write(&path, b"something else entirely, long enough for a header").unwrap();
         let spool = Spool::open(dir.path());
         assert!(!path.exists());
         assert_eq!(spool.offered(&offer(id)), 0);
+    }
+
+    /// An offer while a receive is still going on (a sender that gave the
+    /// send up without the receiver noticing) tells that receive to stop,
+    /// waits for it to end, and is answered with what it wrote; a receive
+    /// that ends without keeping its part (its call dropped) leaves the
+    /// part held all the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offer_stops_a_receive_still_going_on_and_gets_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, prefix, data) = image(70, 5000);
+        let spool = Arc::new(Spool::open(dir.path()));
+        let receiving = spool.receiving();
+        spool.begin(id, prefix).unwrap();
+        spool.append(id, 0, &data[..2000]).unwrap();
+        let asking = Arc::clone(&spool);
+        let asked = tokio::task::spawn_blocking(move || asking.offered(&offer(id)));
+        tokio::time::timeout(Duration::from_secs(10), receiving.stopped())
+            .await
+            .expect("the receive was not told to stop");
+        // It writes what it had in hand before it ends.
+        spool.append(id, 2000, &data[2000..3000]).unwrap();
+        assert!(!asked.is_finished(), "answered before the receive ended");
+        drop(receiving);
+        assert_eq!(asked.await.unwrap(), 3000);
+        assert_eq!(spool.offered(&offer(id)), 3000, "no longer held");
     }
 }
