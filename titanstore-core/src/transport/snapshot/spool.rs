@@ -51,11 +51,19 @@ pub(in crate::transport) struct Spool {
     ended: Condvar,
 }
 
-#[derive(Default)]
 struct Held {
     part: Option<Part>,
     /// The receive going on, told to stop through this.
     receiving: Option<Arc<Notify>>,
+}
+
+impl Held {
+    /// Deletes the part held, and its file.
+    fn delete(&mut self) {
+        if let Some(part) = self.part.take() {
+            part.discard();
+        }
+    }
 }
 
 /// An image received in part, in the spool file.
@@ -141,9 +149,7 @@ impl Spool {
         // A panic while holding it left at worst a stale part: drop it.
         let mut held = self.held.lock().unwrap_or_else(|poisoned| {
             let mut held = poisoned.into_inner();
-            if let Some(part) = held.part.take() {
-                part.discard();
-            }
+            held.delete();
             held
         });
         if held
@@ -152,9 +158,7 @@ impl Spool {
             .is_some_and(|p| p.touched.elapsed() > PARTIAL_TTL)
         {
             tracing::info!("deleting part of a snapshot image no send went on with");
-            if let Some(part) = held.part.take() {
-                part.discard();
-            }
+            held.delete();
         }
         held
     }
@@ -192,10 +196,8 @@ impl Spool {
             Some(part) if part.id == id => part.len,
             _ => {
                 // A receive that did not stop in time fails on its own.
-                if held.receiving.is_none()
-                    && let Some(part) = held.part.take()
-                {
-                    part.discard();
+                if held.receiving.is_none() {
+                    held.delete();
                 }
                 0
             }
@@ -215,17 +217,13 @@ impl Spool {
                 applied,
                 "deleting part of a snapshot image the node caught up without"
             );
-            if let Some(part) = held.part.take() {
-                part.discard();
-            }
+            held.delete();
         }
     }
 
     /// Deletes what is held.
     pub(super) fn clear(&self) {
-        if let Some(part) = self.held().part.take() {
-            part.discard();
-        }
+        self.held().delete();
     }
 
     /// Starts the spool file over for the image `prefix` describes.
@@ -267,18 +265,14 @@ impl Spool {
         match held.part.as_mut() {
             Some(part) if part.id == id && part.len == offset => {
                 if let Err(err) = part.checksum() {
-                    if let Some(part) = held.part.take() {
-                        part.discard();
-                    }
+                    held.delete();
                     return Err(err);
                 }
                 Ok(true)
             }
             Some(part) if part.id == id => Ok(false),
             Some(_) => {
-                if let Some(part) = held.part.take() {
-                    part.discard();
-                }
+                held.delete();
                 Ok(false)
             }
             None => Ok(false),
@@ -332,9 +326,7 @@ impl Spool {
                 Some(len)
             }
             None => {
-                if let Some(part) = held.part.take() {
-                    part.discard();
-                }
+                held.delete();
                 None
             }
         }
@@ -343,10 +335,8 @@ impl Spool {
     /// Deletes the part held of image `id`.
     pub(super) fn discard(&self, id: ImageId) {
         let mut held = self.held();
-        if held.part.as_ref().is_some_and(|part| part.id == id)
-            && let Some(part) = held.part.take()
-        {
-            part.discard();
+        if held.part.as_ref().is_some_and(|part| part.id == id) {
+            held.delete();
         }
     }
 
